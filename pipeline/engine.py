@@ -1,0 +1,232 @@
+"""A shard: render → skip what the journal knows → dispatch → judge → re-ask → journal.
+
+Every input row ends in exactly one :class:`~pipeline.tables.RowMeta`; nothing raises for a bad
+row. Only a fatal, account-wide error (:class:`~pipeline.glm.errors.FatalError`) stops the run:
+it sets ``abort`` so no further request starts, and is re-raised by :func:`process_shard`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import jsonschema_rs
+import orjson
+import polars as pl
+
+from pipeline.glm.client import GLMClient
+from pipeline.glm.errors import FatalError, RowError, TransientError
+from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStopping, send_with_retry
+from pipeline.journal import Journal, JournalEntry
+from pipeline.keys import request_key
+from pipeline.limiter import AdaptiveLimiter
+from pipeline.prompts import RenderOptions, render_request, system_message
+from pipeline.stats import RunStats
+from pipeline.tables import RowMeta
+from pipeline.tasks import TaskSpec
+from pipeline.validate import Filtered, Reask, Valid, build_reask, compile_validator, judge
+
+
+@dataclass
+class EngineContext:
+    """Everything a shard needs; built once per run (or per Prefect shard task)."""
+
+    task: TaskSpec
+    options: RenderOptions
+    client: GLMClient
+    limiter: AdaptiveLimiter
+    journal: Journal
+    policy: RetryPolicy
+    stats: RunStats
+    max_reasks: int = 2
+    price_cny_per_mtok: float = 0.5
+    budget_cny: float | None = None
+    abort: asyncio.Event | None = None
+    fatal: FatalError | None = None
+    inflight: dict[str, asyncio.Future[JournalEntry]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validator: jsonschema_rs.Validator = compile_validator(self.task.schema)
+        self.system = system_message(self.task, self.options.mode)
+        if self.abort is None:
+            self.abort = asyncio.Event()
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens + completion_tokens) * self.price_cny_per_mtok / 1_000_000
+
+
+@dataclass(frozen=True)
+class _Planned:
+    meta: RowMeta | None  # decided without a request (skipped / failed before sending)
+    key: str | None
+    body: dict[str, Any] | None
+
+
+async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -> list[RowMeta]:
+    """One outcome per row, in order. Raises the run's FatalError after in-flight work settles."""
+    planned = [plan_row(ctx, row) for row in rows]
+    keys = [p.key for p in planned if p.key is not None]
+    known = ctx.journal.lookup(keys)
+    todo = {p.key: p.body for p in planned if p.key and p.body is not None and p.key not in known}
+    fresh: dict[str, JournalEntry] = {}
+    borrowed: set[str] = set()
+    async with asyncio.TaskGroup() as group:
+        for key, body in todo.items():
+            if key in ctx.inflight:  # another shard of this run is already paying for it
+                borrowed.add(key)
+                group.create_task(_borrow(ctx.inflight[key], key, fresh))
+            else:
+                ctx.inflight[key] = asyncio.get_running_loop().create_future()
+                group.create_task(_answer_into(ctx, key, body, fresh))
+    ctx.journal.flush()
+    if ctx.fatal is not None:
+        raise ctx.fatal
+    return _row_metas(ctx, planned, known, fresh, borrowed)
+
+
+async def _borrow(future: asyncio.Future[JournalEntry], key: str, out: dict[str, JournalEntry]) -> None:
+    out[key] = await asyncio.shield(future)
+
+
+def plan_row(ctx: EngineContext, row: Mapping[str, Any]) -> _Planned:
+    """Decide, without the network, whether a row needs a request, and render it."""
+    text = row.get(ctx.task.text_column)
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return _Planned(_local_meta("skipped", "empty_text", "the text column is null or blank"), None, None)
+    limit = ctx.task.max_input_chars
+    if limit is not None and isinstance(text, str) and len(text) > limit:
+        message = f"text has {len(text)} characters, over the task's max_input_chars={limit}"
+        return _Planned(_local_meta("failed", "input_too_long", message), None, None)
+    body = render_request(ctx.task, row, ctx.options, ctx.system)
+    return _Planned(None, request_key(body), body)
+
+
+async def _answer_into(ctx: EngineContext, key: str, body: dict[str, Any], out: dict[str, JournalEntry]) -> None:
+    try:
+        entry, raw = await answer_request(ctx, key, body)
+    except BaseException as exc:
+        ctx.inflight.pop(key).set_exception(exc)
+        raise
+    out[key] = entry
+    ctx.inflight.pop(key).set_result(entry)
+    if entry.final:
+        ctx.journal.add(entry, raw)
+        if ctx.journal.pending == 1:  # first of this loop tick: commit the tick's batch soon
+            asyncio.get_running_loop().call_soon(ctx.journal.flush)
+
+
+@dataclass
+class _Tally:
+    """What one row's requests cost so far (every attempt and re-ask of it)."""
+
+    attempts: int = 0
+    reasks: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> tuple[JournalEntry, bytes | None]:
+    """Fetch, judge and (bounded) re-ask one request; never raises for a row-level problem."""
+    assert ctx.abort is not None
+    tally = _Tally()
+    if ctx.budget_cny is not None and ctx.stats.cost_cny >= ctx.budget_cny:
+        message = f"the run's budget of {ctx.budget_cny} CNY was reached"
+        return _entry(ctx, key, "skipped", tally, final=False, code="budget_reached", message=message), None
+    current = body
+    while True:
+        log = AttemptLog()
+        try:
+            answer = await send_with_retry(ctx.client, current, ctx.limiter, ctx.policy, ctx.abort, log)
+        except FatalError as exc:
+            ctx.fatal = ctx.fatal or exc
+            ctx.abort.set()
+            return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=exc.message), None
+        except RowError as exc:
+            status = "filtered" if exc.filtered else "failed"
+            return _entry(ctx, key, status, tally, code=exc.code, message=exc.message), None
+        except TransientError as exc:
+            message = f"gave up after {log.attempts} attempts: {exc.message}"
+            return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=message), None
+        except RunStopping:
+            message = "not sent: the run stopped first"
+            return _entry(ctx, key, "failed", tally, final=False, code="run_aborted", message=message), None
+        finally:
+            tally.attempts += log.attempts
+            ctx.stats.note_attempts(log)
+        tally.prompt_tokens += answer.prompt_tokens
+        tally.completion_tokens += answer.completion_tokens
+        ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens,
+                              ctx.cost(answer.prompt_tokens, answer.completion_tokens))
+        verdict = judge(answer.content, answer.finish_reason, ctx.validator)
+        if isinstance(verdict, Reask) and tally.reasks < ctx.max_reasks:
+            current = build_reask(current, answer.content, verdict)
+            tally.reasks += 1
+            ctx.stats.reasks += 1
+            continue
+        entry = _judged_entry(ctx, key, verdict, tally)
+        entry = replace(entry, latency_ms=answer.latency_ms, finish_reason=answer.finish_reason,
+                        request_id=answer.request_id)
+        return entry, answer.raw
+
+
+def _judged_entry(ctx: EngineContext, key: str, verdict: Valid | Reask | Filtered, tally: _Tally) -> JournalEntry:
+    if isinstance(verdict, Valid):
+        return _entry(ctx, key, "ok", tally, data_json=orjson.dumps(verdict.data).decode())
+    if isinstance(verdict, Filtered):
+        return _entry(ctx, key, "filtered", tally, code=verdict.code, message=verdict.message)
+    message = f"{verdict.code} after {tally.reasks} re-asks: {'; '.join(verdict.errors)[:500]}"
+    return _entry(ctx, key, "invalid", tally, code=verdict.code, message=message)
+
+
+def _entry(ctx: EngineContext, key: str, status: str, tally: _Tally, *, final: bool = True,
+           data_json: str | None = None, code: str | None = None, message: str | None = None) -> JournalEntry:
+    return JournalEntry(
+        key=key, status=status, final=final, data_json=data_json, error_code=code, error_message=message,
+        attempts=tally.attempts, reasks=tally.reasks, prompt_tokens=tally.prompt_tokens,
+        completion_tokens=tally.completion_tokens, latency_ms=None, finish_reason=None,
+        model=ctx.options.model, request_id=None, task=ctx.task.name, schema_id=ctx.task.schema_id,
+    )
+
+
+def _local_meta(status: str, code: str, message: str) -> RowMeta:
+    return RowMeta(status=status, error_code=code, error_message=message, attempts=0, reasks=0,
+                   prompt_tokens=0, completion_tokens=0, cost_cny=0.0, latency_ms=None, finish_reason=None,
+                   model=None, request_id=None, key=None, from_journal=False, data_json=None)
+
+
+def _row_metas(ctx: EngineContext, planned: list[_Planned], known: dict[str, JournalEntry],
+               fresh: dict[str, JournalEntry], borrowed: set[str]) -> list[RowMeta]:
+    metas: list[RowMeta] = []
+    paid = set(borrowed)
+    for plan in planned:
+        if plan.meta is not None or plan.key is None:
+            metas.append(plan.meta or _local_meta("failed", "internal", "no plan"))
+            continue
+        entry = fresh.get(plan.key)
+        from_journal = entry is None or plan.key in paid
+        entry = entry or known[plan.key]
+        paid.add(plan.key)
+        metas.append(meta_from_entry(ctx, entry, from_journal=from_journal))
+    return metas
+
+
+def meta_from_entry(ctx: EngineContext, entry: JournalEntry, *, from_journal: bool) -> RowMeta:
+    """The output meta of a row answered by ``entry``; nothing is charged twice."""
+    prompt = 0 if from_journal else entry.prompt_tokens
+    completion = 0 if from_journal else entry.completion_tokens
+    return RowMeta(
+        status=entry.status, error_code=entry.error_code, error_message=entry.error_message,
+        attempts=0 if from_journal else entry.attempts, reasks=0 if from_journal else entry.reasks,
+        prompt_tokens=prompt, completion_tokens=completion, cost_cny=ctx.cost(prompt, completion),
+        latency_ms=entry.latency_ms, finish_reason=entry.finish_reason, model=entry.model,
+        request_id=entry.request_id, key=entry.key, from_journal=from_journal,
+        data_json=entry.data_json if entry.status == "ok" else None,
+    )
+
+
+def rows_of(frame: pl.DataFrame, task: TaskSpec) -> list[dict[str, Any]]:
+    """The columns a prompt needs, as dicts (only those columns, to keep it cheap)."""
+    columns = list(dict.fromkeys([*task.template_columns, task.text_column]))
+    return frame.select(columns).to_dicts()

@@ -1,0 +1,108 @@
+"""One chat-completions attempt over an injected ``httpx.AsyncClient``.
+
+The client knows the wire format and nothing else: no retries (``pipeline.glm.retry``), no
+concurrency (``pipeline.limiter``). Foreign exceptions are translated here, at one boundary.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from pipeline.glm.errors import ApiError, TransientError, error_from_body
+
+
+@dataclass(frozen=True)
+class ChatAnswer:
+    """What one 200 answer carries that the pipeline uses."""
+
+    content: str | None  # message text, or the tool call's arguments in tools mode
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    request_id: str
+    latency_ms: float
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to reach the API; the key is only ever put into a header."""
+
+    base_url: str
+    api_key: str | None = None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"Endpoint(base_url={self.base_url!r}, api_key={'***' if self.api_key else None})"
+
+
+class GLMClient:
+    """Sends one request per call to ``chat``; a fresh ``request_id`` for every attempt."""
+
+    def __init__(self, http: httpx.AsyncClient, endpoint: Endpoint) -> None:
+        self._http = http
+        self._url = endpoint.base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"Content-Type": "application/json"}
+        if endpoint.api_key:
+            self._headers["Authorization"] = f"Bearer {endpoint.api_key}"
+
+    async def chat(self, body: Mapping[str, Any]) -> ChatAnswer:
+        """POST the body once; return the answer or raise an :class:`ApiError` subclass."""
+        request_id = uuid.uuid4().hex
+        payload = orjson.dumps({**body, "request_id": request_id})
+        started = time.perf_counter()
+        try:
+            response = await self._http.post(self._url, content=payload, headers=self._headers)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"{type(exc).__name__}", code="timeout", request_id=request_id) from exc
+        except httpx.TransportError as exc:
+            raise TransientError(f"{type(exc).__name__}", code="network", request_id=request_id) from exc
+        latency_ms = (time.perf_counter() - started) * 1000
+        if response.status_code != 200:
+            raise error_from_body(response.status_code, response.content, request_id)
+        return parse_answer(response.content, request_id, latency_ms)
+
+
+def parse_answer(raw: bytes, request_id: str, latency_ms: float) -> ChatAnswer:
+    """Read a 200 body; a body that is not a completion is a transient fault of the server."""
+    try:
+        data = orjson.loads(raw)
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+        usage = data.get("usage") or {}
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise TransientError("the 200 body is not a chat completion", code="bad_body",
+                             http_status=200, request_id=request_id) from exc
+    finish_reason = choice.get("finish_reason")
+    if finish_reason == "network_error":
+        raise TransientError("model inference failed (finish_reason=network_error)",
+                             code="network_error", http_status=200, request_id=request_id)
+    return ChatAnswer(
+        content=_content_of(message),
+        finish_reason=finish_reason,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        request_id=str(data.get("request_id") or request_id),
+        latency_ms=latency_ms,
+        raw=raw,
+    )
+
+
+def _content_of(message: Mapping[str, Any]) -> str | None:
+    calls = message.get("tool_calls") or []
+    if calls:
+        arguments = (calls[0].get("function") or {}).get("arguments")
+        if isinstance(arguments, str):
+            return arguments
+        return orjson.dumps(arguments).decode() if arguments is not None else None
+    content = message.get("content")
+    return content if isinstance(content, str) else None
+
+
+__all__ = ["ApiError", "ChatAnswer", "Endpoint", "GLMClient", "parse_answer"]

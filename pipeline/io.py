@@ -1,0 +1,246 @@
+"""Read inputs (one file, a glob, or a folder of Parquet), check the input contract, write outputs
+atomically. The only module of the library that touches data files."""
+
+from __future__ import annotations
+
+import glob as globlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import InputError, OutputError
+
+_STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
+_IGNORED_PREFIXES = (".", "_")
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """What the contract check learned about the input."""
+
+    files: tuple[Path, ...]
+    rows: int
+    columns: tuple[str, ...]
+
+
+def resolve_inputs(spec: str) -> tuple[Path, ...]:
+    """The Parquet files named by a path, a glob or a folder, in a stable order."""
+    if any(ch in spec for ch in "*?["):
+        files = tuple(Path(p) for p in sorted(globlib.glob(spec, recursive=True)) if Path(p).is_file())
+        if not files:
+            raise InputError(f"input glob {spec!r} matches no file")
+        return files
+    path = Path(spec)
+    if path.is_dir():
+        return _folder_files(path)
+    if not path.exists():
+        raise InputError(f"input not found: {path}")
+    return (path,)
+
+
+def _folder_files(folder: Path) -> tuple[Path, ...]:
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and not _ignored(p, folder))
+    others = [p for p in found if p.suffix != ".parquet"]
+    if others:
+        raise InputError(
+            f"input folder {folder} holds a file that is not .parquet: {others[0]}; "
+            f"pass a glob such as '{folder}/**/*.parquet' to read only the Parquet files"
+        )
+    if not found:
+        raise InputError(f"input folder {folder} holds no .parquet file")
+    return tuple(found)
+
+
+def _ignored(path: Path, root: Path) -> bool:
+    return any(part.startswith(_IGNORED_PREFIXES) for part in path.relative_to(root).parts)
+
+
+def check_input(
+    files: Sequence[Path], *, id_column: str, text_column: str, needed: Sequence[str]
+) -> InputInfo:
+    """Check the input contract; raise :class:`InputError` naming the file, column or row."""
+    schema: pa.Schema | None = None
+    rows = 0
+    for path in files:
+        file_schema, file_rows = _parquet_meta(path)
+        if schema is not None and file_schema.names != schema.names:
+            raise InputError(f"{path}: columns {file_schema.names} differ from {files[0]}: {schema.names}")
+        schema, rows = schema or file_schema, rows + file_rows
+    assert schema is not None
+    for column in dict.fromkeys([id_column, text_column, *needed]):
+        if column not in schema.names:
+            raise InputError(f"{files[0]}: missing column {column!r} (columns: {', '.join(schema.names)})")
+    text_type = schema.field(text_column).type
+    if text_type not in _STRING_TYPES and not pa.types.is_null(text_type):
+        raise InputError(f"{files[0]}: text column {text_column!r} has type {text_type}, expected string")
+    _check_ids(files, id_column)
+    return InputInfo(files=tuple(files), rows=rows, columns=tuple(schema.names))
+
+
+def _parquet_meta(path: Path) -> tuple[pa.Schema, int]:
+    try:
+        meta = pq.ParquetFile(path)
+        return meta.schema_arrow, meta.metadata.num_rows
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from exc
+
+
+def _check_ids(files: Sequence[Path], id_column: str) -> None:
+    try:
+        ids = pl.scan_parquet(list(files)).select(pl.col(id_column)).collect().get_column(id_column)
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"{files[0]}: cannot read column {id_column!r} ({_first_line(exc)})") from exc
+    if ids.null_count():
+        row = int(ids.is_null().arg_max() or 0)
+        raise InputError(f"id column {id_column!r} is null at row {row} (every row needs an id)")
+    duplicated = ids.is_duplicated()
+    if duplicated.any():
+        first = int(duplicated.arg_max() or 0)
+        raise InputError(f"id column {id_column!r} has duplicate value {ids[first]!r} (first at row {first})")
+
+
+def iter_shards(files: Sequence[Path], size: int) -> Iterator[pl.DataFrame]:
+    """Frames of exactly ``size`` rows (the last one shorter), streamed, in input order."""
+    buffer: list[pa.RecordBatch] = []
+    held = 0
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
+            buffer.append(batch)
+            held += batch.num_rows
+            while held >= size:
+                table = pa.Table.from_batches(buffer)
+                yield _frame(table.slice(0, size))
+                rest = table.slice(size)
+                buffer, held = rest.to_batches(), rest.num_rows
+    if held:
+        yield _frame(pa.Table.from_batches(buffer))
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table.combine_chunks())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """Where a run writes: parts in a hidden folder next to the target, then one atomic rename."""
+
+    target: Path
+    parts_dir: Path
+
+    @property
+    def summary_path(self) -> Path:
+        return summary_path_for(self.target)
+
+
+def summary_path_for(output: Path) -> Path:
+    return output.with_name(output.name + ".summary.json")
+
+
+def plan_output(output: Path, run_id: str) -> OutputPlan:
+    """Check the output can be written before any money is spent; create the parts folder."""
+    parent = output.parent if str(output.parent) else Path(".")
+    if output.suffix != ".parquet":
+        raise OutputError(f"output {output}: must end in .parquet")
+    if output.is_dir():
+        raise OutputError(f"output {output} is a directory; name a .parquet file")
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {parent} is not writable")
+    for stale in parent.glob(f".{output.name}.parts-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    parts = parent / f".{output.name}.parts-{run_id}"
+    parts.mkdir()
+    return OutputPlan(target=output, parts_dir=parts)
+
+
+def write_part(plan: OutputPlan, index: int, frame: pl.DataFrame) -> Path:
+    path = plan.parts_dir / f"part-{index:06d}.parquet"
+    frame.write_parquet(path)
+    return path
+
+
+def finish_output(plan: OutputPlan, parts: Sequence[Path], summary: dict[str, object]) -> None:
+    """Concatenate the parts (streaming) into a temp file, fsync, rename over the target."""
+    tmp = _temp_next_to(plan.target)
+    try:
+        pl.scan_parquet(list(parts)).sink_parquet(tmp)
+        _fsync(tmp)
+        os.replace(tmp, plan.target)
+        write_json_atomic(plan.summary_path, summary)
+    finally:
+        tmp.unlink(missing_ok=True)
+        discard_parts(plan)
+
+
+def discard_parts(plan: OutputPlan) -> None:
+    shutil.rmtree(plan.parts_dir, ignore_errors=True)
+
+
+def write_json_atomic(path: Path, value: dict[str, object]) -> None:
+    tmp = _temp_next_to(path)
+    try:
+        tmp.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _temp_next_to(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    return Path(name)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """A slice of one input file: small enough to pass between processes (Prefect tasks)."""
+
+    index: int
+    file: str
+    offset: int
+    rows: int
+
+
+def plan_shards(info: InputInfo, size: int) -> list[ShardSpec]:
+    """Cut every file into slices of at most ``size`` rows, in input order."""
+    specs: list[ShardSpec] = []
+    for path in info.files:
+        total = pq.ParquetFile(path).metadata.num_rows
+        for offset in range(0, total, size):
+            specs.append(ShardSpec(len(specs), str(path), offset, min(size, total - offset)))
+    return specs
+
+
+def read_shard(spec: ShardSpec) -> pl.DataFrame:
+    """The rows of one shard (reads only the row groups that hold them)."""
+    return pl.scan_parquet(spec.file).slice(spec.offset, spec.rows).collect()
+
+
+def plan_output_parts(output: Path, run_id: str) -> OutputPlan:
+    """The parts folder of an existing run (a shard task in another process adds its part here)."""
+    parent = output.parent if str(output.parent) else Path(".")
+    parts = parent / f".{output.name}.parts-{run_id}"
+    parts.mkdir(exist_ok=True)
+    return OutputPlan(target=output, parts_dir=parts)

@@ -1,0 +1,103 @@
+"""Concurrency window for one process: never more than ``cap`` requests in flight, adaptive.
+
+AIMD: on a rate-limit answer (1302/1303) the window halves (at most once per ``cooldown_s``, so a
+burst of rejections from one overload counts once); each success grows it by ``1/window`` (about
+one slot per window of successes) back up to the cap. Waiters are served first in, first out.
+Under Prefect, ``cap`` is the number of slots the shard task leased from the account-wide global
+concurrency limit, so the account's cap is never exceeded across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+
+class AdaptiveLimiter:
+    """An asyncio semaphore whose size moves between ``min_limit`` and ``cap``."""
+
+    def __init__(
+        self,
+        cap: int,
+        *,
+        min_limit: int = 1,
+        decrease: float = 0.5,
+        cooldown_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if cap < 1:
+            raise ValueError("cap must be at least 1")
+        self.cap = cap
+        self.min_limit = max(1, min(min_limit, cap))
+        self.window = float(cap)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.rate_limited = 0
+        self._decrease = decrease
+        self._cooldown_s = cooldown_s
+        self._clock = clock
+        self._last_decrease = -math.inf
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight right now."""
+        return max(self.min_limit, math.floor(self.window))
+
+    async def acquire(self) -> None:
+        """Wait for a slot (FIFO)."""
+        if not self._waiters and self.in_flight < self.limit:
+            self._take()
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # the slot was handed over as we were cancelled: give it back
+            else:
+                self._waiters.remove(future)
+            raise
+
+    def release(self) -> None:
+        """Return a slot and wake as many waiters as the window allows."""
+        self.in_flight -= 1
+        self._wake()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def on_success(self) -> None:
+        """Additive increase."""
+        if self.window < self.cap:
+            self.window = min(float(self.cap), self.window + 1.0 / self.window)
+            self._wake()
+
+    def on_rate_limited(self) -> None:
+        """Multiplicative decrease, once per cooldown."""
+        self.rate_limited += 1
+        now = self._clock()
+        if now - self._last_decrease >= self._cooldown_s:
+            self._last_decrease = now
+            self.window = max(float(self.min_limit), self.window * self._decrease)
+
+    def _take(self) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.limit:
+            future = self._waiters.popleft()
+            if not future.done():
+                self._take()
+                future.set_result(None)

@@ -1,0 +1,198 @@
+"""A whole run: check input and output, stream shards through the engine, write the table and
+the summary atomically. Used by the CLI; the Prefect flow drives the same pieces shard by shard."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import polars as pl
+
+from pipeline import io
+from pipeline.engine import EngineContext, process_shard, rows_of
+from pipeline.errors import RunAborted
+from pipeline.glm.client import Endpoint, GLMClient
+from pipeline.glm.errors import FatalError
+from pipeline.glm.http import build_http_client
+from pipeline.glm.retry import RetryPolicy
+from pipeline.journal import Journal
+from pipeline.limiter import AdaptiveLimiter
+from pipeline.prompts import RenderOptions
+from pipeline.settings import Settings
+from pipeline.stats import RunStats
+from pipeline.tables import RunColumns, assemble_shard, check_no_clash, extraction_dtype
+from pipeline.tasks import TaskSpec, load_task
+
+SHARDS_IN_FLIGHT = 2  # the next shard's requests start while the previous one's tail finishes
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where requests go, and what to call it in the summary."""
+
+    endpoint: Endpoint
+    kind: Literal["glm", "emulator", "custom"]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    task: str
+    input: str
+    output: Path
+    run_id: str = field(default_factory=lambda: new_run_id())
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run whose task, input and output have been checked: nothing paid yet."""
+
+    request: RunRequest
+    task: TaskSpec
+    info: io.InputInfo
+    started_at: datetime
+
+
+def prepare_run(request: RunRequest, settings: Settings) -> PreparedRun:
+    """All checks that can fail before money is spent (raise one-line errors)."""
+    task = load_task(request.task, settings.schemas_dir)
+    files = io.resolve_inputs(request.input)
+    info = io.check_input(files, id_column=task.id_column, text_column=task.text_column,
+                          needed=task.template_columns)
+    check_no_clash(info.columns, task.output_fields, task.name)
+    return PreparedRun(request, task, info, datetime.now(UTC))
+
+
+def build_context(prepared: PreparedRun, settings: Settings, client: GLMClient, limiter: AdaptiveLimiter,
+                  journal: Journal) -> EngineContext:
+    return EngineContext(
+        task=prepared.task,
+        options=RenderOptions(model=settings.model, mode=settings.mode, max_tokens=settings.max_tokens),
+        client=client, limiter=limiter, journal=journal,
+        policy=RetryPolicy(settings.max_attempts, settings.backoff_initial_s, settings.backoff_max_s),
+        stats=RunStats(), max_reasks=settings.max_reasks, price_cny_per_mtok=settings.price_cny_per_mtok,
+        budget_cny=settings.budget_cny,
+    )
+
+
+async def run_extraction(
+    request: RunRequest,
+    settings: Settings,
+    target: Target,
+    *,
+    http: httpx.AsyncClient | None = None,
+    limiter: AdaptiveLimiter | None = None,
+    limiter_label: str = "local",
+    on_progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run end to end and return the summary (also written next to the output)."""
+    prepared = prepare_run(request, settings)
+    plan = io.plan_output(request.output, request.run_id)
+    own_http = http is None
+    http = http or build_http_client(concurrency=settings.concurrency, connect_timeout_s=settings.connect_timeout_s,
+                                     read_timeout_s=settings.read_timeout_s, transport=settings.transport)
+    limiter = limiter or AdaptiveLimiter(settings.concurrency)
+    clock = time.perf_counter()
+    try:
+        with Journal(settings.journal_path) as journal:
+            ctx = build_context(prepared, settings, GLMClient(http, target.endpoint), limiter, journal)
+            shards = enumerate(io.iter_shards(prepared.info.files, settings.shard_size))
+            parts = await run_shards(ctx, shards, plan, request.run_id, on_progress)
+        summary = build_summary(prepared, ctx.stats, settings, target, limiter_label, time.perf_counter() - clock)
+        io.finish_output(plan, parts, summary)
+        return summary
+    finally:
+        io.discard_parts(plan)
+        if own_http:
+            await http.aclose()
+
+
+async def run_shards(ctx: EngineContext, shards: Iterable[tuple[int, pl.DataFrame]], plan: io.OutputPlan, run_id: str,
+                     on_progress: Progress | None = None) -> list[Path]:
+    """Process shards with a small overlap; write each as a part; raise RunAborted on a fatal error."""
+    assert ctx.abort is not None
+    window = asyncio.Semaphore(SHARDS_IN_FLIGHT)
+    parts: dict[int, Path] = {}
+    run = RunColumns(ctx.task.name, ctx.task.schema_id, ctx.task.prompt_version, run_id)
+    dtype = extraction_dtype(ctx.task.schema)
+
+    async def one(index: int, frame: pl.DataFrame) -> None:
+        try:
+            metas = await process_shard(ctx, rows_of(frame, ctx.task))
+        except FatalError:
+            return  # recorded in ctx.fatal; other shards settle, then the run aborts
+        finally:
+            window.release()
+        table = assemble_shard(frame, ctx.task.id_column, metas, dtype, run)
+        ctx.stats.note_rows(table.get_column("_record_id").to_list(), metas)
+        parts[index] = io.write_part(plan, index, table)
+        if on_progress:
+            on_progress(frame.height)
+
+    async with asyncio.TaskGroup() as group:
+        for index, frame in shards:
+            await window.acquire()
+            if ctx.abort.is_set():
+                window.release()
+                break
+            group.create_task(one(index, frame))
+    if ctx.fatal is not None:
+        raise RunAborted(f"run stopped: {ctx.fatal} — {ctx.fatal.hint}", code=ctx.fatal.code)
+    return [parts[i] for i in sorted(parts)]
+
+
+async def run_one_shard(
+    prepared: PreparedRun,
+    settings: Settings,
+    target: Target,
+    spec: io.ShardSpec,
+    plan: io.OutputPlan,
+    *,
+    limiter: AdaptiveLimiter,
+    http: httpx.AsyncClient | None = None,
+) -> tuple[Path | None, RunStats]:
+    """Process one shard into its part file (for callers that schedule shards themselves, e.g.
+    a Prefect task). Raises :class:`RunAborted` on a fatal error; the journal keeps the answers."""
+    own_http = http is None
+    http = http or build_http_client(concurrency=limiter.cap, connect_timeout_s=settings.connect_timeout_s,
+                                     read_timeout_s=settings.read_timeout_s, transport=settings.transport)
+    try:
+        with Journal(settings.journal_path) as journal:
+            ctx = build_context(prepared, settings, GLMClient(http, target.endpoint), limiter, journal)
+            parts = await run_shards(ctx, [(spec.index, io.read_shard(spec))], plan, prepared.request.run_id)
+        return (parts[0] if parts else None), ctx.stats
+    finally:
+        if own_http:
+            await http.aclose()
+
+
+def build_summary(prepared: PreparedRun, stats: RunStats, settings: Settings, target: Target,
+                  limiter_label: str, seconds: float) -> dict[str, Any]:
+    """The run summary of docs/contracts.md §4."""
+    request, task = prepared.request, prepared.task
+    return {
+        "run_id": request.run_id, "task": task.name, "input": request.input, "output": str(request.output),
+        "started_at": prepared.started_at.isoformat(), "finished_at": datetime.now(UTC).isoformat(),
+        "seconds": round(seconds, 3), "rows": stats.rows, "status_counts": stats.status_table(),
+        "requests": {"sent": stats.requests_sent, "answered": stats.answered, "from_journal": stats.from_journal,
+                     "retries": stats.retries, "rate_limited": stats.rate_limited, "reasks": stats.reasks},
+        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens},
+        "cost_cny": round(stats.cost_cny, 6),
+        "latency_ms": {"p50": stats.percentile_ms(0.5), "p95": stats.percentile_ms(0.95)},
+        "rows_per_second": round(stats.rows / seconds, 2) if seconds > 0 else None,
+        "model": settings.model, "prompt_version": task.prompt_version, "schema_id": task.schema_id,
+        "endpoint": target.kind, "base_url": target.endpoint.base_url,
+        "offline_emulator": target.kind == "emulator", "limiter": limiter_label,
+        "concurrency": settings.concurrency, "errors": stats.errors(),
+    }

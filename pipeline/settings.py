@@ -1,0 +1,55 @@
+"""One settings object, read once at the entry point and passed down.
+
+Library code never reads ``os.environ``: the CLI and the flows build a :class:`Settings` and hand it
+to the engine. The API key is a ``SecretStr`` so it never shows up in a repr, a log line or a
+traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GLM_BASE_URL = "https://open.bigmodel.cn/api/paas/v4"
+DEFAULT_MODEL = "glm-4-air-250414"
+MAX_OUTPUT_TOKENS = 16384
+
+
+class Settings(BaseSettings):
+    """Every knob of a run. Environment prefix ``GLM_EXTRACT_``; the key also from ``ZHIPUAI_API_KEY``."""
+
+    model_config = SettingsConfigDict(env_prefix="GLM_EXTRACT_", extra="ignore", frozen=True)
+
+    api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ZHIPUAI_API_KEY", "GLM_EXTRACT_API_KEY")
+    )
+    base_url: str | None = Field(default=None, description="None: GLM with a key, else the emulator")
+    model: str = DEFAULT_MODEL
+    concurrency: int = Field(default=30, ge=1, le=1000, description="requests in flight at most")
+    mode: Literal["json", "tools"] = "json"
+    max_tokens: int = Field(default=4096, ge=1, le=MAX_OUTPUT_TOKENS)
+    max_reasks: int = Field(default=2, ge=0, le=10)
+    max_attempts: int = Field(default=8, ge=1, le=50, description="HTTP attempts per request")
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=8.0, gt=0)
+    read_timeout_s: float = Field(default=120.0, gt=0)
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    price_cny_per_mtok: float = Field(default=0.5, ge=0)
+    shard_size: int = Field(default=1000, ge=1, le=100_000)
+    schemas_dir: Path = Path("schemas")
+    journal_path: Path = Path(".glm-extract/journal.sqlite")
+    budget_cny: float | None = Field(default=None, ge=0, description="stop sending once spent")
+    fatal_failure_ratio: float = Field(default=0.5, gt=0, le=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    def api_key_value(self) -> str | None:
+        """The key in clear text, for the Authorization header only."""
+        return self.api_key.get_secret_value() if self.api_key else None

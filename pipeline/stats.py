@@ -1,0 +1,109 @@
+"""Counters of a run: what was sent, answered, paid and how rows ended (for the summary)."""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.glm.retry import AttemptLog
+from pipeline.tables import STATUSES, RowMeta
+
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class RunStats:
+    """Mutable tallies; one per run (a Prefect shard task keeps its own and they are merged)."""
+
+    requests_sent: int = 0
+    answered: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    reasks: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_cny: float = 0.0
+    from_journal: int = 0
+    rows: int = 0
+    latencies_ms: array[float] = field(default_factory=lambda: array("d"))
+    status_counts: Counter[str] = field(default_factory=Counter)
+    error_counts: Counter[str] = field(default_factory=Counter)
+    error_examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def note_attempts(self, log: AttemptLog) -> None:
+        self.requests_sent += log.attempts
+        self.retries += max(0, log.attempts - 1)
+        self.rate_limited += log.rate_limited
+
+    def note_answer(self, latency_ms: float, prompt: int, completion: int, cost: float) -> None:
+        self.answered += 1
+        self.latencies_ms.append(latency_ms)
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        self.cost_cny += cost
+
+    def note_rows(self, record_ids: Sequence[str], metas: Sequence[RowMeta]) -> None:
+        """Count how the rows of a shard ended, keeping a few example ids per error code."""
+        self.rows += len(metas)
+        for record_id, meta in zip(record_ids, metas, strict=True):
+            self.status_counts[meta.status] += 1
+            self.from_journal += meta.from_journal and meta.key is not None
+            if meta.status != "ok" and meta.error_code:
+                self.error_counts[meta.error_code] += 1
+                examples = self.error_examples.setdefault(meta.error_code, [])
+                if len(examples) < MAX_EXAMPLES:
+                    examples.append(record_id)
+
+    def merge(self, other: RunStats) -> None:
+        """Add another shard's tallies into this one."""
+        for name in _SCALAR_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.latencies_ms.extend(other.latencies_ms)
+        self.status_counts.update(other.status_counts)
+        self.error_counts.update(other.error_counts)
+        for code, ids in other.error_examples.items():
+            mine = self.error_examples.setdefault(code, [])
+            mine.extend(ids[: MAX_EXAMPLES - len(mine)])
+
+    def status_table(self) -> dict[str, int]:
+        return {status: self.status_counts.get(status, 0) for status in STATUSES}
+
+    def percentile_ms(self, q: float) -> float | None:
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+        return round(ordered[index], 1)
+
+    def errors(self) -> list[dict[str, object]]:
+        return [
+            {"code": code, "count": count, "example_ids": self.error_examples.get(code, [])}
+            for code, count in self.error_counts.most_common()
+        ]
+
+
+_SCALAR_FIELDS = ("requests_sent", "answered", "retries", "rate_limited", "reasks", "prompt_tokens",
+                  "completion_tokens", "cost_cny", "from_journal", "rows")
+
+
+def stats_to_dict(stats: RunStats) -> dict[str, Any]:
+    """JSON-ready form, for passing a shard's tallies between processes (e.g. Prefect tasks)."""
+    data: dict[str, Any] = {name: getattr(stats, name) for name in _SCALAR_FIELDS}
+    data["latencies_ms"] = list(stats.latencies_ms)
+    data["status_counts"] = dict(stats.status_counts)
+    data["error_counts"] = dict(stats.error_counts)
+    data["error_examples"] = {k: list(v) for k, v in stats.error_examples.items()}
+    return data
+
+
+def stats_from_dict(data: dict[str, Any]) -> RunStats:
+    """Inverse of :func:`stats_to_dict`."""
+    stats = RunStats(**{name: data[name] for name in _SCALAR_FIELDS})
+    stats.latencies_ms.extend(data["latencies_ms"])
+    stats.status_counts.update(data["status_counts"])
+    stats.error_counts.update(data["error_counts"])
+    stats.error_examples.update({k: list(v) for k, v in data["error_examples"].items()})
+    return stats

@@ -1,0 +1,182 @@
+"""JSON Schema → polars dtypes, and the enriched table of one shard (pure).
+
+Objects become structs, arrays lists, enums and strings ``String``, integers ``Int64``, numbers
+``Float64``, booleans ``Boolean``. A node polars cannot type faithfully (``anyOf`` of different
+types, free-form objects) becomes a JSON ``String`` column rather than a lossy guess.
+Extraction columns are decoded from the answers' JSON text in one vectorised call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from pipeline.errors import TaskError
+
+_SCALARS: dict[str, pl.DataType] = {
+    "string": pl.String(),
+    "integer": pl.Int64(),
+    "number": pl.Float64(),
+    "boolean": pl.Boolean(),
+}
+
+META_SCHEMA: dict[str, pl.DataType] = {
+    "_record_id": pl.String(),
+    "_task": pl.String(),
+    "_status": pl.String(),
+    "_error_code": pl.String(),
+    "_error_message": pl.String(),
+    "_attempts": pl.Int32(),
+    "_reasks": pl.Int32(),
+    "_prompt_tokens": pl.Int64(),
+    "_completion_tokens": pl.Int64(),
+    "_cost_cny": pl.Float64(),
+    "_latency_ms": pl.Float64(),
+    "_finish_reason": pl.String(),
+    "_model": pl.String(),
+    "_schema_id": pl.String(),
+    "_prompt_version": pl.String(),
+    "_request_id": pl.String(),
+    "_key": pl.String(),
+    "_from_journal": pl.Boolean(),
+    "_run_id": pl.String(),
+}
+STATUSES = ("ok", "invalid", "failed", "filtered", "skipped")
+
+
+def dtype_for(node: Mapping[str, Any], defs: Mapping[str, Any]) -> pl.DataType:
+    """The polars dtype of one schema node."""
+    node = _resolve(node, defs)
+    kind = _type_of(node)
+    if kind == "object":
+        props = node.get("properties")
+        if not isinstance(props, dict) or not props:
+            return pl.String()  # free-form object: keep it as JSON text
+        return pl.Struct({name: dtype_for(sub, defs) for name, sub in props.items()})
+    if kind == "array":
+        items = node.get("items")
+        return pl.List(dtype_for(items, defs) if isinstance(items, dict) else pl.String())
+    return _SCALARS.get(kind or "", pl.String())
+
+
+def extraction_dtype(schema: Mapping[str, Any]) -> pl.Struct:
+    """The struct of the whole answer; its fields become the extraction columns."""
+    defs = {**schema.get("$defs", {}), **schema.get("definitions", {})}
+    props = schema.get("properties", {})
+    return pl.Struct({name: dtype_for(sub, defs) for name, sub in props.items()})
+
+
+def check_no_clash(input_columns: Sequence[str], fields: Sequence[str], task_name: str) -> None:
+    """Extraction and meta columns must not collide with input columns."""
+    for name in fields:
+        if name in input_columns:
+            raise TaskError(
+                f"task {task_name!r}: output field {name!r} collides with input column {name!r}; "
+                "rename the input column or the schema property"
+            )
+    meta = [c for c in input_columns if c in META_SCHEMA]
+    if meta:
+        raise TaskError(f"input column {meta[0]!r} is reserved for meta columns (names starting '_')")
+
+
+@dataclass(frozen=True)
+class RowMeta:
+    """Meta values of one output row, in the order of ``META_SCHEMA`` (run-wide ones excluded)."""
+
+    status: str
+    error_code: str | None
+    error_message: str | None
+    attempts: int
+    reasks: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_cny: float
+    latency_ms: float | None
+    finish_reason: str | None
+    model: str | None
+    request_id: str | None
+    key: str | None
+    from_journal: bool
+    data_json: str | None  # the valid answer as JSON text, only when status == ok
+
+
+@dataclass(frozen=True)
+class RunColumns:
+    """Values that are the same on every row of a run."""
+
+    task: str
+    schema_id: str
+    prompt_version: str
+    run_id: str
+
+
+def assemble_shard(
+    shard: pl.DataFrame,
+    id_column: str,
+    metas: Sequence[RowMeta],
+    answer_dtype: pl.Struct,
+    run: RunColumns,
+) -> pl.DataFrame:
+    """Input columns, then typed extraction columns, then meta columns; same rows, same order."""
+    if shard.height != len(metas):
+        raise ValueError(f"shard has {shard.height} rows but {len(metas)} outcomes")
+    answers = pl.Series("_answer", [m.data_json for m in metas], dtype=pl.String)
+    extracted = answers.str.json_decode(answer_dtype).struct.unnest()
+    n = shard.height
+    meta = pl.DataFrame(
+        {
+            "_record_id": shard.get_column(id_column).cast(pl.String),
+            "_task": [run.task] * n,
+            "_status": [m.status for m in metas],
+            "_error_code": [m.error_code for m in metas],
+            "_error_message": [m.error_message for m in metas],
+            "_attempts": [m.attempts for m in metas],
+            "_reasks": [m.reasks for m in metas],
+            "_prompt_tokens": [m.prompt_tokens for m in metas],
+            "_completion_tokens": [m.completion_tokens for m in metas],
+            "_cost_cny": [m.cost_cny for m in metas],
+            "_latency_ms": [m.latency_ms for m in metas],
+            "_finish_reason": [m.finish_reason for m in metas],
+            "_model": [m.model for m in metas],
+            "_schema_id": [run.schema_id] * n,
+            "_prompt_version": [run.prompt_version] * n,
+            "_request_id": [m.request_id for m in metas],
+            "_key": [m.key for m in metas],
+            "_from_journal": [m.from_journal for m in metas],
+            "_run_id": [run.run_id] * n,
+        },
+        schema=META_SCHEMA,
+    )
+    return pl.concat([shard, extracted, meta], how="horizontal")
+
+
+def _type_of(node: Mapping[str, Any]) -> str | None:
+    kind = node.get("type")
+    if isinstance(kind, list):
+        kinds = [k for k in kind if k != "null"]
+        return kinds[0] if len(kinds) == 1 else None
+    if isinstance(kind, str):
+        return kind
+    if "enum" in node or "const" in node:
+        return "string" if all(isinstance(v, str) for v in node.get("enum", [node.get("const")])) else None
+    if "properties" in node:
+        return "object"
+    return None
+
+
+def _resolve(node: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(("#/$defs/", "#/definitions/")):
+        target = defs.get(ref.rsplit("/", 1)[-1])
+        if isinstance(target, dict):
+            return _resolve(target, defs)
+    for combinator in ("anyOf", "oneOf"):
+        options = node.get(combinator)
+        if isinstance(options, list):
+            typed = [o for o in options if isinstance(o, dict) and o.get("type") != "null"]
+            if len(typed) == 1:
+                return _resolve(typed[0], defs)
+    return node

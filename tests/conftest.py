@@ -1,0 +1,22 @@
+"""Shared fixtures: isolated env and dirs, the built-in tasks, a fake GLM behind MockTransport."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMAS = REPO / "schemas"
+SAMPLE = REPO / "data" / "sample"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test sees a real key or writes outside its tmp dir."""
+    for name in ("ZHIPUAI_API_KEY", "GLM_EXTRACT_API_KEY", "GLM_EXTRACT_BASE_URL", "PREFECT_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GLM_EXTRACT_JOURNAL_PATH", str(tmp_path / "journal.sqlite"))
+    monkeypatch.setenv("GLM_EXTRACT_SCHEMAS_DIR", str(SCHEMAS))
+    yield

@@ -1,0 +1,192 @@
+"""A whole run through the engine with a fake GLM behind MockTransport (no network, no emulator)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pytest
+
+from pipeline.errors import InputError, OutputError, RunAborted, TaskError
+from pipeline.glm.client import Endpoint
+from pipeline.runner import RunRequest, Target, run_extraction
+from pipeline.settings import Settings
+from tests.fakes import FakeGLM, completion, document_of, glm_error
+
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "who"},
+        "amount": {"type": ["number", "null"], "description": "how much"},
+        "tags": {"type": "array", "items": {"type": "string"}, "description": "labels"},
+        "detail": {"type": "object", "properties": {"urgent": {"type": "boolean"}}, "required": ["urgent"],
+                   "additionalProperties": False, "description": "flags"},
+    },
+    "required": ["name", "amount", "tags", "detail"],
+    "additionalProperties": False,
+}
+TARGET = Target(Endpoint("http://glm.test/api/paas/v4"), "custom")
+
+
+def good(body: dict[str, Any]) -> Any:
+    doc = document_of(body)
+    return completion(orjson.dumps({"name": doc[:10], "amount": float(len(doc)), "tags": ["a", doc[:3]],
+                                    "detail": {"urgent": "!" in doc}}).decode())
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    task = tmp_path / "schemas" / "mini"
+    task.mkdir(parents=True)
+    (task / "schema.json").write_text(json.dumps(SCHEMA))
+    (task / "prompt.txt").write_text("Extract.\n<document>\n${body}\n</document>\n")
+    (task / "task.toml").write_text('description = "mini"\nid_column = "id"\ntext_column = "body"\n'
+                                    'prompt_version = "1"\nmax_input_chars = 200\n')
+    pl.DataFrame({
+        "id": [f"r{i}" for i in range(7)],
+        "body": ["hello world", "urgent!", None, "   ", "hello world", "x" * 300, "third row"],
+        "n": list(range(7)),
+    }).write_parquet(tmp_path / "in.parquet")
+    return tmp_path
+
+
+def settings(ws: Path, **extra: Any) -> Settings:
+    base: dict[str, Any] = {"schemas_dir": ws / "schemas", "journal_path": ws / "journal.sqlite", "concurrency": 3,
+                            "shard_size": 3, "backoff_initial_s": 0.001, "backoff_max_s": 0.002}
+    return Settings(**{**base, **extra})
+
+
+def run(ws: Path, fake: FakeGLM, *, output: str = "out.parquet", **extra: Any) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        async with fake.client() as http:
+            request = RunRequest("mini", str(ws / "in.parquet"), ws / output)
+            return await run_extraction(request, settings(ws, **extra), TARGET, http=http)
+    return asyncio.run(go())
+
+
+def test_one_typed_row_out_per_row_in(workspace: Path) -> None:
+    fake = FakeGLM(default=good)
+    summary = run(workspace, fake)
+    out = pl.read_parquet(workspace / "out.parquet")
+    assert out.height == 7 and out["id"].to_list() == [f"r{i}" for i in range(7)]
+    assert out["_status"].to_list() == ["ok", "ok", "skipped", "skipped", "ok", "failed", "ok"]
+    assert out.schema["detail"] == pl.Struct({"urgent": pl.Boolean})
+    assert out.schema["tags"] == pl.List(pl.String) and out.schema["amount"] == pl.Float64
+    assert out.filter(pl.col("id") == "r1")["detail"].struct.field("urgent").to_list() == [True]
+    assert out["_error_code"][5] == "input_too_long"
+    # duplicate text under two ids is paid once
+    assert len(fake.requests) == 3 and summary["requests"]["sent"] == 3
+    assert out["_from_journal"].to_list()[4] is True and out["_cost_cny"][4] == 0
+    assert summary["status_counts"] == {"ok": 4, "invalid": 0, "failed": 1, "filtered": 0, "skipped": 2}
+    assert summary["tokens"]["prompt"] == 300 == out["_prompt_tokens"].sum()
+    written = json.loads((workspace / "out.parquet.summary.json").read_text())
+    assert written["run_id"] == summary["run_id"] == out["_run_id"][0]
+
+
+def test_second_run_makes_no_request(workspace: Path) -> None:
+    run(workspace, FakeGLM(default=good))
+    first = pl.read_parquet(workspace / "out.parquet")
+    again = FakeGLM(default=glm_error(500, "500"))
+    summary = run(workspace, again, output="out2.parquet")
+    assert again.requests == [] and summary["requests"]["sent"] == 0 and summary["cost_cny"] == 0
+    second = pl.read_parquet(workspace / "out2.parquet")
+    keep = ["id", "name", "amount", "tags", "detail", "_status", "_key"]
+    assert second.select(keep).equals(first.select(keep))
+
+
+def test_fences_repaired_and_reask_carries_validator_errors(workspace: Path) -> None:
+    def answers(body: dict[str, Any]) -> Any:
+        if len(body["messages"]) == 2 and "urgent" in document_of(body):
+            return completion('{"name": "u", "amount": "lots", "tags": [], "detail": {"urgent": true}}')
+        reply = good(body)
+        content = orjson.loads(reply.content)["choices"][0]["message"]["content"]
+        return completion(f"```json\n{content}\n```\nThat is all.")
+
+    fake = FakeGLM(default=answers)
+    summary = run(workspace, fake)
+    reasks = [r for r in fake.requests if len(r["messages"]) == 4]
+    assert len(reasks) == 1
+    assert "/amount" in reasks[0]["messages"][3]["content"]
+    out = pl.read_parquet(workspace / "out.parquet")
+    assert out.filter(pl.col("id") == "r1")["_reasks"].to_list() == [1]
+    assert (out["_status"] == "ok").sum() == 4 and summary["requests"]["reasks"] == 1
+
+
+def test_invalid_after_bounded_reasks(workspace: Path) -> None:
+    fake = FakeGLM(default=completion('{"name": 1}'))
+    run(workspace, fake, max_reasks=2)
+    out = pl.read_parquet(workspace / "out.parquet")
+    assert set(out["_status"].to_list()) == {"invalid", "skipped", "failed"}
+    assert out.filter(pl.col("_status") == "invalid")["_reasks"].to_list() == [2, 2, 0, 2]  # the duplicate is not paid again
+    assert len(fake.requests) == 9  # 3 distinct requests × (1 + 2 re-asks)
+    assert out.filter(pl.col("_status") == "invalid")["name"].null_count() == 4
+
+
+def test_1301_filtered_and_sensitive_finish(workspace: Path) -> None:
+    def answers(body: dict[str, Any]) -> Any:
+        doc = document_of(body)
+        if doc.startswith("hello"):
+            return glm_error(400, "1301", "unsafe")
+        if doc.startswith("urgent"):
+            return completion("{", finish_reason="sensitive")
+        return good(body)
+
+    run(workspace, FakeGLM(default=answers))
+    out = pl.read_parquet(workspace / "out.parquet")
+    assert out["_status"].to_list() == ["filtered", "filtered", "skipped", "skipped", "filtered", "failed", "ok"]
+    assert out["_error_code"].to_list()[:2] == ["1301", "sensitive"]
+
+
+def test_fatal_1113_aborts_without_output_and_keeps_journal(workspace: Path) -> None:
+    def answers(body: dict[str, Any]) -> Any:
+        return glm_error(429, "1113", "Insufficient balance") if "third" in document_of(body) else good(body)
+
+    fake = FakeGLM(default=answers)
+    with pytest.raises(RunAborted, match="recharge"):
+        run(workspace, fake, shard_size=100)
+    assert not (workspace / "out.parquet").exists()
+    assert not list(workspace.glob(".out.parquet.parts-*"))
+    resumed = FakeGLM(default=good)
+    run(workspace, resumed)
+    assert len(resumed.requests) <= 1  # what was answered before the abort is not paid again
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "needle"),
+    [
+        (lambda ws: (ws / "in.parquet").unlink(), InputError, "input not found"),
+        (lambda ws: (ws / "in.parquet").write_text("id,body\n1,x\n"), InputError, "not a readable Parquet"),
+        (lambda ws: pl.DataFrame({"id": ["a", "a"], "body": ["x", "y"]}).write_parquet(ws / "in.parquet"),
+         InputError, "duplicate value 'a'"),
+        (lambda ws: pl.DataFrame({"id": ["a", None], "body": ["x", "y"]}).write_parquet(ws / "in.parquet"),
+         InputError, "null at row 1"),
+        (lambda ws: pl.DataFrame({"id": ["a"], "text": ["x"]}).write_parquet(ws / "in.parquet"),
+         InputError, "missing column 'body'"),
+        (lambda ws: pl.DataFrame({"id": ["a"], "body": [3]}).write_parquet(ws / "in.parquet"),
+         InputError, "expected string"),
+        (lambda ws: (ws / "schemas" / "mini" / "schema.json").write_text("{nope"), TaskError, "not valid JSON"),
+        (lambda ws: (ws / "schemas" / "mini" / "schema.json").write_text('{"type": 5}'), TaskError,
+         "not a valid JSON Schema"),
+        (lambda ws: (ws / "schemas" / "mini" / "prompt.txt").write_text("<document>${body} ${nope}</document>"),
+         InputError, "missing column 'nope'"),
+    ],
+)
+def test_bad_input_is_one_clear_error_and_writes_nothing(workspace: Path, mutate: Any, error: type, needle: str) -> None:
+    mutate(workspace)
+    fake = FakeGLM(default=good)
+    with pytest.raises(error, match=needle):
+        run(workspace, fake)
+    assert fake.requests == [] and not (workspace / "out.parquet").exists()
+    assert sorted(p.name for p in workspace.iterdir() if p.name.startswith(".out")) == []
+
+
+def test_unwritable_output_is_refused_before_spending(workspace: Path) -> None:
+    fake = FakeGLM(default=good)
+    with pytest.raises(OutputError, match="does not exist"):
+        run(workspace, fake, output="missing/out.parquet")
+    assert fake.requests == []
