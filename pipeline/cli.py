@@ -124,12 +124,12 @@ def tasks(
     schemas_dir: Annotated[Path, typer.Option(help="folder of task definitions")] = Path("schemas"),
 ) -> None:
     """List the tasks found under schemas/."""
-    table = Table("task", "id column", "text column", "prompt version", "fields", "description")
+    table = Table("task", "id column", "text column", "prompt version", "fields")
+    table.columns[0].no_wrap = True
     try:
         for name in list_tasks(schemas_dir):
             spec = load_task(name, schemas_dir)
-            table.add_row(name, spec.id_column, spec.text_column, spec.prompt_version,
-                          ", ".join(spec.output_fields), spec.description)
+            table.add_row(name, spec.id_column, spec.text_column, spec.prompt_version, str(len(spec.output_fields)))
     except GlmExtractError as exc:
         raise fail(exc) from None
     out.print(table)
