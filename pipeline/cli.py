@@ -135,6 +135,29 @@ def tasks(
     out.print(table)
 
 
+@app.command()
+def evaluate(
+    task: Annotated[str, typer.Option(help="task whose [gold] mapping to use")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="an enriched Parquet written by `run`")],
+    schemas_dir: Annotated[Path, typer.Option(help="folder of task definitions")] = Path("schemas"),
+) -> None:
+    """Score an enriched table against its gold_* columns (field-level, Markdown)."""
+    import polars as pl
+
+    from pipeline.evaluate import parse_gold_table, render_markdown, score_table
+
+    try:
+        spec = load_task(task, schemas_dir)
+        if not output.is_file():
+            raise GlmExtractError(f"output not found: {output}")
+        evaluation = score_table(pl.read_parquet(output), parse_gold_table(spec.gold))
+    except ValueError as exc:
+        raise fail(GlmExtractError(f"{output}: {exc}")) from None
+    except GlmExtractError as exc:
+        raise fail(exc) from None
+    out.print(render_markdown(evaluation), highlight=False, soft_wrap=True)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def emulator(ctx: typer.Context) -> None:
     """Run the local GLM emulator (flags: see `glm-extract emulator --help-emulator`)."""

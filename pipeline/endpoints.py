@@ -23,8 +23,9 @@ def needs_emulator(settings: Settings) -> bool:
 def online_target(settings: Settings) -> Target:
     """The configured endpoint: GLM itself (default URL) or a custom OpenAI-compatible one."""
     base_url = settings.base_url or GLM_BASE_URL
-    kind = "glm" if base_url == GLM_BASE_URL else "custom"
-    return Target(Endpoint(base_url, settings.api_key_value()), kind)
+    if base_url == GLM_BASE_URL:
+        return Target(Endpoint(base_url, settings.api_key_value()), "glm")
+    return Target(Endpoint(base_url, settings.api_key_value()), "custom")
 
 
 @contextmanager

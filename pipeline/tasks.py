@@ -121,8 +121,8 @@ def _check_template(spec: TaskSpec, path: Path) -> None:
         raise TaskError(f"{path}: invalid placeholder (use ${{column}}; write $$ for a dollar sign)")
     if spec.text_column not in spec.template_columns:
         raise TaskError(f"{path}: the template never uses the text column ${{{spec.text_column}}}")
-    if "<document>" not in spec.prompt_template or "</document>" not in spec.prompt_template:
-        raise TaskError(f"{path}: the document must sit inside <document> … </document>")
+    if spec.prompt_template.count("<document>") != 1 or spec.prompt_template.count("</document>") != 1:
+        raise TaskError(f"{path}: the template must hold exactly one <document> … </document> frame")
 
 
 def _required_str(meta: dict[str, Any], key: str, folder: Path) -> str:

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.glm.errors import FatalError, RateLimited, RowError, TransientError, classify, error_from_body, is_retryable
+from pipeline.glm.errors import (
+    FatalError,
+    RateLimited,
+    RowError,
+    TransientError,
+    classify,
+    error_from_body,
+    is_retryable,
+)
 
 
 @pytest.mark.parametrize(

@@ -122,7 +122,7 @@ def test_invalid_after_bounded_reasks(workspace: Path) -> None:
     run(workspace, fake, max_reasks=2)
     out = pl.read_parquet(workspace / "out.parquet")
     assert set(out["_status"].to_list()) == {"invalid", "skipped", "failed"}
-    assert out.filter(pl.col("_status") == "invalid")["_reasks"].to_list() == [2, 2, 0, 2]  # the duplicate is not paid again
+    assert out.filter(pl.col("_status") == "invalid")["_reasks"].to_list() == [2, 2, 0, 2]  # dup: unpaid
     assert len(fake.requests) == 9  # 3 distinct requests × (1 + 2 re-asks)
     assert out.filter(pl.col("_status") == "invalid")["name"].null_count() == 4
 
@@ -176,7 +176,9 @@ def test_fatal_1113_aborts_without_output_and_keeps_journal(workspace: Path) -> 
          InputError, "missing column 'nope'"),
     ],
 )
-def test_bad_input_is_one_clear_error_and_writes_nothing(workspace: Path, mutate: Any, error: type, needle: str) -> None:
+def test_bad_input_is_one_clear_error_and_writes_nothing(
+    workspace: Path, mutate: Any, error: type, needle: str
+) -> None:
     mutate(workspace)
     fake = FakeGLM(default=good)
     with pytest.raises(error, match=needle):

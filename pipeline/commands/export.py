@@ -1,0 +1,40 @@
+"""``glm-extract export``: merge an enriched table into a warehouse. Thin: parses options, calls
+:func:`pipeline.warehouse.export_table`, prints one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pipeline.warehouse import DEFAULT_TARGET, WarehouseError, export_table
+
+EXIT_EXPORT_FAILED = 2
+_TO_HELP = (
+    "warehouse: a .duckdb/.db path or duckdb:///path (embedded, default), postgresql://user@host:5432/db, "
+    "or dlt:<destination> (snowflake, bigquery, …); add ?schema=NAME to choose the schema"
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``export`` command to ``app``."""
+    app.command("export")(export)
+
+
+def export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="enriched Parquet written by `glm-extract run`")],
+    to: Annotated[str, typer.Option("--to", help=_TO_HELP)] = DEFAULT_TARGET,
+    table: Annotated[str | None, typer.Option("--table", help="table name (default: the task's name)")] = None,
+) -> None:
+    """Merge OUTPUT into a warehouse on (task, record id): re-exports update rows, never duplicate them.
+
+    The run's summary is read from OUTPUT.summary.json when present and recorded in the `runs` table.
+    """
+    try:
+        result = export_table(output, to, table=table)
+    except WarehouseError as exc:
+        Console(stderr=True).print(f"[bold red]export failed:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_EXPORT_FAILED) from exc
+    Console().print(f"[green]✓[/] {result.describe()}", highlight=False, soft_wrap=True)

@@ -1,0 +1,39 @@
+"""A local GLM-compatible emulator: a test double and demo engine, never presented as a model.
+
+It speaks GLM's chat-completions wire format, enforces a concurrency cap (429/1302 past it), draws
+latency from a distribution and injects faults at configured rates, all deterministically from a
+seed. Answers are synthetic: schema-valid JSON filled from the document by simple rules.
+
+Public API::
+
+    EmulatorConfig, LatencySpec          configuration values (pipeline.emulator.config)
+    start_emulator(config) -> EmulatorProcess     subprocess, context manager (pipeline.emulator.process)
+    serve_in_thread(config) -> EmulatorThread     same server in a background thread
+    build_app(config) -> aiohttp.web.Application  for aiohttp's test utilities
+    answer_request(body) -> Answer                the answer without faults (pure)
+"""
+
+from pipeline.emulator.answers import Answer, answer_request
+from pipeline.emulator.config import FAULT_NAMES, EmulatorConfig, LatencySpec
+from pipeline.emulator.process import (
+    EmulatorProcess,
+    EmulatorStartError,
+    EmulatorThread,
+    serve_in_thread,
+    start_emulator,
+)
+from pipeline.emulator.server import build_app
+
+__all__ = [
+    "FAULT_NAMES",
+    "Answer",
+    "EmulatorConfig",
+    "EmulatorProcess",
+    "EmulatorStartError",
+    "EmulatorThread",
+    "LatencySpec",
+    "answer_request",
+    "build_app",
+    "serve_in_thread",
+    "start_emulator",
+]

@@ -1,0 +1,99 @@
+"""Warehouse export: merge an enriched table into DuckDB, PostgreSQL or any dlt destination.
+
+``export_table`` is the one entry point (the CLI's ``export`` command and the flow's last step call
+it). The identity of a row is ``(_task, _record_id)``; a re-export updates rows in place, so
+exporting the same table twice leaves the same row count as exporting it once. One table per task,
+plus a ``runs`` table with one row per run id. See docs/warehouse.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.warehouse.errors import (
+    AccessDenied,
+    ConnectionFailed,
+    LoadFailed,
+    SchemaClash,
+    SourceError,
+    TargetError,
+    TargetUnreachable,
+    WarehouseError,
+)
+from pipeline.warehouse.job import ExportJob
+from pipeline.warehouse.result import ExportResult
+from pipeline.warehouse.runs import load_summary, run_records, to_arrow
+from pipeline.warehouse.source import open_source, table_name_for
+from pipeline.warehouse.targets import (
+    DEFAULT_TARGET,
+    DltTarget,
+    DuckDBTarget,
+    PostgresTarget,
+    Target,
+    parse_target,
+    redact_url,
+)
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "AccessDenied",
+    "ConnectionFailed",
+    "DltTarget",
+    "DuckDBTarget",
+    "ExportResult",
+    "LoadFailed",
+    "PostgresTarget",
+    "SchemaClash",
+    "SourceError",
+    "Target",
+    "TargetError",
+    "TargetUnreachable",
+    "WarehouseError",
+    "export_table",
+    "parse_target",
+    "redact_url",
+]
+
+
+def export_table(
+    output_path: Path | str,
+    target: Target | str = DEFAULT_TARGET,
+    *,
+    summary: Mapping[str, Any] | Path | None = None,
+    table: str | None = None,
+) -> ExportResult:
+    """Merge the enriched table at ``output_path`` and its run row into ``target``.
+
+    ``summary`` is the run summary (a mapping, or the path of its JSON); None looks for
+    ``<output>.summary.json`` next to the table and, failing that, derives the run row from the
+    table's meta columns. ``table`` overrides the table name (default: the task's name).
+    Raises a :class:`WarehouseError` whose message is one actionable line; nothing is half-loaded.
+    """
+    resolved = parse_target(target) if isinstance(target, str) else target
+    path = Path(output_path)
+    source = open_source(path)
+    loaded = load_summary(path, summary)
+    task = loaded.get("task") if loaded else None
+    name = table_name_for(source, table, str(task) if task else None)
+    runs = to_arrow(run_records(source, loaded, name, dt.datetime.now(dt.UTC)))
+    return _dispatch(resolved, ExportJob(source=source, table=name, runs=runs))
+
+
+def _dispatch(target: Target, job: ExportJob) -> ExportResult:
+    """Hand the job to the target's module; imported lazily so dlt loads only when asked for."""
+    match target:
+        case DuckDBTarget():
+            from pipeline.warehouse.duckdb_target import export_duckdb
+
+            return export_duckdb(target, job)
+        case PostgresTarget():
+            from pipeline.warehouse.postgres_target import export_postgres
+
+            return export_postgres(target, job)
+        case DltTarget():
+            from pipeline.warehouse.dlt_target import export_dlt
+
+            return export_dlt(target, job)

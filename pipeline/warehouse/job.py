@@ -1,0 +1,37 @@
+"""One export, ready for a target: the checked source, the table name and the runs rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipeline.warehouse.source import EnrichedSource
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """Everything a target module needs; built once by ``export_table``."""
+
+    source: EnrichedSource
+    table: str
+    runs: pa.Table
+
+    @property
+    def run_ids(self) -> tuple[str, ...]:
+        return tuple(str(v) for v in self.runs.column("run_id").to_pylist())
+
+
+@dataclass(frozen=True)
+class MergeCounts:
+    """What one merge did to one table."""
+
+    rows: int
+    inserted: int
+    updated: int
+    table_rows: int
+    added_columns: tuple[str, ...] = ()
+
+    @property
+    def unchanged(self) -> int:
+        return self.rows - self.inserted - self.updated

@@ -1,0 +1,190 @@
+"""Export into PostgreSQL: COPY into a temp table, then INSERT … ON CONFLICT DO UPDATE, one transaction.
+
+Nested columns become ``jsonb`` (see :mod:`pg_types`), scalars keep their types. The target table is
+created on first export with a primary key on ``(_task, _record_id)``; new columns are added with
+``ALTER TABLE … ADD COLUMN``; a column whose type changed stops the export before anything is
+written. Rows whose values are all equal are not rewritten (no dead tuples on a re-export).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.warehouse.job import ExportJob, MergeCounts
+from pipeline.warehouse.pg_copy import batch_to_csv
+from pipeline.warehouse.pg_errors import connection_error, load_error
+from pipeline.warehouse.pg_types import pg_type
+from pipeline.warehouse.result import ExportResult
+from pipeline.warehouse.runs import RUNS_KEY
+from pipeline.warehouse.schema_diff import Clash, plan_columns, raise_on_clash
+from pipeline.warehouse.source import KEY_COLUMNS, RUNS_TABLE
+from pipeline.warehouse.sql import column_list, qualified, quote_ident
+from pipeline.warehouse.targets import PostgresTarget
+
+CONNECT_TIMEOUT_S = 10
+_BATCH_ROWS = 20_000
+_STAGE = "glm_extract_stage"
+
+
+def export_postgres(target: PostgresTarget, job: ExportJob) -> ExportResult:
+    """Merge the enriched table and its runs rows into ``target`` in one transaction."""
+    started = time.perf_counter()
+    where = target.describe()
+    schema = target.schema
+    with (
+        _connect(target.url, where) as conn,
+        _translated(where, f"{schema}.{job.table}", KEY_COLUMNS),
+        conn.transaction(),
+    ):
+        _ensure_schema(conn, schema)
+        counts = _merge(conn, schema, job.table, job.source.schema, _batches(job.source.path), key=KEY_COLUMNS)
+        with _translated(where, f"{schema}.{RUNS_TABLE}", RUNS_KEY):
+            _merge(conn, schema, RUNS_TABLE, job.runs.schema, job.runs.to_batches(), key=RUNS_KEY)
+    return ExportResult(
+        target=where,
+        table=f"{schema}.{job.table}",
+        rows=counts.rows,
+        inserted=counts.inserted,
+        updated=counts.updated,
+        unchanged=counts.unchanged,
+        table_rows=counts.table_rows,
+        runs_table=f"{schema}.{RUNS_TABLE}",
+        run_ids=job.run_ids,
+        added_columns=counts.added_columns,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@contextmanager
+def _translated(where: str, table: str, key: tuple[str, ...]) -> Iterator[None]:
+    """psycopg errors inside become one-line warehouse errors (the transaction rolls back)."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise load_error(exc, where, table, key) from exc
+
+
+def _connect(url: str, where: str) -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.Error as exc:
+        raise connection_error(exc, where) from exc
+
+
+def _lock(conn: psycopg.Connection[tuple[object, ...]], name: str) -> None:
+    """A transaction-scoped advisory lock: serialises exports racing to create or widen ``name``."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"glm-extract:{name}"])
+
+
+def _ensure_schema(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Create the schema only when missing (CREATE needs a right that using it does not)."""
+    exists = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
+    if conn.execute(exists, [schema]).fetchone() is None:
+        _lock(conn, f"schema {schema}")
+        if conn.execute(exists, [schema]).fetchone() is None:
+            conn.execute(_sql(f"CREATE SCHEMA {quote_ident(schema)}"))
+
+
+def _merge(
+    conn: psycopg.Connection[tuple[object, ...]],
+    schema: str,
+    table: str,
+    arrow_schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    *,
+    key: tuple[str, ...],
+) -> MergeCounts:
+    """Create or widen ``table``, COPY ``batches`` into a temp table, upsert them on ``key``."""
+    target = qualified(schema, table)
+    _lock(conn, target)
+    new = {field.name: pg_type(field.type) for field in arrow_schema}
+    existing = _existing_columns(conn, target)
+    untyped = frozenset(f.name for f in arrow_schema if pa.types.is_null(f.type))
+    plan = plan_columns(existing, new, untyped=untyped)
+    raise_on_clash(plan, table=f"{schema}.{table}", alter=lambda c: _alter_statement(target, c))
+    if plan.create:
+        conn.execute(_sql(_create_statement(target, new, key)))
+    for name, kind in plan.added:
+        conn.execute(_sql(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {kind}"))
+    rows = _stage(conn, new, batches)
+    inserted, changed = _upsert(conn, target, list(new), key)
+    conn.execute(_sql(f"DROP TABLE {_STAGE}"))
+    table_rows = _count(conn, target)
+    return MergeCounts(rows, inserted, changed - inserted, table_rows, tuple(n for n, _ in plan.added))
+
+
+def _stage(
+    conn: psycopg.Connection[tuple[object, ...]], columns: dict[str, str], batches: Iterable[pa.RecordBatch]
+) -> int:
+    """COPY the batches into a fresh temp table typed like the target; return the row count."""
+    defs = ", ".join(f"{quote_ident(n)} {kind}" for n, kind in columns.items())
+    conn.execute(_sql(f"CREATE TEMP TABLE {_STAGE} ({defs}) ON COMMIT DROP"))
+    rows = 0
+    copy_sql = _sql(f"COPY {_STAGE} ({column_list(columns)}) FROM STDIN (FORMAT csv)")
+    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        for batch in batches:
+            copy.write(batch_to_csv(batch))
+            rows += batch.num_rows
+    return rows
+
+
+def _upsert(
+    conn: psycopg.Connection[tuple[object, ...]], target: str, columns: list[str], key: tuple[str, ...]
+) -> tuple[int, int]:
+    """(rows inserted, rows inserted or changed); ``xmax = 0`` marks a freshly inserted row."""
+    values = [c for c in columns if c not in key]
+    action = "DO NOTHING"
+    if values:
+        assignments = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in values)
+        differs = f"({column_list(values, 't.')}) IS DISTINCT FROM ({column_list(values, 'EXCLUDED.')})"
+        action = f"DO UPDATE SET {assignments} WHERE {differs}"
+    sql = (
+        f"WITH written AS (INSERT INTO {target} AS t ({column_list(columns)}) "
+        f"SELECT {column_list(columns)} FROM {_STAGE} ON CONFLICT ({column_list(key)}) {action} "
+        "RETURNING (t.xmax = 0) AS inserted) "
+        "SELECT count(*) FILTER (WHERE inserted), count(*) FROM written"
+    )
+    row = conn.execute(_sql(sql)).fetchone()
+    return (int(str(row[0])), int(str(row[1]))) if row else (0, 0)
+
+
+def _create_statement(target: str, columns: dict[str, str], key: tuple[str, ...]) -> str:
+    defs = [f"{quote_ident(n)} {kind}{' NOT NULL' if n in key else ''}" for n, kind in columns.items()]
+    defs.append(f"PRIMARY KEY ({column_list(key)})")
+    return f"CREATE TABLE {target} ({', '.join(defs)})"
+
+
+def _alter_statement(target: str, clash: Clash) -> str:
+    return f"ALTER TABLE {target} ALTER COLUMN {quote_ident(clash.column)} TYPE {clash.new_type}"
+
+
+def _existing_columns(conn: psycopg.Connection[tuple[object, ...]], target: str) -> dict[str, str] | None:
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        [target],
+    ).fetchall()
+    return {str(name): str(kind) for name, kind in rows} or None
+
+
+def _count(conn: psycopg.Connection[tuple[object, ...]], target: str) -> int:
+    row = conn.execute(_sql(f"SELECT count(*) FROM {target}")).fetchone()
+    return int(str(row[0])) if row else 0
+
+
+def _sql(text: str) -> bytes:
+    """Dynamic SQL built from quoted identifiers only, as bytes (psycopg types ``str`` queries as literals)."""
+    return text.encode()
+
+
+def _batches(path: Path) -> Iterator[pa.RecordBatch]:
+    """The Parquet file in bounded batches."""
+    with pq.ParquetFile(path) as parquet:
+        yield from parquet.iter_batches(batch_size=_BATCH_ROWS)

@@ -1,0 +1,41 @@
+"""What an export did, as a small value the CLI prints and the flow records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The outcome of one successful export.
+
+    ``inserted`` are identities new to the table, ``updated`` existing ones whose values changed,
+    ``unchanged`` existing ones written again with equal values; together they make ``rows``.
+    Counts a target cannot tell (dlt destinations) are None.
+    """
+
+    target: str
+    table: str
+    rows: int
+    inserted: int | None
+    updated: int | None
+    unchanged: int | None
+    table_rows: int | None
+    runs_table: str
+    run_ids: tuple[str, ...]
+    added_columns: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        """One line for a terminal or a log."""
+        counts = ", ".join(
+            f"{value} {label}"
+            for label, value in (("new", self.inserted), ("updated", self.updated), ("unchanged", self.unchanged))
+            if value is not None
+        )
+        head = f"exported {self.rows} rows to {self.table} at {self.target}"
+        head += f" ({counts})" if counts else ""
+        tail = [f"table now {self.table_rows} rows"] if self.table_rows is not None else []
+        tail += [f"added columns {', '.join(self.added_columns)}"] if self.added_columns else []
+        tail.append(f"runs {', '.join(self.run_ids) or '-'}; {self.seconds:.2f}s")
+        return "; ".join([head, *tail])

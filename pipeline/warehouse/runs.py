@@ -1,0 +1,223 @@
+"""The ``runs`` audit table: one row per run id, from the run summary or, failing that, the table.
+
+The summary (docs/contracts.md §4, ``<output>.summary.json``) is the authority on a run. When it is
+missing — a table copied without its summary, an older run — the row is derived from the meta
+columns of the enriched table (counts, tokens, cost, latency percentiles, model …); what only the
+summary knows (times, retries, endpoint, limiter) stays null and ``derived_from`` says ``table``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pyarrow as pa
+
+from pipeline.warehouse.errors import SourceError
+from pipeline.warehouse.source import RUN_ID_COLUMN, EnrichedSource
+
+_TS = pa.timestamp("us", tz="UTC")
+RUNS_KEY = ("run_id",)
+RUNS_SCHEMA = pa.schema(
+    [pa.field("run_id", pa.string(), nullable=False)]
+    + [pa.field(name, pa.string()) for name in ("task", "input", "output")]
+    + [pa.field("started_at", _TS), pa.field("finished_at", _TS), pa.field("seconds", pa.float64())]
+    + [pa.field(name, pa.int64()) for name in ("rows", "ok", "invalid", "failed", "filtered", "skipped")]
+    + [pa.field(name, pa.int64()) for name in ("requests_sent", "from_journal", "retries", "reasks")]
+    + [pa.field("prompt_tokens", pa.int64()), pa.field("completion_tokens", pa.int64())]
+    + [pa.field(name, pa.float64()) for name in ("cost_cny", "p50_ms", "p95_ms")]
+    + [pa.field(name, pa.string()) for name in ("model", "prompt_version", "schema_id", "endpoint")]
+    + [pa.field("offline_emulator", pa.bool_()), pa.field("limiter", pa.string())]
+    + [pa.field("table_name", pa.string()), pa.field("derived_from", pa.string())]
+    + [pa.field("exported_at", _TS)]
+)
+_STATUSES = ("ok", "invalid", "failed", "filtered", "skipped")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One row of the ``runs`` table; field order and names are those of ``RUNS_SCHEMA``."""
+
+    run_id: str
+    task: str | None = None
+    input: str | None = None
+    output: str | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    seconds: float | None = None
+    rows: int | None = None
+    ok: int | None = None
+    invalid: int | None = None
+    failed: int | None = None
+    filtered: int | None = None
+    skipped: int | None = None
+    requests_sent: int | None = None
+    from_journal: int | None = None
+    retries: int | None = None
+    reasks: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_cny: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    model: str | None = None
+    prompt_version: str | None = None
+    schema_id: str | None = None
+    endpoint: str | None = None
+    offline_emulator: bool | None = None
+    limiter: str | None = None
+    table_name: str | None = None
+    derived_from: str | None = None
+    exported_at: dt.datetime | None = None
+
+
+def summary_path(output: Path) -> Path:
+    """Where a run writes its summary: ``<output>.summary.json`` (docs/contracts.md §4)."""
+    return output.with_name(output.name + ".summary.json")
+
+
+def load_summary(output: Path, summary: Mapping[str, Any] | Path | None) -> Mapping[str, Any] | None:
+    """The run summary given, read from the path given, or found next to ``output``; else None."""
+    if isinstance(summary, Mapping):
+        return summary
+    path = summary if summary is not None else summary_path(output)
+    if path.is_file():
+        return _read_json(path)
+    if summary is not None:
+        raise SourceError(f"{summary}: no such summary file")
+    return None
+
+
+def run_records(
+    source: EnrichedSource, summary: Mapping[str, Any] | None, table: str, now: dt.datetime
+) -> list[RunRecord]:
+    """The runs rows this export writes: the summary's run, or one per ``_run_id`` in the table."""
+    if summary is not None and summary.get("run_id"):
+        return [from_summary(summary, table=table, exported_at=now)]
+    return from_table(source, table=table, exported_at=now)
+
+
+def from_summary(summary: Mapping[str, Any], *, table: str, exported_at: dt.datetime) -> RunRecord:
+    """Flatten a run summary (docs/contracts.md §4) into a runs row."""
+    counts, requests = _sub(summary, "status_counts"), _sub(summary, "requests")
+    tokens, latency = _sub(summary, "tokens"), _sub(summary, "latency_ms")
+    return RunRecord(
+        run_id=str(summary["run_id"]),
+        task=_str(summary.get("task")),
+        input=_str(summary.get("input")),
+        output=_str(summary.get("output")),
+        started_at=_time(summary.get("started_at")),
+        finished_at=_time(summary.get("finished_at")),
+        seconds=_float(summary.get("seconds")),
+        rows=_int(summary.get("rows")),
+        ok=_count(counts, "ok"),
+        invalid=_count(counts, "invalid"),
+        failed=_count(counts, "failed"),
+        filtered=_count(counts, "filtered"),
+        skipped=_count(counts, "skipped"),
+        requests_sent=_int(requests.get("sent")),
+        from_journal=_int(requests.get("from_journal")),
+        retries=_int(requests.get("retries")),
+        reasks=_int(requests.get("reasks")),
+        prompt_tokens=_int(tokens.get("prompt")),
+        completion_tokens=_int(tokens.get("completion")),
+        cost_cny=_float(summary.get("cost_cny")),
+        p50_ms=_float(latency.get("p50")),
+        p95_ms=_float(latency.get("p95")),
+        model=_str(summary.get("model")),
+        prompt_version=_str(summary.get("prompt_version")),
+        schema_id=_str(summary.get("schema_id")),
+        endpoint=_str(summary.get("endpoint")),
+        offline_emulator=_bool(summary.get("offline_emulator")),
+        limiter=_str(summary.get("limiter")),
+        table_name=table,
+        derived_from="summary",
+        exported_at=exported_at,
+    )
+
+
+def from_table(source: EnrichedSource, *, table: str, exported_at: dt.datetime) -> list[RunRecord]:
+    """One runs row per ``_run_id`` of the table, aggregated from its meta columns."""
+    frame = pl.scan_parquet(source.path)
+    names = set(source.columns)
+    run_id = pl.col(RUN_ID_COLUMN).cast(pl.String) if RUN_ID_COLUMN in names else pl.lit(None, pl.String)
+    fallback = f"unknown:{source.path.name}"
+    grouped = frame.with_columns(run_id.fill_null(fallback).alias("run_id")).group_by("run_id")
+    rows = grouped.agg(_aggregations(names)).sort("run_id").collect().to_dicts()
+    return [
+        RunRecord(**row, output=str(source.path), table_name=table, derived_from="table", exported_at=exported_at)
+        for row in rows
+    ]
+
+
+def to_arrow(records: list[RunRecord]) -> pa.Table:
+    """The records as an Arrow table with ``RUNS_SCHEMA``."""
+    return pa.Table.from_pylist([dataclasses.asdict(r) for r in records], schema=RUNS_SCHEMA)
+
+
+def _aggregations(names: set[str]) -> list[pl.Expr]:
+    exprs = [pl.len().cast(pl.Int64).alias("rows"), pl.col("_task").cast(pl.String).first().alias("task")]
+    if "_status" in names:
+        exprs += [(pl.col("_status") == s).sum().cast(pl.Int64).alias(s) for s in _STATUSES]
+    sums = {"_attempts": "requests_sent", "_from_journal": "from_journal", "_reasks": "reasks"}
+    sums |= {"_prompt_tokens": "prompt_tokens", "_completion_tokens": "completion_tokens"}
+    exprs += [pl.col(c).sum().cast(pl.Int64).alias(alias) for c, alias in sums.items() if c in names]
+    if "_cost_cny" in names:
+        exprs.append(pl.col("_cost_cny").sum().cast(pl.Float64).alias("cost_cny"))
+    if "_latency_ms" in names:
+        latency = pl.col("_latency_ms").cast(pl.Float64)
+        exprs += [latency.quantile(0.5).alias("p50_ms"), latency.quantile(0.95).alias("p95_ms")]
+    firsts = {"_model": "model", "_prompt_version": "prompt_version", "_schema_id": "schema_id"}
+    exprs += [pl.col(c).cast(pl.String).drop_nulls().first().alias(a) for c, a in firsts.items() if c in names]
+    return exprs
+
+
+def _read_json(path: Path) -> Mapping[str, Any]:
+    try:
+        value = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise SourceError(f"{path} is not a readable run summary ({exc})") from exc
+    if not isinstance(value, dict):
+        raise SourceError(f"{path} is not a run summary: expected a JSON object")
+    return value
+
+
+def _sub(summary: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = summary.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _count(counts: Mapping[str, Any], status: str) -> int | None:
+    """A status absent from a present ``status_counts`` means zero rows; no counts at all, unknown."""
+    return _int(counts.get(status, 0)) if counts else None
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _time(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)

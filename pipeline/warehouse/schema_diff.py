@@ -1,0 +1,70 @@
+"""Compare a warehouse table's columns with the columns an export brings (pure).
+
+Types are compared as the warehouse spells them (``STRUCT(a BIGINT)[]`` in DuckDB, ``jsonb`` in
+PostgreSQL), exactly: a struct that gained a field is a different type and so a clash, never a
+silent cast. New columns are added (``ALTER TABLE … ADD COLUMN``); columns the warehouse has and
+the export lacks are left alone (they stay null on new rows). A column whose new type is unknown
+(all nulls in the source) matches any existing type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from pipeline.warehouse.errors import SchemaClash
+
+
+@dataclass(frozen=True)
+class Clash:
+    """One column whose existing type differs from the new one."""
+
+    column: str
+    old_type: str
+    new_type: str
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """What a merge must do to the table's columns before it can load."""
+
+    create: bool
+    added: tuple[tuple[str, str], ...]
+    clashes: tuple[Clash, ...]
+
+
+def plan_columns(
+    existing: Mapping[str, str] | None, new: Mapping[str, str], *, untyped: frozenset[str] = frozenset()
+) -> ColumnPlan:
+    """The plan for merging columns ``new`` (name → type) into a table with ``existing`` (None: absent)."""
+    if existing is None:
+        return ColumnPlan(create=True, added=(), clashes=())
+    added = tuple((name, kind) for name, kind in new.items() if name not in existing)
+    clashes = tuple(
+        Clash(name, existing[name], kind)
+        for name, kind in new.items()
+        if name in existing and name not in untyped and existing[name] != kind
+    )
+    return ColumnPlan(create=False, added=added, clashes=clashes)
+
+
+def raise_on_clash(plan: ColumnPlan, *, table: str, alter: Callable[[Clash], str]) -> None:
+    """Raise :class:`SchemaClash` for the first clash, saying how to migrate; else return.
+
+    ``alter`` spells the warehouse's own statement that changes a clashing column's type.
+    """
+    if not plan.clashes:
+        return
+    first = plan.clashes[0]
+    more = f" (and {len(plan.clashes) - 1} more column(s))" if len(plan.clashes) > 1 else ""
+    migration = alter(first)
+    raise SchemaClash(
+        f"column {first.column!r} of table {table!r} is {first.old_type} in the warehouse but "
+        f"{first.new_type} in the new table{more}; nothing was written. Migrate with `{migration}` "
+        f"(add a USING clause if needed), or export into a new table with --table {table}_v2",
+        table=table,
+        column=first.column,
+        old_type=first.old_type,
+        new_type=first.new_type,
+        migration=migration,
+    )

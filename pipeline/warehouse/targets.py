@@ -1,0 +1,136 @@
+"""Parse the ``--to`` string into a target value; redact passwords for messages.
+
+Accepted forms:
+
+- ``warehouse.duckdb``, ``data/w.db`` — a DuckDB file (any path ending ``.duckdb`` or ``.db``);
+- ``duckdb://<path>`` — a DuckDB file, everything after ``duckdb://`` is the path, so
+  ``duckdb:///srv/w.duckdb`` is absolute and ``duckdb://w.duckdb`` relative;
+- ``postgresql://user:pw@host:port/db`` (or ``postgres://``) — PostgreSQL through psycopg;
+- ``dlt:<destination>`` — any destination of the dlt loading library (``dlt:snowflake``,
+  ``dlt:bigquery``, ``dlt:clickhouse`` …), credentials from dlt's own config and environment.
+
+The URL forms take an optional ``?schema=<name>`` (``?dataset=<name>`` for dlt; both spellings work
+everywhere) naming the schema the tables go into.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pipeline.warehouse.errors import TargetError
+
+DEFAULT_TARGET = "warehouse.duckdb"
+DEFAULT_DLT_DATASET = "glm_extract"
+_DUCKDB_SUFFIXES = (".duckdb", ".db")
+_SCHEMA_KEYS = ("schema", "dataset")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class DuckDBTarget:
+    """A DuckDB database file (created if missing); ``schema`` None means DuckDB's ``main``."""
+
+    path: Path
+    schema: str | None = None
+
+    def describe(self) -> str:
+        return f"duckdb:{self.path}"
+
+
+@dataclass(frozen=True)
+class PostgresTarget:
+    """A PostgreSQL database; ``url`` is a libpq URL without our own ``schema`` parameter."""
+
+    url: str
+    schema: str = "public"
+
+    def describe(self) -> str:
+        return redact_url(self.url)
+
+
+@dataclass(frozen=True)
+class DltTarget:
+    """A dlt destination by name; dlt reads its credentials itself."""
+
+    destination: str
+    dataset: str = DEFAULT_DLT_DATASET
+
+    def describe(self) -> str:
+        return f"dlt:{self.destination}/{self.dataset}"
+
+
+Target = DuckDBTarget | PostgresTarget | DltTarget
+
+
+def parse_target(text: str) -> Target:
+    """The target named by ``text``; :class:`TargetError` if it names none."""
+    text = text.strip()
+    lowered = text.lower()
+    if lowered.startswith(("postgresql://", "postgres://")):
+        return _parse_postgres(text)
+    if lowered.startswith("duckdb://"):
+        path, schema = _split_schema(text[len("duckdb://") :])
+        return DuckDBTarget(path=_duckdb_path(path, text), schema=schema)
+    if lowered.startswith("dlt:"):
+        return _parse_dlt(text)
+    if "://" not in text and lowered.endswith(_DUCKDB_SUFFIXES):
+        return DuckDBTarget(path=Path(text))
+    raise TargetError(
+        f"unknown target {redact_url(text)!r}: use a path ending .duckdb, duckdb:///path, "
+        "postgresql://user@host:5432/db or dlt:<destination>"
+    )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``; anything unparsable comes back unchanged."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _parse_postgres(text: str) -> PostgresTarget:
+    parts = urlsplit(text)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    schema = _schema_from(params, text) or "public"
+    kept = [(k, v) for k, v in params if k not in _SCHEMA_KEYS]
+    url = urlunsplit(parts._replace(query=urlencode(kept)))
+    return PostgresTarget(url=url, schema=schema)
+
+
+def _parse_dlt(text: str) -> DltTarget:
+    destination, schema = _split_schema(text[len("dlt:") :])
+    if not _NAME.match(destination):
+        raise TargetError(f"bad dlt destination {destination!r}: write dlt:<destination>, e.g. dlt:snowflake")
+    return DltTarget(destination=destination, dataset=schema or DEFAULT_DLT_DATASET)
+
+
+def _split_schema(rest: str) -> tuple[str, str | None]:
+    head, _, query = rest.partition("?")
+    return head, _schema_from(parse_qsl(query, keep_blank_values=True), rest)
+
+
+def _schema_from(params: list[tuple[str, str]], text: str) -> str | None:
+    values = [v for k, v in params if k in _SCHEMA_KEYS]
+    if not values:
+        return None
+    if not _NAME.match(values[-1]):
+        raise TargetError(f"bad schema name {values[-1]!r} in {redact_url(text)!r}: use letters, digits, _")
+    return values[-1]
+
+
+def _duckdb_path(path: str, text: str) -> Path:
+    if not path:
+        raise TargetError(f"no file in {text!r}: write duckdb:///path/to/warehouse.duckdb")
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    return Path(path)
