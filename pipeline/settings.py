@@ -21,7 +21,7 @@ MAX_OUTPUT_TOKENS = 16384
 class Settings(BaseSettings):
     """Every knob of a run. Environment prefix ``GLM_EXTRACT_``; the key also from ``ZHIPUAI_API_KEY``."""
 
-    model_config = SettingsConfigDict(env_prefix="GLM_EXTRACT_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="GLM_EXTRACT_", extra="ignore", frozen=True, populate_by_name=True)
 
     api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ZHIPUAI_API_KEY", "GLM_EXTRACT_API_KEY")

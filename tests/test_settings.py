@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.endpoints import needs_emulator, online_target
+from pipeline.settings import GLM_BASE_URL, Settings
+
+
+def test_key_from_environment_and_by_name_never_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZHIPUAI_API_KEY", "sk-sentinel-123")
+    from_env = Settings()
+    assert from_env.api_key_value() == "sk-sentinel-123"
+    assert "sk-sentinel-123" not in repr(from_env) and "sk-sentinel-123" not in str(from_env.model_dump())
+    by_name = Settings(api_key="sk-other")
+    assert by_name.api_key_value() == "sk-other"
+
+
+def test_endpoint_choice() -> None:
+    assert needs_emulator(Settings())
+    assert not needs_emulator(Settings(api_key="k"))
+    glm = online_target(Settings(api_key="sk-zz9"))
+    assert glm.kind == "glm" and glm.endpoint.base_url == GLM_BASE_URL and "sk-zz9" not in repr(glm.endpoint)
+    custom = online_target(Settings(base_url="http://127.0.0.1:8000/v1/"))
+    assert custom.kind == "custom" and custom.endpoint.base_url == "http://127.0.0.1:8000/v1"
+
+
+def test_invalid_values_are_rejected() -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        Settings(concurrency=0)
+    with pytest.raises(ValueError, match="max_tokens"):
+        Settings(max_tokens=20000)
