@@ -16,7 +16,7 @@ from rich.table import Table
 
 from pipeline.endpoints import OFFLINE_BANNER, needs_emulator, resolve_target
 from pipeline.errors import GlmExtractError
-from pipeline.runner import RunRequest, run_extraction
+from pipeline.runner import PreparedRun, RunRequest, prepare_run, run_extraction
 from pipeline.settings import Settings
 from pipeline.tasks import list_tasks, load_task
 
@@ -24,6 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLM-4-Air st
 out = Console()
 err = Console(stderr=True)
 FAILURE_EXIT = 4
+INTERRUPTED_EXIT = 130
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -62,24 +63,30 @@ def run(
         settings = _settings(concurrency=concurrency, base_url=base_url, model=model, mode=mode,
                              shard_size=shard_size, journal_path=journal, schemas_dir=schemas_dir,
                              budget_cny=budget_cny, max_reasks=max_reasks)
+        prepared = prepare_run(RunRequest(task, input, output), settings)  # refuse bad input before anything
         if needs_emulator(settings):
             out.print(f"[bold yellow]{OFFLINE_BANNER}[/]", highlight=False)
-        summary = _run_with_progress(RunRequest(task, input, output), settings, emulator_latency, quiet)
+        summary = _run_with_progress(prepared, settings, emulator_latency, quiet)
     except GlmExtractError as exc:
         raise fail(exc) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: answers so far are kept in the journal; rerun the same command to resume")
+        raise typer.Exit(INTERRUPTED_EXIT) from None
     print_summary(summary)
     _exit_on_failure_ratio(summary, settings)
 
 
-def _run_with_progress(request: RunRequest, settings: Settings, latency: str, quiet: bool) -> dict[str, Any]:
+def _run_with_progress(prepared: PreparedRun, settings: Settings, latency: str, quiet: bool) -> dict[str, Any]:
+    request = prepared.request
     with resolve_target(settings, emulator_latency=latency) as target:
         if quiet:
-            return asyncio.run(run_extraction(request, settings, target))
+            return asyncio.run(run_extraction(request, settings, target, prepared=prepared))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err, transient=True) as bar:
             job = bar.add_task(f"{request.task}", total=None)
             return asyncio.run(
-                run_extraction(request, settings, target, on_progress=lambda n: bar.advance(job, n))
+                run_extraction(request, settings, target, prepared=prepared,
+                               on_progress=lambda n: bar.advance(job, n))
             )
 
 
@@ -168,9 +175,10 @@ def emulator(ctx: typer.Context) -> None:
 
 
 def _register_plugins() -> None:
-    from pipeline.commands import export
+    from pipeline.commands import export, prefect
 
     export.register(app)
+    prefect.register(app)
 
 
 def main() -> None:

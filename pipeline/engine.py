@@ -23,8 +23,8 @@ from pipeline.journal import Journal, JournalEntry
 from pipeline.keys import request_key
 from pipeline.limiter import AdaptiveLimiter
 from pipeline.prompts import RenderOptions, render_request, system_message
-from pipeline.stats import RunStats
-from pipeline.tables import RowMeta
+from pipeline.stats import RunStats, Spend
+from pipeline.tables import RowMeta, extraction_dtype, json_text_for
 from pipeline.tasks import TaskSpec
 from pipeline.validate import Filtered, Reask, Valid, build_reask, compile_validator, judge
 
@@ -46,10 +46,13 @@ class EngineContext:
     abort: asyncio.Event | None = None
     fatal: FatalError | None = None
     inflight: dict[str, asyncio.Future[JournalEntry]] = field(default_factory=dict)
+    spend: Spend = field(default_factory=Spend)
+    endpoint_id: str = ""  # "emulator" keeps synthetic answers out of real ones (see keys.request_key)
 
     def __post_init__(self) -> None:
         self.validator: jsonschema_rs.Validator = compile_validator(self.task.schema)
         self.system = system_message(self.task, self.options.mode)
+        self.answer_dtype = extraction_dtype(self.task.schema)
         if self.abort is None:
             self.abort = asyncio.Event()
 
@@ -100,12 +103,15 @@ def plan_row(ctx: EngineContext, row: Mapping[str, Any]) -> _Planned:
         message = f"text has {len(text)} characters, over the task's max_input_chars={limit}"
         return _Planned(_local_meta("failed", "input_too_long", message), None, None)
     body = render_request(ctx.task, row, ctx.options, ctx.system)
-    return _Planned(None, request_key(body), body)
+    return _Planned(None, request_key(body, ctx.endpoint_id), body)
 
 
 async def _answer_into(ctx: EngineContext, key: str, body: dict[str, Any], out: dict[str, JournalEntry]) -> None:
     try:
         entry, raw = await answer_request(ctx, key, body)
+    except asyncio.CancelledError:
+        ctx.inflight.pop(key).cancel()  # borrowers are cancelled too; nothing left unretrieved
+        raise
     except BaseException as exc:
         ctx.inflight.pop(key).set_exception(exc)
         raise
@@ -131,34 +137,37 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
     """Fetch, judge and (bounded) re-ask one request; never raises for a row-level problem."""
     assert ctx.abort is not None
     tally = _Tally()
-    if ctx.budget_cny is not None and ctx.stats.cost_cny >= ctx.budget_cny:
+    if ctx.budget_cny is not None and ctx.spend.cny >= ctx.budget_cny:
         message = f"the run's budget of {ctx.budget_cny} CNY was reached"
         return _entry(ctx, key, "skipped", tally, final=False, code="budget_reached", message=message), None
     current = body
     while True:
         log = AttemptLog()
         try:
-            answer = await send_with_retry(ctx.client, current, ctx.limiter, ctx.policy, ctx.abort, log)
+            try:
+                answer = await send_with_retry(ctx.client, current, ctx.limiter, ctx.policy, ctx.abort, log)
+            finally:  # count this send's attempts before any entry below copies the tally
+                tally.attempts += log.attempts
+                ctx.stats.note_attempts(log)
         except FatalError as exc:
             ctx.fatal = ctx.fatal or exc
             ctx.abort.set()
             return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=exc.message), None
         except RowError as exc:
             status = "filtered" if exc.filtered else "failed"
-            return _entry(ctx, key, status, tally, code=exc.code, message=exc.message), None
+            final = exc.judged_content  # only the platform's verdict on this content is kept for good
+            return _entry(ctx, key, status, tally, final=final, code=exc.code, message=exc.message), None
         except TransientError as exc:
             message = f"gave up after {log.attempts} attempts: {exc.message}"
             return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=message), None
         except RunStopping:
             message = "not sent: the run stopped first"
             return _entry(ctx, key, "failed", tally, final=False, code="run_aborted", message=message), None
-        finally:
-            tally.attempts += log.attempts
-            ctx.stats.note_attempts(log)
         tally.prompt_tokens += answer.prompt_tokens
         tally.completion_tokens += answer.completion_tokens
-        ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens,
-                              ctx.cost(answer.prompt_tokens, answer.completion_tokens))
+        cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens)
+        ctx.spend.cny += cost
+        ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost)
         verdict = judge(answer.content, answer.finish_reason, ctx.validator)
         if isinstance(verdict, Reask) and tally.reasks < ctx.max_reasks:
             current = build_reask(current, answer.content, verdict)
@@ -173,7 +182,8 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
 
 def _judged_entry(ctx: EngineContext, key: str, verdict: Valid | Reask | Filtered, tally: _Tally) -> JournalEntry:
     if isinstance(verdict, Valid):
-        return _entry(ctx, key, "ok", tally, data_json=orjson.dumps(verdict.data).decode())
+        data = json_text_for(verdict.data, ctx.answer_dtype)
+        return _entry(ctx, key, "ok", tally, data_json=orjson.dumps(data).decode())
     if isinstance(verdict, Filtered):
         return _entry(ctx, key, "filtered", tally, code=verdict.code, message=verdict.message)
     message = f"{verdict.code} after {tally.reasks} re-asks: {'; '.join(verdict.errors)[:500]}"

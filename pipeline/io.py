@@ -73,6 +73,10 @@ def check_input(
         file_schema, file_rows = _parquet_meta(path)
         if schema is not None and file_schema.names != schema.names:
             raise InputError(f"{path}: columns {file_schema.names} differ from {files[0]}: {schema.names}")
+        if schema is not None and not file_schema.equals(schema):
+            bad = next(f.name for f in schema if file_schema.field(f.name).type != f.type)
+            raise InputError(f"{path}: column {bad!r} has type {file_schema.field(bad).type}, "
+                             f"but {files[0]} has {schema.field(bad).type}")
         schema, rows = schema or file_schema, rows + file_rows
     assert schema is not None
     for column in dict.fromkeys([id_column, text_column, *needed]):
@@ -108,9 +112,10 @@ def _check_ids(files: Sequence[Path], id_column: str) -> None:
 
 
 def iter_shards(files: Sequence[Path], size: int) -> Iterator[pl.DataFrame]:
-    """Frames of exactly ``size`` rows (the last one shorter), streamed, in input order."""
+    """Frames of exactly ``size`` rows (the last one shorter), streamed, in input order.
+    An input without rows yields one empty, typed frame, so the output still gets its columns."""
     buffer: list[pa.RecordBatch] = []
-    held = 0
+    held, emitted = 0, False
     for path in files:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
             buffer.append(batch)
@@ -118,10 +123,13 @@ def iter_shards(files: Sequence[Path], size: int) -> Iterator[pl.DataFrame]:
             while held >= size:
                 table = pa.Table.from_batches(buffer)
                 yield _frame(table.slice(0, size))
+                emitted = True
                 rest = table.slice(size)
                 buffer, held = rest.to_batches(), rest.num_rows
     if held:
         yield _frame(pa.Table.from_batches(buffer))
+    elif not emitted:
+        yield _frame(pq.ParquetFile(files[0]).schema_arrow.empty_table())
 
 
 def _frame(table: pa.Table) -> pl.DataFrame:
@@ -159,6 +167,8 @@ def plan_output(output: Path, run_id: str) -> OutputPlan:
         raise OutputError(f"output folder {parent} is not writable")
     for stale in parent.glob(f".{output.name}.parts-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    for stale_tmp in parent.glob(f".{output.name}.*.tmp"):  # a write killed before its rename
+        stale_tmp.unlink(missing_ok=True)
     parts = parent / f".{output.name}.parts-{run_id}"
     parts.mkdir()
     return OutputPlan(target=output, parts_dir=parts)
@@ -199,6 +209,9 @@ def write_json_atomic(path: Path, value: dict[str, object]) -> None:
 
 def _temp_next_to(path: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; the result is for other readers too
     os.close(fd)
     return Path(name)
 
@@ -230,7 +243,7 @@ def plan_shards(info: InputInfo, size: int) -> list[ShardSpec]:
         total = pq.ParquetFile(path).metadata.num_rows
         for offset in range(0, total, size):
             specs.append(ShardSpec(len(specs), str(path), offset, min(size, total - offset)))
-    return specs
+    return specs or [ShardSpec(0, str(info.files[0]), 0, 0)]  # an empty input still yields a typed table
 
 
 def read_shard(spec: ShardSpec) -> pl.DataFrame:

@@ -85,7 +85,8 @@ class Journal:
     def lookup(self, keys: Iterable[str]) -> dict[str, JournalEntry]:
         """Final entries for ``keys`` (missing and non-final keys are absent)."""
         unique = list(dict.fromkeys(keys))
-        found: dict[str, JournalEntry] = {}
+        queued = {e.key: e for e, _ in self._pending if e.final}  # answered, not yet committed
+        found: dict[str, JournalEntry] = {k: queued[k] for k in unique if k in queued}
         for start in range(0, len(unique), _LOOKUP_CHUNK):
             chunk = unique[start : start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
@@ -103,7 +104,7 @@ class Journal:
 
     def flush(self) -> int:
         """Commit every queued entry in one transaction; return how many."""
-        pending, self._pending = self._pending, []
+        pending = self._pending
         if not pending:
             return 0
         now = time.time()
@@ -117,6 +118,7 @@ class Journal:
                 "INSERT OR REPLACE INTO raw_answers (key, body) VALUES (?, ?)",
                 [(e.key, raw) for e, raw in pending if raw is not None],
             )
+        self._pending = []  # only once committed: a failed commit keeps them for the next flush
         return len(pending)
 
     @property

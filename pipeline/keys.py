@@ -22,9 +22,15 @@ def content_hash(data: bytes) -> str:
     return HASH_PREFIX + hashlib.sha256(data).hexdigest()
 
 
-def request_key(body: Mapping[str, Any]) -> str:
-    """Key of a request body, ignoring fields that change per attempt (``request_id``)."""
-    stable = {k: v for k, v in body.items() if k not in _VOLATILE_FIELDS}
+def request_key(body: Mapping[str, Any], endpoint_id: str = "") -> str:
+    """Key of a request body, ignoring fields that change per attempt (``request_id``).
+
+    ``endpoint_id`` separates answers that must never stand in for each other: the offline
+    emulator's synthetic answers use ``"emulator"``, real endpoints ``""``.
+    """
+    stable: dict[str, Any] = {k: v for k, v in body.items() if k not in _VOLATILE_FIELDS}
+    if endpoint_id:
+        stable["\x00endpoint"] = endpoint_id
     return content_hash(canonical_json(stable))
 
 

@@ -60,7 +60,7 @@ class AdaptiveLimiter:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release()  # the slot was handed over as we were cancelled: give it back
-            else:
+            elif future in self._waiters:  # `_wake` may already have dropped the cancelled future
                 self._waiters.remove(future)
             raise
 

@@ -8,6 +8,7 @@ the function's parameters. Layout: docs/contracts.md §2.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from pipeline.tasks import TaskSpec
 TOOL_NAME = "record_extraction"
 SCHEMA_OPEN = "<json_schema>"
 SCHEMA_CLOSE = "</json_schema>"
+#: Any spelling of a frame tag a model could read as one (`</DOCUMENT>`, `< /document >` …).
+_FRAME_TAG = re.compile(r"<\s*(/?)\s*document\s*>", re.IGNORECASE)
 
 RULES = (
     "You are an information-extraction engine. Read the document in the user message and answer "
@@ -94,4 +97,4 @@ def _as_text(value: Any) -> str:
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
-    return text.replace("</document>", "<\\/document>").replace("<document>", "<\\document>")
+    return _FRAME_TAG.sub(lambda tag: "<\\/document>" if tag.group(1) else "<\\document>", text)

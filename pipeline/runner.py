@@ -26,7 +26,7 @@ from pipeline.journal import Journal
 from pipeline.limiter import AdaptiveLimiter
 from pipeline.prompts import RenderOptions
 from pipeline.settings import Settings
-from pipeline.stats import RunStats
+from pipeline.stats import RunStats, Spend
 from pipeline.tables import RunColumns, assemble_shard, check_no_clash, extraction_dtype
 from pipeline.tasks import TaskSpec, load_task
 
@@ -75,14 +75,14 @@ def prepare_run(request: RunRequest, settings: Settings) -> PreparedRun:
 
 
 def build_context(prepared: PreparedRun, settings: Settings, client: GLMClient, limiter: AdaptiveLimiter,
-                  journal: Journal) -> EngineContext:
+                  journal: Journal, spend: Spend | None = None, *, emulator: bool = False) -> EngineContext:
     return EngineContext(
         task=prepared.task,
         options=RenderOptions(model=settings.model, mode=settings.mode, max_tokens=settings.max_tokens),
         client=client, limiter=limiter, journal=journal,
         policy=RetryPolicy(settings.max_attempts, settings.backoff_initial_s, settings.backoff_max_s),
         stats=RunStats(), max_reasks=settings.max_reasks, price_cny_per_mtok=settings.price_cny_per_mtok,
-        budget_cny=settings.budget_cny,
+        budget_cny=settings.budget_cny, spend=spend or Spend(), endpoint_id="emulator" if emulator else "",
     )
 
 
@@ -95,9 +95,10 @@ async def run_extraction(
     limiter: AdaptiveLimiter | None = None,
     limiter_label: str = "local",
     on_progress: Progress | None = None,
+    prepared: PreparedRun | None = None,
 ) -> dict[str, Any]:
     """Run end to end and return the summary (also written next to the output)."""
-    prepared = prepare_run(request, settings)
+    prepared = prepared or prepare_run(request, settings)
     plan = io.plan_output(request.output, request.run_id)
     own_http = http is None
     http = http or build_http_client(concurrency=settings.concurrency, connect_timeout_s=settings.connect_timeout_s,
@@ -106,7 +107,8 @@ async def run_extraction(
     clock = time.perf_counter()
     try:
         with Journal(settings.journal_path) as journal:
-            ctx = build_context(prepared, settings, GLMClient(http, target.endpoint), limiter, journal)
+            ctx = build_context(prepared, settings, GLMClient(http, target.endpoint), limiter, journal,
+                                emulator=target.kind == "emulator")
             shards = enumerate(io.iter_shards(prepared.info.files, settings.shard_size))
             parts = await run_shards(ctx, shards, plan, request.run_id, on_progress)
         summary = build_summary(prepared, ctx.stats, settings, target, limiter_label, time.perf_counter() - clock)
@@ -161,15 +163,18 @@ async def run_one_shard(
     *,
     limiter: AdaptiveLimiter,
     http: httpx.AsyncClient | None = None,
+    spend: Spend | None = None,
 ) -> tuple[Path | None, RunStats]:
     """Process one shard into its part file (for callers that schedule shards themselves, e.g.
-    a Prefect task). Raises :class:`RunAborted` on a fatal error; the journal keeps the answers."""
+    a Prefect task). Raises :class:`RunAborted` on a fatal error; the journal keeps the answers.
+    Shards of one run in one process share ``spend`` so the run's budget holds across them."""
     own_http = http is None
     http = http or build_http_client(concurrency=limiter.cap, connect_timeout_s=settings.connect_timeout_s,
                                      read_timeout_s=settings.read_timeout_s, transport=settings.transport)
     try:
         with Journal(settings.journal_path) as journal:
-            ctx = build_context(prepared, settings, GLMClient(http, target.endpoint), limiter, journal)
+            ctx = build_context(prepared, settings, GLMClient(http, target.endpoint), limiter, journal, spend,
+                                emulator=target.kind == "emulator")
             parts = await run_shards(ctx, [(spec.index, io.read_shard(spec))], plan, prepared.request.run_id)
         return (parts[0] if parts else None), ctx.stats
     finally:

@@ -15,6 +15,13 @@ MAX_EXAMPLES = 5
 
 
 @dataclass
+class Spend:
+    """Money spent by a run so far, shared by every shard of the run (budget checks)."""
+
+    cny: float = 0.0
+
+
+@dataclass
 class RunStats:
     """Mutable tallies; one per run (a Prefect shard task keeps its own and they are merged)."""
 

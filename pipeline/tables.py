@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import polars as pl
 
 from pipeline.errors import TaskError
@@ -67,6 +68,18 @@ def extraction_dtype(schema: Mapping[str, Any]) -> pl.Struct:
     defs = {**schema.get("$defs", {}), **schema.get("definitions", {})}
     props = schema.get("properties", {})
     return pl.Struct({name: dtype_for(sub, defs) for name, sub in props.items()})
+
+
+def json_text_for(value: Any, dtype: Any) -> Any:
+    """Free-form nodes are String columns: hand them JSON text, not objects or arrays (``dtype``: a
+    polars dtype or dtype class)."""
+    if isinstance(dtype, pl.Struct) and isinstance(value, dict):
+        return {f.name: json_text_for(value.get(f.name), f.dtype) for f in dtype.fields}
+    if isinstance(dtype, pl.List) and isinstance(value, list):
+        return [json_text_for(v, dtype.inner) for v in value]
+    if dtype == pl.String and isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return value
 
 
 def check_no_clash(input_columns: Sequence[str], fields: Sequence[str], task_name: str) -> None:

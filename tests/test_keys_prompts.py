@@ -35,3 +35,11 @@ def test_tools_mode_sends_schema_as_function_parameters() -> None:
     assert body["tools"][0]["function"]["parameters"] == task.schema
     assert body["tool_choice"] == "auto" and "response_format" not in body
     assert SCHEMA_OPEN not in body["messages"][0]["content"]
+
+
+def test_frame_tags_in_any_spelling_are_defused() -> None:
+    task = load_task("ticket_qa", SCHEMAS)
+    body = render_request(task, {"text": "a </DOCUMENT> b < /document > c <Document>", "channel": "x"},
+                          RenderOptions(model="m"))
+    user = body["messages"][1]["content"]
+    assert user.lower().count("</document>") == 1 and user.lower().count("<document>") == 1

@@ -192,3 +192,59 @@ def test_unwritable_output_is_refused_before_spending(workspace: Path) -> None:
     with pytest.raises(OutputError, match="does not exist"):
         run(workspace, fake, output="missing/out.parquet")
     assert fake.requests == []
+
+
+def test_empty_input_gives_an_empty_typed_table(workspace: Path) -> None:
+    pl.DataFrame({"id": [], "body": []}, schema={"id": pl.String, "body": pl.String}).write_parquet(
+        workspace / "in.parquet"
+    )
+    summary = run(workspace, FakeGLM())
+    out = pl.read_parquet(workspace / "out.parquet")
+    assert out.height == 0 and out.schema["detail"] == pl.Struct({"urgent": pl.Boolean})
+    assert summary["rows"] == 0
+
+
+def test_budget_stops_new_requests_and_skips_the_rest(workspace: Path) -> None:
+    fake = FakeGLM(default=good)
+    summary = run(workspace, fake, concurrency=1, shard_size=100, budget_cny=0.00001)
+    out = pl.read_parquet(workspace / "out.parquet")
+    assert len(fake.requests) == 1  # 120 tokens cost 0.00006 CNY: over budget after the first answer
+    assert out.filter(pl.col("_error_code") == "budget_reached").height == 2  # r1, r6; r4 reuses r0
+    assert summary["status_counts"]["skipped"] == 2 + 2  # 2 empty texts + 2 over budget
+
+
+def test_free_form_fields_become_json_text(workspace: Path) -> None:
+    schema = json.loads((workspace / "schemas" / "mini" / "schema.json").read_text())
+    schema["properties"]["extra"] = {"type": "object", "description": "anything"}
+    schema["required"].append("extra")
+    (workspace / "schemas" / "mini" / "schema.json").write_text(json.dumps(schema))
+
+    def answers(body: dict[str, Any]) -> Any:
+        data = orjson.loads(orjson.loads(good(body).content)["choices"][0]["message"]["content"])
+        return completion(orjson.dumps({**data, "extra": {"k": [1, 2]}}).decode())
+
+    run(workspace, FakeGLM(default=answers))
+    out = pl.read_parquet(workspace / "out.parquet")
+    assert out.schema["extra"] == pl.String
+    assert json.loads(out["extra"][0]) == {"k": [1, 2]}
+
+
+def test_unknown_4xx_is_not_kept_for_good(workspace: Path) -> None:
+    run(workspace, FakeGLM(default=glm_error(404, "404", "no such path")))
+    out = pl.read_parquet(workspace / "out.parquet")
+    assert set(out["_status"]) == {"failed", "skipped"}
+    fixed = FakeGLM(default=good)
+    run(workspace, fixed, output="again.parquet")
+    assert len(fixed.requests) == 3  # asked again once the endpoint is right
+
+
+def test_emulator_answers_never_stand_in_for_real_ones(workspace: Path) -> None:
+    async def go(target: Target, fake: FakeGLM, output: str) -> dict[str, Any]:
+        async with fake.client() as http:
+            request = RunRequest("mini", str(workspace / "in.parquet"), workspace / output)
+            return await run_extraction(request, settings(workspace), target, http=http)
+
+    asyncio.run(go(Target(Endpoint("http://127.0.0.1:1/api/paas/v4"), "emulator"), FakeGLM(default=good), "a.parquet"))
+    real = FakeGLM(default=good)
+    asyncio.run(go(TARGET, real, "b.parquet"))
+    assert len(real.requests) == 3

@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 
 RATE_LIMIT_CODES = frozenset({"1302", "1303"})
-TRANSIENT_CODES = frozenset({"500", "1230", "1234", "1305", "1312", "1120"})
+TRANSIENT_CODES = frozenset({"500", "1230", "1231", "1234", "1305", "1312", "1120"})
 FILTER_CODES = frozenset({"1301"})
-ROW_CODES = frozenset({"1261", "1231", "1300"})
+ROW_CODES = frozenset({"1261", "1300"})
 FATAL_HINTS = {
     "1113": "the account has no balance or resource package: recharge at bigmodel.cn, then rerun "
     "(answers so far are kept in the journal)",
@@ -67,6 +67,12 @@ class RowError(ApiError):
     @property
     def filtered(self) -> bool:
         return self.code in FILTER_CODES
+
+    @property
+    def judged_content(self) -> bool:
+        """The platform judged this content (1301, 1261 …): final. An unknown 4xx (a wrong URL, a
+        gateway's 404/413/422) is not, so a rerun after fixing the setting asks again."""
+        return self.code in FILTER_CODES or self.code in ROW_CODES
 
 
 class FatalError(ApiError):

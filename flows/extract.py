@@ -1,0 +1,281 @@
+"""The Prefect flow: Parquet in → one task per shard through the same engine as the CLI → typed
+Parquet out, with artifacts, an optional warehouse export, and the run summary as the result.
+
+Shape (docs/operations.md): the flow checks everything that can fail before money is spent
+(``prepare_run``, ``plan_output``), cuts the input into at most :data:`MAX_SHARDS` shards, and runs
+shard tasks :data:`PARALLEL_SHARDS` at a time with ``asyncio.gather``. Each shard task leases its
+share of the account's global concurrency limit once and gates its own requests locally. Tasks
+pass paths and small JSON summaries, never frames. A shard task retries only on infrastructure
+faults; API faults are the engine's job. Every answer lands in the journal as it arrives, so a
+failed or re-run shard never pays twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError, ConcurrencySlotAcquisitionError
+from prefect.tasks import Task
+from prefect.utilities.annotations import quote
+
+from flows.artifacts import ProgressReport, publish_estimate, publish_summary
+from flows.limits import Gate, choose_gate
+from flows.params import DATE_PLACEHOLDER, ExtractParams, default_schemas_dir, fill_date, local_path, partition_day
+from flows.reports import evaluate_output, failure_message, run_line, shard_line
+from flows.secrets import describe_key_source, load_secret_key, redact_in_logs
+from pipeline import io
+from pipeline.endpoints import OFFLINE_BANNER, resolve_target
+from pipeline.errors import GlmExtractError
+from pipeline.glm.http import build_http_client
+from pipeline.runner import PreparedRun, RunRequest, Target, build_summary, new_run_id, prepare_run, run_one_shard
+from pipeline.settings import Settings
+from pipeline.stats import RunStats, stats_from_dict, stats_to_dict
+
+MAX_SHARDS = 300  # task runs per flow run: the server records ~13/s; keep runs to hundreds
+PARALLEL_SHARDS = 4  # shard tasks in flight; each leases concurrency // PARALLEL_SHARDS slots
+SHARD_RETRY_DELAYS: list[float] = [10.0, 60.0]
+
+
+class TooManyFailures(GlmExtractError):
+    """More rows failed than ``fatal_failure_ratio`` allows (the output is still written)."""
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What every shard task of one run shares (passed in-process, never serialised)."""
+
+    prepared: PreparedRun
+    settings: Settings
+    target: Target
+    plan: io.OutputPlan
+    gate: Gate
+    slots: int
+    http: httpx.AsyncClient
+
+
+def shard_size_for(rows: int, preferred: int) -> int:
+    """The preferred shard size, grown so a run has at most :data:`MAX_SHARDS` shards."""
+    return max(1, preferred, math.ceil(rows / MAX_SHARDS))
+
+
+def is_infrastructure_fault(exc: BaseException) -> bool:
+    """Worth retrying the whole shard: disk, network to Prefect, a locked journal (not API faults)."""
+    if isinstance(exc, GlmExtractError | ConcurrencySlotAcquisitionError | AcquireConcurrencySlotTimeoutError):
+        return False
+    return isinstance(exc, OSError | sqlite3.OperationalError | httpx.TransportError)
+
+
+def retry_on_infrastructure(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Prefect ``retry_condition_fn``: retry a shard only on an infrastructure fault."""
+    return isinstance(state.data, BaseException) and is_infrastructure_fault(state.data)
+
+
+@task(name="extract-shard", task_run_name="shard-{spec.index}", retries=len(SHARD_RETRY_DELAYS),
+      retry_delay_seconds=SHARD_RETRY_DELAYS, retry_condition_fn=retry_on_infrastructure,
+      cache_policy=NO_CACHE, persist_result=False)
+async def extract_shard(job: ShardJob, spec: io.ShardSpec, budget_cny: float | None) -> dict[str, Any]:
+    """Lease the shard's slots, run it through the engine into its part file, return a small summary."""
+    clock = time.perf_counter()
+    settings = job.settings.model_copy(update={"budget_cny": budget_cny})
+    async with job.gate.lease(job.slots):
+        part, stats = await run_one_shard(job.prepared, settings, job.target, spec, job.plan,
+                                          limiter=job.gate.limiter_for(job.slots), http=job.http)
+    get_run_logger().info(shard_line(spec, stats, time.perf_counter() - clock, job.slots, job.gate.label))
+    return {"index": spec.index, "rows": spec.rows, "part": str(part) if part else None,
+            "stats": stats_to_dict(stats)}
+
+
+@task(name="export-output", retries=2, retry_delay_seconds=30,
+      retry_condition_fn=lambda task, run, state: bool(getattr(state.data, "transient", False)),
+      cache_policy=NO_CACHE, persist_result=False)
+async def export_output(output: str, target: str, summary: dict[str, Any]) -> str:
+    """Merge the output into the warehouse; one line saying what happened."""
+    from pipeline.warehouse import export_table  # duckdb/psycopg load only when exporting
+
+    result = await asyncio.to_thread(export_table, Path(output), target, summary=summary)
+    return result.describe()
+
+
+@flow(name="extract-documents", persist_result=False, log_prints=False)
+async def extract_documents(params: ExtractParams) -> dict[str, Any]:
+    """Extract typed fields from every row of ``params.input`` into ``params.output``; return the summary."""
+    logger = get_run_logger()
+    day = partition_day(params)
+    settings = await build_settings(params)
+    prepared = prepare_run(build_request(params, day), settings)
+    shards = io.plan_shards(prepared.info, shard_size_for(prepared.info.rows, settings.shard_size))
+    if params.estimate_only:
+        return await estimate_only(prepared, settings, shards)
+    gate = await choose_gate(settings.model, settings.concurrency)
+    summary = await extract_all(prepared, settings, gate, shards, {"partition_date": day.isoformat()})
+    export_note, export_error = await export_if_asked(params, summary)
+    evaluation = evaluate_output(prepared.task, prepared.request.output)
+    await publish_summary(summary, evaluation=evaluation, export=export_note)
+    logger.info(run_line(summary))
+    if export_error is not None:
+        raise export_error
+    check_failure_ratio(summary, settings)
+    return summary
+
+
+async def extract(task: str, input_path: str, output_path: str, **options: Any) -> dict[str, Any]:
+    """Run the flow with explicit arguments (scripts, notebooks); ``options`` are other ExtractParams fields."""
+    params = ExtractParams.model_validate({"task": task, "input": input_path, "output": output_path, **options})
+    return await extract_documents(params)
+
+
+async def estimate_only(prepared: PreparedRun, settings: Settings, shards: Sequence[io.ShardSpec]) -> dict[str, Any]:
+    """Count requests and the expected cost, publish them, send nothing."""
+    from flows.estimate import estimate_run  # renders every row: only estimate-only runs pay the import
+
+    estimate = estimate_run(prepared, settings, shards).as_dict()
+    await publish_estimate(estimate)
+    get_run_logger().info("estimate only: %s requests, ≈ %.4f CNY", estimate["requests"], estimate["cost_cny"])
+    return estimate
+
+
+async def build_settings(params: ExtractParams) -> Settings:
+    """Settings from the environment, overridden by the parameters; the key from the Secret block."""
+    key = await load_secret_key(params.api_key_block)
+    overrides: dict[str, Any] = {"model": params.model, "concurrency": params.concurrency,
+                                 "budget_cny": params.budget_cny, "schemas_dir": default_schemas_dir()}
+    if key is not None:
+        overrides["ZHIPUAI_API_KEY"] = key
+    settings = Settings(**overrides)
+    redact_in_logs(settings.api_key)
+    get_run_logger().info("API key from: %s", describe_key_source(key, settings.api_key))
+    return settings
+
+
+def build_request(params: ExtractParams, day: date) -> RunRequest:
+    """The run's input and output with the partition date filled in (dated output folders are created)."""
+    output = Path(local_path(fill_date(params.output, day)))
+    if DATE_PLACEHOLDER in params.output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    return RunRequest(params.task.value, local_path(fill_date(params.input, day)), output, new_run_id())
+
+
+async def extract_all(prepared: PreparedRun, settings: Settings, gate: Gate, shards: Sequence[io.ShardSpec],
+                      extra: dict[str, Any]) -> dict[str, Any]:
+    """Run every shard task, then assemble the output and the summary (parts go on any failure)."""
+    plan = io.plan_output(prepared.request.output, prepared.request.run_id)
+    width = max(1, min(PARALLEL_SHARDS, len(shards)))
+    slots = gate.slots_per_shard(settings.concurrency, width)
+    clock = time.perf_counter()
+    try:
+        with resolve_target(settings) as target:
+            if target.kind == "emulator":
+                get_run_logger().warning(OFFLINE_BANNER)
+            async with open_http_client(settings) as http:
+                job = ShardJob(prepared, settings, target, plan, gate, slots, http)
+                results = await run_shard_tasks(job, shards, width)
+        stats = merge_results(results)
+        summary = build_summary(prepared, stats, settings, target, gate.label, time.perf_counter() - clock)
+        summary.update(extra, shards=len(shards))
+        io.finish_output(plan, [Path(r["part"]) for r in results if r["part"]], summary)
+        return summary
+    finally:
+        io.discard_parts(plan)
+
+
+def open_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The run's one HTTP client, shared by its shard tasks (use as ``async with``)."""
+    return build_http_client(concurrency=settings.concurrency, connect_timeout_s=settings.connect_timeout_s,
+                             read_timeout_s=settings.read_timeout_s, transport=settings.transport)
+
+
+async def run_shard_tasks(job: ShardJob, shards: Sequence[io.ShardSpec], width: int) -> list[dict[str, Any]]:
+    """Shard tasks ``width`` at a time; after a failure no new shard starts, running ones finish."""
+    window = asyncio.Semaphore(width)
+    stop = asyncio.Event()
+    progress = await ProgressReport.start(job.prepared.task.name, job.prepared.info.rows)
+    budget = BudgetSplit(job.settings.budget_cny, width)
+
+    async def one(spec: io.ShardSpec) -> dict[str, Any] | None:
+        async with window:
+            if stop.is_set():
+                return None
+            try:
+                result = await extract_shard(cast(ShardJob, quote(job)), spec, budget.next_share())
+            except BaseException:
+                stop.set()
+                raise
+            budget.spend(float(result["stats"]["cost_cny"]))
+            await progress.advance(spec.rows)
+            return result
+
+    outcomes = await asyncio.gather(*(one(spec) for spec in shards), return_exceptions=True)
+    raise_first_failure(outcomes, len(shards))
+    return [r for r in outcomes if isinstance(r, dict)]
+
+
+def raise_first_failure(outcomes: Sequence[object], total: int) -> None:
+    """Re-raise the first shard failure, saying how many shards finished (their answers are kept)."""
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    if not failures:
+        return
+    done = sum(isinstance(o, dict) for o in outcomes)
+    get_run_logger().error(failure_message(failures[0], done, total))
+    raise failures[0]
+
+
+class BudgetSplit:
+    """A run's budget shared by shard tasks that each enforce their own share."""
+
+    def __init__(self, budget_cny: float | None, width: int) -> None:
+        self.budget = budget_cny
+        self.width = width
+        self.spent = 0.0
+
+    def next_share(self) -> float | None:
+        """What the next shard may spend: the remainder split across the shards in flight."""
+        if self.budget is None:
+            return None
+        return max(0.0, self.budget - self.spent) / self.width
+
+    def spend(self, cost: float) -> None:
+        self.spent += cost
+
+
+def merge_results(results: Sequence[dict[str, Any]]) -> RunStats:
+    """The run's tallies from the shard summaries."""
+    stats = RunStats()
+    for result in sorted(results, key=lambda r: int(r["index"])):
+        stats.merge(stats_from_dict(result["stats"]))
+    return stats
+
+
+async def export_if_asked(params: ExtractParams, summary: dict[str, Any]) -> tuple[str | None, GlmExtractError | None]:
+    """Export when ``export_to`` is set; a failure is reported, then raised after the artifacts."""
+    if not params.export_to:
+        return None, None
+    from pipeline.warehouse import WarehouseError
+
+    try:
+        note = await export_output(summary["output"], params.export_to, summary)
+    except WarehouseError as exc:
+        return f"export FAILED: {exc}", exc
+    get_run_logger().info(note)
+    return note, None
+
+
+def check_failure_ratio(summary: dict[str, Any], settings: Settings) -> None:
+    """Fail the run (output already written) when too many rows failed, as the CLI does."""
+    counts = summary["status_counts"]
+    attempted = summary["rows"] - counts.get("skipped", 0)
+    failed = counts.get("failed", 0)
+    if attempted >= 10 and failed / attempted > settings.fatal_failure_ratio:
+        raise TooManyFailures(f"{failed} of {attempted} rows failed (over {settings.fatal_failure_ratio:.0%}); "
+                              "see the errors artifact")

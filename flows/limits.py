@@ -1,0 +1,125 @@
+"""The account-wide concurrency cap as a Prefect global concurrency limit (GCL), leased in bulk.
+
+GLM caps requests in flight per account and model. Every flow run on the account shares one GCL
+named ``glm:<model>``; a shard task leases ``k`` slots once (``occupy=k``) and gates its own
+requests with a local :class:`~pipeline.limiter.AdaptiveLimiter` of size ``k``. A lease per
+request would cost ~100 ms and 3 API calls each (docs: /work/shared/PREFECT_NOTES.md §1).
+
+Without a Prefect API URL (ephemeral mode: no lease reaper, so a crashed holder would leak slots
+for good) the flow falls back to one local limiter per run and says so in the summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
+from prefect.concurrency.asyncio import concurrency
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import get_current_settings
+
+from pipeline.errors import GlmExtractError
+from pipeline.limiter import AdaptiveLimiter
+
+# In-flight caps of glm-4-air-250414 by account tier (GLM_API.md): V0..V3.
+TIER_CAPS = {"V0": 30, "V1": 40, "V2": 50, "V3": 60}
+LEASE_SECONDS = 120.0  # renewed every 90 s; after a crash the server reclaims slots ~2 min later
+ACQUIRE_TIMEOUT_SECONDS = 6 * 3600.0
+LOCAL_LABEL = "local (no Prefect server)"
+
+
+class LimitMissing(GlmExtractError):
+    """The account's global concurrency limit is absent or unusable on the Prefect server."""
+
+
+def limit_name(model: str) -> str:
+    """The GCL shared by every run of the account on ``model``."""
+    return f"glm:{model}"
+
+
+def prefect_api_url() -> str | None:
+    """The configured Prefect API (None: ephemeral mode, no dedicated server)."""
+    return get_current_settings().api.url or None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Where a shard's request slots come from: the account's GCL, or a local limiter."""
+
+    label: str
+    name: str | None = None  # GCL name; None: local
+    cap: int | None = None  # the GCL's limit
+    shared: AdaptiveLimiter | None = None  # the local limiter every shard of a run shares
+
+    def slots_per_shard(self, concurrency: int, width: int) -> int:
+        """Slots one shard task leases: the run's share, never more than the limit."""
+        wanted = min(concurrency, self.cap or concurrency)
+        return max(1, wanted // max(1, width))
+
+    def limiter_for(self, slots: int) -> AdaptiveLimiter:
+        """The limiter that gates one shard's requests."""
+        return self.shared if self.shared is not None else AdaptiveLimiter(slots)
+
+    @asynccontextmanager
+    async def lease(self, slots: int) -> AsyncIterator[None]:
+        """Hold ``slots`` of the GCL for the block (strict: a missing limit is an error)."""
+        if self.name is None:
+            yield
+            return
+        async with concurrency(self.name, occupy=slots, strict=True, lease_duration=LEASE_SECONDS,
+                               timeout_seconds=ACQUIRE_TIMEOUT_SECONDS):
+            yield
+
+
+def local_gate(concurrency: int) -> Gate:
+    """One adaptive limiter shared by the run's shards (no cross-run cap)."""
+    return Gate(label=LOCAL_LABEL, shared=AdaptiveLimiter(concurrency))
+
+
+async def choose_gate(model: str, concurrency: int) -> Gate:
+    """The GCL when a Prefect server is configured (it must exist and be active), else local."""
+    if prefect_api_url() is None:
+        return local_gate(concurrency)
+    name = limit_name(model)
+    limit = await read_limit_response(name)
+    if limit is None:
+        raise LimitMissing(f"global concurrency limit {name!r} does not exist on {prefect_api_url()}; "
+                           f"create it with `glm-extract prefect-setup --model {model}`")
+    if not limit.active or limit.limit < 1:
+        raise LimitMissing(f"global concurrency limit {name!r} is disabled or 0; "
+                           f"fix it with `glm-extract prefect-setup --model {model}`")
+    return Gate(label=f"prefect:{name}", name=name, cap=limit.limit)
+
+
+async def read_limit_response(name: str) -> GlobalConcurrencyLimitResponse | None:
+    """The GCL called ``name``; None when it does not exist."""
+    async with get_client() as client:
+        try:
+            return await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            return None
+
+
+async def read_limit(name: str) -> int | None:
+    """The number of slots of GCL ``name``; None when it does not exist."""
+    limit = await read_limit_response(name)
+    return None if limit is None else limit.limit
+
+
+async def ensure_limit(name: str, limit: int) -> Literal["created", "updated", "unchanged"]:
+    """Create the GCL with ``limit`` slots, or set an existing one to ``limit`` (idempotent)."""
+    current = await read_limit_response(name)
+    async with get_client() as client:
+        if current is None:
+            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+            return "created"
+        if current.limit == limit and current.active and not current.slot_decay_per_second:
+            return "unchanged"
+        update = GlobalConcurrencyLimitUpdate(limit=limit, active=True, slot_decay_per_second=0.0)
+        await client.update_global_concurrency_limit(name, update)
+        return "updated"

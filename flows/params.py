@@ -1,0 +1,116 @@
+"""The flow's parameters: one pydantic model that the Prefect UI renders as a form.
+
+Only what a JSON Schema can say is checked by the server before a run is created
+(``enforce_parameter_schema``): the task enum, patterns, bounds and unknown keys. So every rule
+here is a field constraint, not a cross-field validator. The API key is never a parameter:
+parameters are stored and shown in the UI (see flows/secrets.py).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
+
+from pipeline.settings import DEFAULT_MODEL
+from pipeline.tasks import list_tasks
+
+REPO = Path(__file__).resolve().parent.parent
+PARTITION_TZ = ZoneInfo("Asia/Shanghai")
+DATE_PLACEHOLDER = "{partition_date}"
+DEFAULT_SECRET_BLOCK = "glm-api-key"
+# A URI scheme other than file:// is not readable yet; reject it in the form, not mid-run.
+_LOCAL_PATH = r"^(?![A-Za-z][A-Za-z0-9+.-]*://)|^file://"
+# A password inside a warehouse URL would be stored with the run's parameters: forbid it.
+_NO_PASSWORD = r"^(?!.*://[^/@:]*:[^/@]*@)"
+
+
+def default_schemas_dir() -> Path:
+    """Where tasks live: ``$GLM_EXTRACT_SCHEMAS_DIR``, else ``schemas/`` of this checkout."""
+    return Path(os.environ.get("GLM_EXTRACT_SCHEMAS_DIR") or REPO / "schemas")
+
+
+# The dropdown of the form: the tasks found when this module is imported (deployment time).
+TaskName = StrEnum("TaskName", {name: name for name in list_tasks(default_schemas_dir())})  # type: ignore[misc]
+
+
+class RunMode(StrEnum):
+    """How requests are sent; ``batch`` joins once the Batch API is wired in."""
+
+    ONLINE = "online"
+
+
+def _at(position: int) -> JsonDict:
+    return {"position": position}
+
+
+class ExtractParams(BaseModel):
+    """One extraction run, as a person fills it in on the Prefect UI."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Extraction run", regex_engine="python-re")
+
+    task: TaskName = Field(title="Task", description="Task under schemas/: JSON Schema + prompt template.",
+                           json_schema_extra=_at(0))
+    input: str = Field(
+        title="Input", min_length=1, pattern=_LOCAL_PATH, json_schema_extra=_at(1),
+        description="Parquet file, glob (data/*.parquet) or folder, or a file:// URI. "
+                    "`{partition_date}` is replaced by the partition date (YYYY-MM-DD).",
+    )
+    output: str = Field(
+        title="Output", min_length=9, pattern=r"\.parquet$", json_schema_extra=_at(2),
+        description="Enriched Parquet to write (a .summary.json lands beside it); "
+                    "`{partition_date}` is replaced as in input.",
+    )
+    partition_date: date | None = Field(
+        title="Partition date", default=None, json_schema_extra=_at(3),
+        description="The day this run is about. Empty: yesterday in Asia/Shanghai (the nightly default).",
+    )
+    mode: RunMode = Field(title="Mode", default=RunMode.ONLINE, json_schema_extra=_at(4),
+                          description="online: chat-completion requests now, under the account's cap.")
+    model: str = Field(title="Model", default=DEFAULT_MODEL, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                       json_schema_extra=_at(5),
+                       description="GLM model; also names the account-wide concurrency limit glm:<model>.")
+    concurrency: int = Field(title="Concurrency", default=30, ge=1, le=200, json_schema_extra=_at(6),
+                             description="Requests in flight for this run at most; all runs together "
+                                         "stay under the global concurrency limit glm:<model>.")
+    budget_cny: float | None = Field(title="Budget (CNY)", default=None, ge=0, json_schema_extra=_at(7),
+                                     description="Stop sending new requests once this much (CNY) is spent; "
+                                                 "rows past it end `skipped`. Empty: no budget.")
+    export_to: str | None = Field(
+        title="Export to warehouse", default=None, min_length=1, pattern=_NO_PASSWORD, json_schema_extra=_at(8),
+        description="Warehouse to merge the output into: a .duckdb path, duckdb:///path, "
+                    "postgresql://user@host/db (password from PGPASSWORD, never here) or dlt:<destination>. "
+                    "Empty: no export.",
+    )
+    estimate_only: bool = Field(title="Estimate only", default=False, json_schema_extra=_at(9),
+                                description="Count rows, requests and the expected cost; send nothing, write nothing.")
+    api_key_block: str = Field(title="API key Secret block", default=DEFAULT_SECRET_BLOCK, min_length=1, max_length=100,
+                               pattern=r"^[a-z0-9][a-z0-9-]*$", json_schema_extra=_at(10),
+                               description="Prefect Secret block holding the GLM API key "
+                                           "(falls back to ZHIPUAI_API_KEY in the worker's environment).")
+
+
+def yesterday_in_shanghai(now: datetime | None = None) -> date:
+    """The calendar day before ``now`` (default: the current time) in Asia/Shanghai."""
+    moment = (now or datetime.now(PARTITION_TZ)).astimezone(PARTITION_TZ)
+    return moment.date() - timedelta(days=1)
+
+
+def partition_day(params: ExtractParams, now: datetime | None = None) -> date:
+    """The partition date of a run: the parameter, else yesterday in Asia/Shanghai."""
+    return params.partition_date or yesterday_in_shanghai(now)
+
+
+def fill_date(template: str, day: date) -> str:
+    """Replace ``{partition_date}`` with ``YYYY-MM-DD`` (no other brace is touched)."""
+    return template.replace(DATE_PLACEHOLDER, day.isoformat())
+
+
+def local_path(spec: str) -> str:
+    """A path from a plain path or a ``file://`` URI."""
+    return spec.removeprefix("file://")

@@ -1,0 +1,53 @@
+"""Log lines and the evaluation note of a flow run (pure, apart from reading the output's gold columns)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline.evaluate import GoldField, parse_gold_table, parse_path, render_markdown, score_table
+from pipeline.io import ShardSpec
+from pipeline.stats import RunStats
+from pipeline.tasks import TaskSpec
+
+
+def shard_line(spec: ShardSpec, stats: RunStats, seconds: float, slots: int, limiter: str) -> str:
+    """The one INFO line a shard task logs."""
+    counts = " ".join(f"{status}={n}" for status, n in stats.status_table().items() if n)
+    return (f"shard {spec.index}: rows {spec.offset}..{spec.offset + spec.rows - 1} of {Path(spec.file).name}: "
+            f"{counts or 'no rows'}; {stats.requests_sent} requests ({stats.from_journal} from journal), "
+            f"{stats.cost_cny:.4f} CNY, {seconds:.1f} s, {slots} slots ({limiter})")
+
+
+def run_line(summary: dict[str, Any]) -> str:
+    """The one INFO line that sums up a run."""
+    counts = " ".join(f"{status}={n}" for status, n in summary["status_counts"].items())
+    return (f"run {summary['run_id']}: {summary['rows']} rows ({counts}) in {summary['seconds']} s, "
+            f"{summary['cost_cny']:.4f} CNY, endpoint {summary['endpoint']}, limiter {summary['limiter']}; "
+            f"output {summary['output']}")
+
+
+def failure_message(exc: BaseException, done: int, total: int) -> str:
+    """Why the run stopped, and that re-running it is free for what was answered."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (f"shard failed ({type(exc).__name__}: {first}); {done} of {total} shards had finished. "
+            "Every answer is in the journal: re-running the same run pays only for the rest.")
+
+
+def scorable_gold(task: TaskSpec, columns: set[str]) -> list[GoldField]:
+    """The task's gold fields whose gold column the table carries."""
+    gold = parse_gold_table(task.gold) if task.gold else ()
+    return [g for g in gold if parse_path(g.column)[0] in columns]
+
+
+def evaluate_output(task: TaskSpec, output: Path) -> str | None:
+    """Markdown scores of the output against its gold columns; None when the input had none."""
+    schema = pl.read_parquet_schema(output)
+    gold = scorable_gold(task, set(schema))
+    if not gold:
+        return None
+    needed = {"_status"} | {parse_path(g.column)[0] for g in gold} | {parse_path(g.field)[0] for g in gold}
+    table = pl.scan_parquet(output).select(sorted(needed)).collect()
+    return render_markdown(score_table(table, gold))

@@ -1,0 +1,107 @@
+"""``glm-extract prefect-setup`` and ``glm-extract serve``: run the flows under a Prefect server.
+
+Thin: options in, :mod:`flows.setup` / :mod:`flows.deployments` called, one line per outcome.
+``flows`` is imported inside the commands so the rest of the CLI starts without Prefect's import
+cost. See docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pipeline.errors import GlmExtractError
+from pipeline.settings import DEFAULT_MODEL, Settings
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Tier(StrEnum):
+    """GLM account tiers (the in-flight cap of glm-4-air-250414 grows with the tier)."""
+
+    V0 = "V0"
+    V1 = "V1"
+    V2 = "V2"
+    V3 = "V3"
+
+
+ModelOpt = Annotated[str, typer.Option(help="model; the global limit is named glm:<model>")]
+TierOpt = Annotated[Tier, typer.Option(help="account tier: V0..V3 caps 30/40/50/60 requests in flight")]
+LimitOpt = Annotated[int | None, typer.Option(min=1, help="explicit cap (overrides --tier)")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``prefect-setup`` and ``serve`` to ``app``."""
+    app.command("prefect-setup")(prefect_setup)
+    app.command("serve")(serve)
+
+
+def prefect_setup(
+    *,
+    model: ModelOpt = DEFAULT_MODEL,
+    tier: TierOpt = Tier.V0,
+    limit: LimitOpt = None,
+    save_key: Annotated[bool, typer.Option(help="store ZHIPUAI_API_KEY from this shell in the Secret block")] = False,
+    key_block: Annotated[str, typer.Option(help="Secret block name for the API key")] = "glm-api-key",
+    work_pool: Annotated[str | None, typer.Option(help="also create this process work pool (prefect.yaml)")] = None,
+) -> None:
+    """Create or update the account's global concurrency limit glm:<model> (idempotent)."""
+    from flows.setup import SetupRequest, require_server, set_up_account
+
+    try:
+        url = require_server()
+        key = Settings().api_key if save_key else None
+        if save_key and key is None:
+            raise GlmExtractError("--save-key: ZHIPUAI_API_KEY is not set in this shell")
+        request = SetupRequest(model, cap_for(tier, limit), key_block=key_block, key=key, work_pool=work_pool)
+        lines = asyncio.run(set_up_account(request))
+    except GlmExtractError as exc:
+        raise _fail(exc) from None
+    out.print(f"Prefect API {url}", highlight=False)
+    for line in lines:
+        out.print(f"[green]✓[/] {line}", highlight=False)
+
+
+def serve(
+    *,
+    runs: Annotated[int, typer.Option(min=1, help="flow runs this process executes at once")] = 4,
+    model: ModelOpt = DEFAULT_MODEL,
+    tier: TierOpt = Tier.V0,
+    limit: LimitOpt = None,
+    nightly_input: Annotated[str | None, typer.Option(help="nightly input ({partition_date} allowed)")] = None,
+    nightly_output: Annotated[str | None, typer.Option(help="nightly output ({partition_date} allowed)")] = None,
+) -> None:
+    """Serve nightly-ticket-qa (02:00 Asia/Shanghai) and financial-report-extraction against a Prefect server."""
+    from prefect import serve as prefect_serve
+
+    from flows.deployments import DeploymentPaths, build_deployments
+    from flows.setup import SetupRequest, require_server, set_up_account
+
+    try:
+        require_server()
+        request = SetupRequest(model, cap_for(tier, limit), overwrite_cap=False)
+        for line in asyncio.run(set_up_account(request)):
+            out.print(f"[green]✓[/] {line}", highlight=False)
+    except GlmExtractError as exc:
+        raise _fail(exc) from None
+    defaults = DeploymentPaths()
+    paths = DeploymentPaths(nightly_input=nightly_input or defaults.nightly_input,
+                            nightly_output=nightly_output or defaults.nightly_output)
+    prefect_serve(*build_deployments(paths), limit=runs, pause_on_shutdown=False)
+
+
+def cap_for(tier: Tier, limit: int | None) -> int:
+    """The global limit's size: explicit, else the tier's cap."""
+    from flows.limits import TIER_CAPS
+
+    return limit or TIER_CAPS[tier.value]
+
+
+def _fail(exc: GlmExtractError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(exc.exit_code)

@@ -1,0 +1,119 @@
+"""Secrets: a sentinel API key never shows up in output, logs, journal, tables, artifacts or errors.
+
+The emulator requires ``Authorization: Bearer <sentinel>``, so a successful run proves the key was
+really sent; then every byte the run left behind is searched for it. A wrong key must stop the run
+with advice, and without echoing either key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+import uuid
+from pathlib import Path
+
+import pytest
+
+from flows.artifacts import error_rows, outputs_markdown, summary_rows
+from pipeline.emulator.config import EmulatorConfig, LatencySpec
+from pipeline.emulator.process import start_emulator
+from pipeline.endpoints import online_target
+from pipeline.errors import RunAborted
+from pipeline.runner import RunRequest, run_extraction
+from pipeline.settings import Settings
+from tests.fakes import FakeGLM, completion, glm_error
+from tests.reliability.support import (
+    SCHEMAS,
+    cli_env,
+    journal_count,
+    one_error_line,
+    run_argv,
+    run_cli,
+    summary_of,
+    write_tickets,
+)
+
+SENTINEL = f"sk-sentinel-{uuid.uuid4().hex}.SeCrEt"
+WRONG = f"sk-wrong-{uuid.uuid4().hex}.SeCrEt"
+CAP = 6
+FAULTS = {"500": 0.05, "reset": 0.03, "malformed": 0.05, "sensitive_input": 0.05, "1302": 0.05}
+
+
+def files_holding(folder: Path, *needles: str) -> list[str]:
+    """Every file under ``folder`` whose bytes contain a needle (as UTF-8 or UTF-16)."""
+    encoded = [n.encode(enc) for n in needles for enc in ("utf-8", "utf-16-le")]
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and any(e in p.read_bytes() for e in encoded))
+
+
+@pytest.mark.slow
+def test_sentinel_key_is_sent_but_never_stored_printed_or_rendered(tmp_path: Path) -> None:
+    source = write_tickets(tmp_path / "in.parquet", 120)
+    output = tmp_path / "out.parquet"
+    config = EmulatorConfig(concurrency=CAP, latency=LatencySpec.parse("fixed:0.002"), seed=8, faults=FAULTS,
+                            api_key=SENTINEL)
+    with start_emulator(config) as emu:
+        env = cli_env(tmp_path / "journal.sqlite", ZHIPUAI_API_KEY=SENTINEL)
+        argv = [a for a in run_argv(source, output, emu.base_url, CAP) if a != "-q"]  # the full console output
+        done = run_cli(argv, env)
+        stats = emu.stats()
+    assert done.returncode == 0, done.stderr
+    assert stats["by_outcome"].get("unauthorized", 0) == 0 and stats["completed_ok"] > 0  # the key was used
+    summary = summary_of(output)
+    assert summary["errors"], "the run should have row errors whose messages are stored"
+    assert SENTINEL not in done.stdout + done.stderr
+    assert files_holding(tmp_path, SENTINEL) == []  # table, summary, journal (+ WAL), anything else
+    rendered = [summary_rows(summary), error_rows(summary), outputs_markdown(summary, evaluation=None, export=None)]
+    assert SENTINEL not in repr(rendered)
+
+
+@pytest.mark.slow
+def test_wrong_key_stops_with_advice_and_echoes_no_key(tmp_path: Path) -> None:
+    source = write_tickets(tmp_path / "in.parquet", 60)
+    output = tmp_path / "out.parquet"
+    config = EmulatorConfig(concurrency=CAP, latency=LatencySpec.parse("fixed:0.002"), seed=8, api_key=SENTINEL)
+    with start_emulator(config) as emu:
+        done = run_cli([*run_argv(source, output, emu.base_url, CAP)],
+                       cli_env(tmp_path / "journal.sqlite", ZHIPUAI_API_KEY=WRONG))
+        received = emu.stats()["requests_received"]
+    assert done.returncode == 3, done.stderr
+    line = one_error_line(done.stderr)
+    assert "1002" in line and "check ZHIPUAI_API_KEY" in line, line
+    assert received <= CAP + 1
+    assert SENTINEL not in done.stdout + done.stderr and WRONG not in done.stdout + done.stderr
+    assert files_holding(tmp_path, SENTINEL, WRONG) == []
+    assert not output.exists() and journal_count(tmp_path / "journal.sqlite") == 0
+
+
+def test_settings_targets_errors_and_logs_never_show_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("ZHIPUAI_API_KEY", SENTINEL)
+    settings = Settings(base_url="http://glm.test/api/paas/v4", schemas_dir=SCHEMAS,
+                        journal_path=tmp_path / "journal.sqlite", concurrency=2, max_attempts=3,
+                        backoff_initial_s=0.001, backoff_max_s=0.002)
+    target = online_target(settings)
+    for text in (repr(settings), str(settings), settings.model_dump_json(), repr(settings.model_dump()),
+                 repr(target), str(target)):
+        assert SENTINEL not in text
+    write_tickets(tmp_path / "in.parquet", 6)
+
+    def refuse_after_two(body: dict[str, object]) -> object:
+        return glm_error(401, "1002", f"bad token for {len(fake.requests)}")
+
+    fake = FakeGLM(script=[glm_error(500, "500"), completion('{"x": 1}'), completion("not json")],
+                   default=refuse_after_two)
+    caplog.set_level(logging.DEBUG)
+
+    async def go() -> None:
+        async with fake.client() as http:
+            await run_extraction(RunRequest("ticket_qa", str(tmp_path / "in.parquet"), tmp_path / "out.parquet"),
+                                 settings, target, http=http)
+
+    with pytest.raises(RunAborted) as raised:
+        asyncio.run(go())
+    assert all(h["authorization"] == f"Bearer {SENTINEL}" for h in fake.headers)  # really sent
+    shown = "".join(traceback.format_exception(raised.value)) + repr(raised.value)
+    assert "check ZHIPUAI_API_KEY" in str(raised.value)
+    assert SENTINEL not in shown and SENTINEL not in caplog.text
+    assert files_holding(tmp_path, SENTINEL) == []
