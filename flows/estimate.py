@@ -13,13 +13,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline import io
-from pipeline.emulator.tokens import count_prompt_tokens
 from pipeline.journal import Journal
 from pipeline.keys import request_key
 from pipeline.prompts import RenderOptions, render_request, system_message
 from pipeline.runner import PreparedRun
 from pipeline.settings import Settings
 from pipeline.tasks import TaskSpec
+from pipeline.tokens import count_prompt_tokens
 
 DEFAULT_COMPLETION_TOKENS = 400
 

@@ -17,7 +17,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, cast
@@ -41,7 +41,7 @@ from pipeline.errors import GlmExtractError
 from pipeline.glm.http import build_http_client
 from pipeline.runner import PreparedRun, RunRequest, Target, build_summary, new_run_id, prepare_run, run_one_shard
 from pipeline.settings import Settings
-from pipeline.stats import RunStats, stats_from_dict, stats_to_dict
+from pipeline.stats import RunStats, Spend, stats_from_dict, stats_to_dict
 
 MAX_SHARDS = 300  # task runs per flow run: the server records ~13/s; keep runs to hundreds
 PARALLEL_SHARDS = 4  # shard tasks in flight; each leases concurrency // PARALLEL_SHARDS slots
@@ -63,6 +63,7 @@ class ShardJob:
     gate: Gate
     slots: int
     http: httpx.AsyncClient
+    spend: Spend = field(default_factory=Spend)  # the run's spend, so the budget holds across shards
 
 
 def shard_size_for(rows: int, preferred: int) -> int:
@@ -85,13 +86,12 @@ def retry_on_infrastructure(task: Task[..., Any], task_run: TaskRun, state: Stat
 @task(name="extract-shard", task_run_name="shard-{spec.index}", retries=len(SHARD_RETRY_DELAYS),
       retry_delay_seconds=SHARD_RETRY_DELAYS, retry_condition_fn=retry_on_infrastructure,
       cache_policy=NO_CACHE, persist_result=False)
-async def extract_shard(job: ShardJob, spec: io.ShardSpec, budget_cny: float | None) -> dict[str, Any]:
+async def extract_shard(job: ShardJob, spec: io.ShardSpec) -> dict[str, Any]:
     """Lease the shard's slots, run it through the engine into its part file, return a small summary."""
     clock = time.perf_counter()
-    settings = job.settings.model_copy(update={"budget_cny": budget_cny})
     async with job.gate.lease(job.slots):
-        part, stats = await run_one_shard(job.prepared, settings, job.target, spec, job.plan,
-                                          limiter=job.gate.limiter_for(job.slots), http=job.http)
+        part, stats = await run_one_shard(job.prepared, job.settings, job.target, spec, job.plan,
+                                          limiter=job.gate.limiter_for(job.slots), http=job.http, spend=job.spend)
     get_run_logger().info(shard_line(spec, stats, time.perf_counter() - clock, job.slots, job.gate.label))
     return {"index": spec.index, "rows": spec.rows, "part": str(part) if part else None,
             "stats": stats_to_dict(stats)}
@@ -201,18 +201,16 @@ async def run_shard_tasks(job: ShardJob, shards: Sequence[io.ShardSpec], width: 
     window = asyncio.Semaphore(width)
     stop = asyncio.Event()
     progress = await ProgressReport.start(job.prepared.task.name, job.prepared.info.rows)
-    budget = BudgetSplit(job.settings.budget_cny, width)
 
     async def one(spec: io.ShardSpec) -> dict[str, Any] | None:
         async with window:
             if stop.is_set():
                 return None
             try:
-                result = await extract_shard(cast(ShardJob, quote(job)), spec, budget.next_share())
+                result = await extract_shard(cast(ShardJob, quote(job)), spec)
             except BaseException:
                 stop.set()
                 raise
-            budget.spend(float(result["stats"]["cost_cny"]))
             await progress.advance(spec.rows)
             return result
 
@@ -229,24 +227,6 @@ def raise_first_failure(outcomes: Sequence[object], total: int) -> None:
     done = sum(isinstance(o, dict) for o in outcomes)
     get_run_logger().error(failure_message(failures[0], done, total))
     raise failures[0]
-
-
-class BudgetSplit:
-    """A run's budget shared by shard tasks that each enforce their own share."""
-
-    def __init__(self, budget_cny: float | None, width: int) -> None:
-        self.budget = budget_cny
-        self.width = width
-        self.spent = 0.0
-
-    def next_share(self) -> float | None:
-        """What the next shard may spend: the remainder split across the shards in flight."""
-        if self.budget is None:
-            return None
-        return max(0.0, self.budget - self.spent) / self.width
-
-    def spend(self, cost: float) -> None:
-        self.spent += cost
 
 
 def merge_results(results: Sequence[dict[str, Any]]) -> RunStats:

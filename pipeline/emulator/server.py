@@ -30,7 +30,6 @@ from pipeline.emulator.faults import (
     draw_latency,
 )
 from pipeline.emulator.hashing import content_key, short_hex
-from pipeline.emulator.tokens import count_completion_tokens, count_prompt_tokens
 from pipeline.emulator.wire import (
     DEFAULT_MODEL,
     WireError,
@@ -40,6 +39,7 @@ from pipeline.emulator.wire import (
     text_message,
     tool_message,
 )
+from pipeline.tokens import count_completion_tokens, count_prompt_tokens
 
 logger = logging.getLogger(__name__)
 

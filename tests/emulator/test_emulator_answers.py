@@ -14,7 +14,7 @@ import pytest
 from pipeline.emulator.answers import answer_request, extract_document, extract_schema_text
 from pipeline.emulator.docfacts import DocFacts
 from pipeline.emulator.schema_plan import compile_schema, plan_for_text
-from pipeline.emulator.tokens import count_completion_tokens, count_prompt_tokens, count_text_tokens
+from pipeline.tokens import count_completion_tokens, count_prompt_tokens, count_text_tokens
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 

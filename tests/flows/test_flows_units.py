@@ -29,7 +29,6 @@ from flows.deployments import build_deployments
 from flows.estimate import estimate_run
 from flows.extract import (
     MAX_SHARDS,
-    BudgetSplit,
     ShardJob,
     extract_documents,
     extract_shard,
@@ -139,14 +138,6 @@ def test_without_a_prefect_server_the_run_uses_a_local_limiter() -> None:
     assert gate.limiter_for(3).cap == 12
 
 
-def test_budget_is_split_between_shards_in_flight() -> None:
-    split = BudgetSplit(1.0, 4)
-    assert split.next_share() == 0.25
-    split.spend(0.6)
-    assert split.next_share() == pytest.approx(0.1)
-    split.spend(1.0)
-    assert split.next_share() == 0.0
-    assert BudgetSplit(None, 4).next_share() is None
 
 
 # --- artifacts and reports ------------------------------------------------------------------------
@@ -207,7 +198,7 @@ def test_shard_task_returns_a_small_json_summary_and_the_estimate_sees_the_journ
             async with httpx.AsyncClient() as http:
                 job, shards = shard_job(tmp_path, source, emulator.base_url, http)
                 with disable_run_logger():
-                    return [await extract_shard.fn(job, spec, None) for spec in shards], job
+                    return [await extract_shard.fn(job, spec) for spec in shards], job
         results, job = asyncio.run(go())
         sent = emulator.stats()["requests_received"]
     assert len(orjson.dumps(results)) < 4000
