@@ -9,7 +9,6 @@ the function's parameters. Layout: docs/contracts.md §2.
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -58,7 +57,7 @@ def system_message(task: TaskSpec, mode: Literal["json", "tools"]) -> str:
 def user_message(task: TaskSpec, row: Mapping[str, Any]) -> str:
     """The task's template filled with the row's columns (safely delimited)."""
     values = {col: _as_text(row.get(col)) for col in task.template_columns}
-    return string.Template(task.prompt_template).substitute(values)
+    return task.template.substitute(values)
 
 
 def render_request(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import string
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,15 @@ class TaskSpec:
     max_input_chars: int | None
     gold: dict[str, Any]
 
-    @property
+    @cached_property
+    def template(self) -> string.Template:
+        """The compiled user-message template (built once, used for every row)."""
+        return string.Template(self.prompt_template)
+
+    @cached_property
     def template_columns(self) -> tuple[str, ...]:
         """Input columns the prompt template reads."""
-        return tuple(string.Template(self.prompt_template).get_identifiers())
+        return tuple(self.template.get_identifiers())
 
     @property
     def output_fields(self) -> tuple[str, ...]:
