@@ -24,7 +24,7 @@ from pipeline.keys import request_key
 from pipeline.limiter import AdaptiveLimiter
 from pipeline.prompts import RenderOptions, render_request, system_message
 from pipeline.stats import RunStats, Spend
-from pipeline.tables import RowMeta, extraction_dtype, json_text_for
+from pipeline.tables import RowMeta, extraction_dtype, has_free_form, json_text_for
 from pipeline.tasks import TaskSpec
 from pipeline.validate import Filtered, Reask, Valid, build_reask, compile_validator, judge
 
@@ -53,6 +53,7 @@ class EngineContext:
         self.validator: jsonschema_rs.Validator = compile_validator(self.task.schema)
         self.system = system_message(self.task, self.options.mode)
         self.answer_dtype = extraction_dtype(self.task.schema)
+        self.free_form = has_free_form(self.task.schema)
         if self.abort is None:
             self.abort = asyncio.Event()
 
@@ -182,7 +183,7 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
 
 def _judged_entry(ctx: EngineContext, key: str, verdict: Valid | Reask | Filtered, tally: _Tally) -> JournalEntry:
     if isinstance(verdict, Valid):
-        data = json_text_for(verdict.data, ctx.answer_dtype)
+        data = json_text_for(verdict.data, ctx.answer_dtype) if ctx.free_form else verdict.data
         return _entry(ctx, key, "ok", tally, data_json=orjson.dumps(data).decode())
     if isinstance(verdict, Filtered):
         return _entry(ctx, key, "filtered", tally, code=verdict.code, message=verdict.message)

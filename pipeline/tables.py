@@ -70,6 +70,24 @@ def extraction_dtype(schema: Mapping[str, Any]) -> pl.Struct:
     return pl.Struct({name: dtype_for(sub, defs) for name, sub in props.items()})
 
 
+def has_free_form(schema: Mapping[str, Any]) -> bool:
+    """Whether some node becomes a JSON-text column (then answers need :func:`json_text_for`)."""
+    defs = {**schema.get("$defs", {}), **schema.get("definitions", {})}
+    return any(_free_form(sub, defs) for sub in schema.get("properties", {}).values())
+
+
+def _free_form(node: Mapping[str, Any], defs: Mapping[str, Any]) -> bool:
+    node = _resolve(node, defs)
+    kind = _type_of(node)
+    if kind == "object":
+        props = node.get("properties")
+        return not isinstance(props, dict) or not props or any(_free_form(p, defs) for p in props.values())
+    if kind == "array":
+        items = node.get("items")
+        return not isinstance(items, dict) or _free_form(items, defs)
+    return kind not in _SCALARS
+
+
 def json_text_for(value: Any, dtype: Any) -> Any:
     """Free-form nodes are String columns: hand them JSON text, not objects or arrays (``dtype``: a
     polars dtype or dtype class)."""
