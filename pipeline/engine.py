@@ -70,7 +70,11 @@ class _Planned:
 
 async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -> list[RowMeta]:
     """One outcome per row, in order. Raises the run's FatalError after in-flight work settles."""
-    planned = [plan_row(ctx, row) for row in rows]
+    planned: list[_Planned] = []
+    for index, row in enumerate(rows):
+        planned.append(plan_row(ctx, row))
+        if index % 100 == 99:
+            await asyncio.sleep(0)  # let answers of the previous shard be read meanwhile
     keys = [p.key for p in planned if p.key is not None]
     known = ctx.journal.lookup(keys)
     todo = {p.key: p.body for p in planned if p.key and p.body is not None and p.key not in known}

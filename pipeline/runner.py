@@ -136,9 +136,10 @@ async def run_shards(ctx: EngineContext, shards: Iterable[tuple[int, pl.DataFram
             return  # recorded in ctx.fatal; other shards settle, then the run aborts
         finally:
             window.release()
-        table = assemble_shard(frame, ctx.task.id_column, metas, dtype, run)
+        # off the event loop: a shard's assembly and write would stall in-flight requests for ~0.1 s
+        table = await asyncio.to_thread(assemble_shard, frame, ctx.task.id_column, metas, dtype, run)
         ctx.stats.note_rows(table.get_column("_record_id").to_list(), metas)
-        parts[index] = io.write_part(plan, index, table)
+        parts[index] = await asyncio.to_thread(io.write_part, plan, index, table)
         if on_progress:
             on_progress(frame.height)
 

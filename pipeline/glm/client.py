@@ -47,7 +47,7 @@ class GLMClient:
 
     def __init__(self, http: httpx.AsyncClient, endpoint: Endpoint) -> None:
         self._http = http
-        self._url = endpoint.base_url.rstrip("/") + "/chat/completions"
+        self._url = httpx.URL(endpoint.base_url.rstrip("/") + "/chat/completions")  # parsed once
         self._headers = {"Content-Type": "application/json"}
         if endpoint.api_key:
             self._headers["Authorization"] = f"Bearer {endpoint.api_key}"
