@@ -3,6 +3,7 @@ atomically. The only module of the library that touches data files."""
 
 from __future__ import annotations
 
+import fcntl
 import glob as globlib
 import os
 import shutil
@@ -144,10 +145,48 @@ class OutputPlan:
 
     target: Path
     parts_dir: Path
+    lock: OutputLock | None = None
 
     @property
     def summary_path(self) -> Path:
         return summary_path_for(self.target)
+
+
+class OutputLock:
+    """An exclusive ``flock`` on ``.<output>.lock``: one run writes an output path at a time.
+    The kernel drops it when a process dies, so a killed run never blocks the next one; a clean
+    release removes the file. A lock taken on a file that was unlinked meanwhile is retaken."""
+
+    def __init__(self, output: Path) -> None:
+        self.path = output.with_name(f".{output.name}.lock")
+        self._fd: int | None = None
+        for _ in range(5):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputError(f"output {output} is being written by another run; wait for it or pick "
+                                  "another --output") from None
+            if _same_file(fd, self.path):
+                self._fd = fd
+                return
+            os.close(fd)  # the holder released and removed it between our open and flock
+        raise OutputError(f"output {output}: could not take the lock {self.path}")
+
+    def release(self) -> None:
+        """Idempotent: remove the lock file, then drop the lock."""
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def summary_path_for(output: Path) -> Path:
@@ -165,13 +204,18 @@ def plan_output(output: Path, run_id: str) -> OutputPlan:
         raise OutputError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {parent} is not writable")
-    for stale in parent.glob(f".{output.name}.parts-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    for stale_tmp in parent.glob(f".{output.name}.*.tmp"):  # a write killed before its rename
-        stale_tmp.unlink(missing_ok=True)
-    parts = parent / f".{output.name}.parts-{run_id}"
-    parts.mkdir()
-    return OutputPlan(target=output, parts_dir=parts)
+    lock = OutputLock(output)  # before touching stale files: they may be another live run's
+    try:
+        for stale in parent.glob(f".{output.name}.parts-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale_tmp in parent.glob(f".{output.name}.*.tmp"):  # a write killed before its rename
+            stale_tmp.unlink(missing_ok=True)
+        parts = parent / f".{output.name}.parts-{run_id}"
+        parts.mkdir()
+    except OSError as exc:
+        lock.release()
+        raise OutputError(f"output folder {parent}: cannot prepare the output ({exc.strerror})") from exc
+    return OutputPlan(target=output, parts_dir=parts, lock=lock)
 
 
 def write_part(plan: OutputPlan, index: int, frame: pl.DataFrame) -> Path:
@@ -194,7 +238,10 @@ def finish_output(plan: OutputPlan, parts: Sequence[Path], summary: dict[str, ob
 
 
 def discard_parts(plan: OutputPlan) -> None:
+    """Remove the parts folder and let the next run have the output path."""
     shutil.rmtree(plan.parts_dir, ignore_errors=True)
+    if plan.lock is not None:
+        plan.lock.release()
 
 
 def write_json_atomic(path: Path, value: dict[str, object]) -> None:

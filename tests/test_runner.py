@@ -248,3 +248,19 @@ def test_emulator_answers_never_stand_in_for_real_ones(workspace: Path) -> None:
     real = FakeGLM(default=good)
     asyncio.run(go(TARGET, real, "b.parquet"))
     assert len(real.requests) == 3
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(workspace: Path) -> None:
+    from pipeline import io
+
+    plan = io.plan_output(workspace / "out.parquet", "first")
+    try:
+        fake = FakeGLM(default=good)
+        with pytest.raises(OutputError, match="being written by another run"):
+            run(workspace, fake)
+        assert fake.requests == [] and plan.parts_dir.is_dir()  # the live run's parts survive
+    finally:
+        io.discard_parts(plan)
+    run(workspace, FakeGLM(default=good))  # released: the next run goes ahead
+    assert (workspace / "out.parquet").exists()
+    assert not (workspace / ".out.parquet.lock").exists()
