@@ -18,6 +18,7 @@ import tempfile
 import threading
 import urllib.request
 import weakref
+from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -32,7 +33,7 @@ class EmulatorStartError(RuntimeError):
     """The emulator did not announce itself in time (its stderr tail is in the message)."""
 
 
-class _Controls:
+class _Controls(ABC):
     """Control routes over HTTP (stdlib only): stats, reset."""
 
     base_url: str
@@ -62,8 +63,9 @@ class _Controls:
     ) -> None:
         self.stop()
 
+    @abstractmethod
     def stop(self, timeout: float = 5.0) -> int | None:
-        raise NotImplementedError
+        """End the emulator; return its exit code when it is a process."""
 
 
 class EmulatorProcess(_Controls):
