@@ -38,8 +38,16 @@ from flows.secrets import describe_key_source, load_secret_key, redact_in_logs
 from pipeline import io
 from pipeline.endpoints import OFFLINE_BANNER, resolve_target
 from pipeline.errors import GlmExtractError
-from pipeline.glm.http import build_http_client
-from pipeline.runner import PreparedRun, RunRequest, Target, build_summary, new_run_id, prepare_run, run_one_shard
+from pipeline.runner import (
+    PreparedRun,
+    RunRequest,
+    Target,
+    build_summary,
+    http_client_for,
+    new_run_id,
+    prepare_run,
+    run_one_shard,
+)
 from pipeline.settings import Settings
 from pipeline.stats import RunStats, Spend, stats_from_dict, stats_to_dict
 
@@ -192,8 +200,7 @@ async def extract_all(prepared: PreparedRun, settings: Settings, gate: Gate, sha
 
 def open_http_client(settings: Settings) -> httpx.AsyncClient:
     """The run's one HTTP client, shared by its shard tasks (use as ``async with``)."""
-    return build_http_client(concurrency=settings.concurrency, connect_timeout_s=settings.connect_timeout_s,
-                             read_timeout_s=settings.read_timeout_s, transport=settings.transport)
+    return http_client_for(settings)
 
 
 async def run_shard_tasks(job: ShardJob, shards: Sequence[io.ShardSpec], width: int) -> list[dict[str, Any]]:

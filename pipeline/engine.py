@@ -216,9 +216,10 @@ def _row_metas(ctx: EngineContext, planned: list[_Planned], known: dict[str, Jou
     metas: list[RowMeta] = []
     paid = set(borrowed)
     for plan in planned:
-        if plan.meta is not None or plan.key is None:
-            metas.append(plan.meta or _local_meta("failed", "internal", "no plan"))
+        if plan.meta is not None:
+            metas.append(plan.meta)
             continue
+        assert plan.key is not None  # a row without a local verdict always has a request
         entry = fresh.get(plan.key)
         from_journal = entry is None or plan.key in paid
         entry = entry or known[plan.key]

@@ -86,6 +86,13 @@ def build_context(prepared: PreparedRun, settings: Settings, client: GLMClient, 
     )
 
 
+def http_client_for(settings: Settings, concurrency: int | None = None) -> httpx.AsyncClient:
+    """The run's one HTTP client, sized for ``concurrency`` (default: the settings' cap)."""
+    return build_http_client(concurrency=concurrency or settings.concurrency,
+                             connect_timeout_s=settings.connect_timeout_s,
+                             read_timeout_s=settings.read_timeout_s, transport=settings.transport)
+
+
 async def run_extraction(
     request: RunRequest,
     settings: Settings,
@@ -101,8 +108,7 @@ async def run_extraction(
     prepared = prepared or prepare_run(request, settings)
     plan = io.plan_output(request.output, request.run_id)
     own_http = http is None
-    http = http or build_http_client(concurrency=settings.concurrency, connect_timeout_s=settings.connect_timeout_s,
-                                     read_timeout_s=settings.read_timeout_s, transport=settings.transport)
+    http = http or http_client_for(settings)
     limiter = limiter or AdaptiveLimiter(settings.concurrency)
     clock = time.perf_counter()
     try:
@@ -170,8 +176,7 @@ async def run_one_shard(
     a Prefect task). Raises :class:`RunAborted` on a fatal error; the journal keeps the answers.
     Shards of one run in one process share ``spend`` so the run's budget holds across them."""
     own_http = http is None
-    http = http or build_http_client(concurrency=limiter.cap, connect_timeout_s=settings.connect_timeout_s,
-                                     read_timeout_s=settings.read_timeout_s, transport=settings.transport)
+    http = http or http_client_for(settings, limiter.cap)
     try:
         with Journal(settings.journal_path) as journal:
             ctx = build_context(prepared, settings, GLMClient(http, target.endpoint), limiter, journal, spend,

@@ -57,7 +57,8 @@ class RunStats:
         self.rows += len(metas)
         for record_id, meta in zip(record_ids, metas, strict=True):
             self.status_counts[meta.status] += 1
-            self.from_journal += meta.from_journal and meta.key is not None
+            if meta.from_journal:
+                self.from_journal += 1
             if meta.status != "ok" and meta.error_code:
                 self.error_counts[meta.error_code] += 1
                 examples = self.error_examples.setdefault(meta.error_code, [])
