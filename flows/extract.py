@@ -43,10 +43,10 @@ from pipeline.runner import (
     RunRequest,
     Target,
     build_summary,
-    http_client_for,
     new_run_id,
     prepare_run,
     run_one_shard,
+    transport_for,
 )
 from pipeline.settings import Settings
 from pipeline.stats import RunStats, Spend, stats_from_dict, stats_to_dict
@@ -70,7 +70,7 @@ class ShardJob:
     plan: io.OutputPlan
     gate: Gate
     slots: int
-    http: httpx.AsyncClient
+    transport: httpx.AsyncBaseTransport
     spend: Spend = field(default_factory=Spend)  # the run's spend, so the budget holds across shards
 
 
@@ -99,7 +99,8 @@ async def extract_shard(job: ShardJob, spec: io.ShardSpec) -> dict[str, Any]:
     clock = time.perf_counter()
     async with job.gate.lease(job.slots):
         part, stats = await run_one_shard(job.prepared, job.settings, job.target, spec, job.plan,
-                                          limiter=job.gate.limiter_for(job.slots), http=job.http, spend=job.spend)
+                                          limiter=job.gate.limiter_for(job.slots), transport=job.transport,
+                                          spend=job.spend)
     get_run_logger().info(shard_line(spec, stats, time.perf_counter() - clock, job.slots, job.gate.label))
     return {"index": spec.index, "rows": spec.rows, "part": str(part) if part else None,
             "stats": stats_to_dict(stats)}
@@ -186,8 +187,8 @@ async def extract_all(prepared: PreparedRun, settings: Settings, gate: Gate, sha
         with resolve_target(settings) as target:
             if target.kind == "emulator":
                 get_run_logger().warning(OFFLINE_BANNER)
-            async with open_http_client(settings) as http:
-                job = ShardJob(prepared, settings, target, plan, gate, slots, http)
+            async with open_transport(settings) as transport:
+                job = ShardJob(prepared, settings, target, plan, gate, slots, transport)
                 results = await run_shard_tasks(job, shards, width)
         stats = merge_results(results)
         summary = build_summary(prepared, stats, settings, target, gate.label, time.perf_counter() - clock)
@@ -198,9 +199,9 @@ async def extract_all(prepared: PreparedRun, settings: Settings, gate: Gate, sha
         io.discard_parts(plan)
 
 
-def open_http_client(settings: Settings) -> httpx.AsyncClient:
-    """The run's one HTTP client, shared by its shard tasks (use as ``async with``)."""
-    return http_client_for(settings)
+def open_transport(settings: Settings) -> httpx.AsyncBaseTransport:
+    """The run's one HTTP transport, shared by its shard tasks (use as ``async with``)."""
+    return transport_for(settings)
 
 
 async def run_shard_tasks(job: ShardJob, shards: Sequence[io.ShardSpec], width: int) -> list[dict[str, Any]]:

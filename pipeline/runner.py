@@ -20,8 +20,8 @@ from pipeline.engine import EngineContext, process_shard, rows_of
 from pipeline.errors import RunAborted
 from pipeline.glm.client import Endpoint, GLMClient
 from pipeline.glm.errors import FatalError
-from pipeline.glm.http import build_http_client
 from pipeline.glm.retry import RetryPolicy
+from pipeline.glm.transport import build_transport
 from pipeline.journal import Journal
 from pipeline.limiter import AdaptiveLimiter
 from pipeline.prompts import RenderOptions
@@ -86,11 +86,15 @@ def build_context(prepared: PreparedRun, settings: Settings, client: GLMClient, 
     )
 
 
-def http_client_for(settings: Settings, concurrency: int | None = None) -> httpx.AsyncClient:
-    """The run's one HTTP client, sized for ``concurrency`` (default: the settings' cap)."""
-    return build_http_client(concurrency=concurrency or settings.concurrency,
-                             connect_timeout_s=settings.connect_timeout_s,
-                             read_timeout_s=settings.read_timeout_s, transport=settings.transport)
+def transport_for(settings: Settings, concurrency: int | None = None) -> httpx.AsyncBaseTransport:
+    """The run's one HTTP transport, sized for ``concurrency`` (default: the settings' cap)."""
+    return build_transport(concurrency=concurrency or settings.concurrency, transport=settings.transport)
+
+
+def glm_client(transport: httpx.AsyncBaseTransport, settings: Settings, target: Target) -> GLMClient:
+    """A client for ``target`` over ``transport`` with the settings' timeouts."""
+    timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
+    return GLMClient(transport, target.endpoint, timeout)
 
 
 async def run_extraction(
@@ -98,7 +102,7 @@ async def run_extraction(
     settings: Settings,
     target: Target,
     *,
-    http: httpx.AsyncClient | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
     limiter: AdaptiveLimiter | None = None,
     limiter_label: str = "local",
     on_progress: Progress | None = None,
@@ -107,13 +111,13 @@ async def run_extraction(
     """Run end to end and return the summary (also written next to the output)."""
     prepared = prepared or prepare_run(request, settings)
     plan = io.plan_output(request.output, request.run_id)
-    own_http = http is None
-    http = http or http_client_for(settings)
+    own_transport = transport is None
+    transport = transport or transport_for(settings)
     limiter = limiter or AdaptiveLimiter(settings.concurrency)
     clock = time.perf_counter()
     try:
         with Journal(settings.journal_path) as journal:
-            ctx = build_context(prepared, settings, GLMClient(http, target.endpoint), limiter, journal,
+            ctx = build_context(prepared, settings, glm_client(transport, settings, target), limiter, journal,
                                 emulator=target.kind == "emulator")
             shards = enumerate(io.iter_shards(prepared.info.files, settings.shard_size))
             parts = await run_shards(ctx, shards, plan, request.run_id, on_progress)
@@ -122,8 +126,8 @@ async def run_extraction(
         return summary
     finally:
         io.discard_parts(plan)
-        if own_http:
-            await http.aclose()
+        if own_transport:
+            await transport.aclose()
 
 
 async def run_shards(ctx: EngineContext, shards: Iterable[tuple[int, pl.DataFrame]], plan: io.OutputPlan, run_id: str,
@@ -169,23 +173,23 @@ async def run_one_shard(
     plan: io.OutputPlan,
     *,
     limiter: AdaptiveLimiter,
-    http: httpx.AsyncClient | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
     spend: Spend | None = None,
 ) -> tuple[Path | None, RunStats]:
     """Process one shard into its part file (for callers that schedule shards themselves, e.g.
     a Prefect task). Raises :class:`RunAborted` on a fatal error; the journal keeps the answers.
     Shards of one run in one process share ``spend`` so the run's budget holds across them."""
-    own_http = http is None
-    http = http or http_client_for(settings, limiter.cap)
+    own_transport = transport is None
+    transport = transport or transport_for(settings, limiter.cap)
     try:
         with Journal(settings.journal_path) as journal:
-            ctx = build_context(prepared, settings, GLMClient(http, target.endpoint), limiter, journal, spend,
-                                emulator=target.kind == "emulator")
+            ctx = build_context(prepared, settings, glm_client(transport, settings, target), limiter, journal,
+                                spend, emulator=target.kind == "emulator")
             parts = await run_shards(ctx, [(spec.index, io.read_shard(spec))], plan, prepared.request.run_id)
         return (parts[0] if parts else None), ctx.stats
     finally:
-        if own_http:
-            await http.aclose()
+        if own_transport:
+            await transport.aclose()
 
 
 def build_summary(prepared: PreparedRun, stats: RunStats, settings: Settings, target: Target,

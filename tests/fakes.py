@@ -48,8 +48,8 @@ class FakeGLM:
             raise AssertionError("FakeGLM: no scripted reply left")
         return reply(body) if callable(reply) else reply
 
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.MockTransport(self))
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self)
 
 
 def document_of(body: dict[str, Any]) -> str:

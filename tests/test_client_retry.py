@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.glm.client import Endpoint, GLMClient
 from pipeline.glm.errors import FatalError, RowError, TransientError
-from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStopping, send_with_retry
+from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStopping, backoff_s, send_with_retry
 from pipeline.limiter import AdaptiveLimiter
 from tests.fakes import FakeGLM, completion, glm_error
 
@@ -19,8 +19,8 @@ FAST = RetryPolicy(max_attempts=4, initial_s=0.001, max_s=0.002)
 
 async def _send(fake: FakeGLM, limiter: AdaptiveLimiter | None = None, abort: asyncio.Event | None = None,
                 log: AttemptLog | None = None) -> object:
-    async with fake.client() as http:
-        client = GLMClient(http, Endpoint("http://glm.test/api/paas/v4", "sk-secret"))
+    async with fake.transport() as transport:
+        client = GLMClient(transport, Endpoint("http://glm.test/api/paas/v4", "sk-secret"))
         return await send_with_retry(client, BODY, limiter or AdaptiveLimiter(4), FAST,
                                      abort or asyncio.Event(), log or AttemptLog())
 
@@ -78,8 +78,8 @@ def test_timeouts_and_resets_are_transient() -> None:
         return completion("{}")
 
     async def go() -> object:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(flaky)) as http:
-            client = GLMClient(http, Endpoint("http://glm.test"))
+        async with httpx.MockTransport(flaky) as transport:
+            client = GLMClient(transport, Endpoint("http://glm.test"))
             return await send_with_retry(client, BODY, AdaptiveLimiter(2), FAST, asyncio.Event(), AttemptLog())
 
     assert asyncio.run(go()).content == "{}"  # type: ignore[attr-defined]
@@ -98,3 +98,39 @@ def test_no_attempt_starts_once_the_run_aborts() -> None:
 def test_tool_call_arguments_are_the_content() -> None:
     fake = FakeGLM(default=completion(None, finish_reason="tool_calls", tool_args='{"x": 1}'))
     assert asyncio.run(_send(fake)).content == '{"x": 1}'  # type: ignore[attr-defined]
+
+
+def test_one_attempt_policy_never_retries() -> None:
+    fake = FakeGLM(default=glm_error(503, "503"))
+    with pytest.raises(TransientError):
+        asyncio.run(_send_with(fake, RetryPolicy(max_attempts=1, initial_s=0.001, max_s=0.002)))
+    assert len(fake.requests) == 1
+
+
+def test_a_run_that_stops_during_the_first_backoff_sends_nothing_more() -> None:
+    abort = asyncio.Event()
+
+    def fail_then_stop(body: dict[str, object]) -> httpx.Response:
+        abort.set()
+        return glm_error(503, "503")
+
+    fake = FakeGLM(default=fail_then_stop)
+    slow = RetryPolicy(max_attempts=5, initial_s=30.0, max_s=60.0)  # a backoff the abort must cut short
+    with pytest.raises(RunStopping):
+        asyncio.run(asyncio.wait_for(_send_with(fake, slow, abort=abort), timeout=5))
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("failed", [1, 2, 3, 6, 12])
+def test_backoff_is_full_jitter_under_an_exponential_ceiling(failed: int) -> None:
+    policy = RetryPolicy(max_attempts=8, initial_s=0.5, max_s=30.0)
+    ceiling = min(30.0, 0.5 * 2 ** (failed - 1))
+    waits = [backoff_s(policy, failed) for _ in range(400)]
+    assert all(0 <= w <= ceiling for w in waits)
+    assert max(waits) > 0.8 * ceiling and min(waits) < 0.2 * ceiling  # spread over the whole range
+
+
+async def _send_with(fake: FakeGLM, policy: RetryPolicy, abort: asyncio.Event | None = None) -> object:
+    async with fake.transport() as transport:
+        client = GLMClient(transport, Endpoint("http://glm.test"))
+        return await send_with_retry(client, BODY, AdaptiveLimiter(2), policy, abort or asyncio.Event(), AttemptLog())

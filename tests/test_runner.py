@@ -63,9 +63,9 @@ def settings(ws: Path, **extra: Any) -> Settings:
 
 def run(ws: Path, fake: FakeGLM, *, output: str = "out.parquet", **extra: Any) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
-        async with fake.client() as http:
+        async with fake.transport() as transport:
             request = RunRequest("mini", str(ws / "in.parquet"), ws / output)
-            return await run_extraction(request, settings(ws, **extra), TARGET, http=http)
+            return await run_extraction(request, settings(ws, **extra), TARGET, transport=transport)
     return asyncio.run(go())
 
 
@@ -240,9 +240,9 @@ def test_unknown_4xx_is_not_kept_for_good(workspace: Path) -> None:
 
 def test_emulator_answers_never_stand_in_for_real_ones(workspace: Path) -> None:
     async def go(target: Target, fake: FakeGLM, output: str) -> dict[str, Any]:
-        async with fake.client() as http:
+        async with fake.transport() as transport:
             request = RunRequest("mini", str(workspace / "in.parquet"), workspace / output)
-            return await run_extraction(request, settings(workspace), target, http=http)
+            return await run_extraction(request, settings(workspace), target, transport=transport)
 
     asyncio.run(go(Target(Endpoint("http://127.0.0.1:1/api/paas/v4"), "emulator"), FakeGLM(default=good), "a.parquet"))
     real = FakeGLM(default=good)

@@ -4,6 +4,10 @@ Order of checks for a completion request: auth → fatal switches (401/1113 from
 parameter checks (400) → concurrency cap (429/1302, immediate) → fault draw → latency → answer.
 A client that disconnects cancels its handler (``handler_cancellation``), so an abandoned hang
 frees its slot.
+
+Latency is measured from the request's arrival to the answer: the answer is built while the
+"model thinks", and only the rest of the delay is slept. Building it after the sleep made every
+answer late by its own CPU time, and a wave of answers due together late by the whole wave's.
 """
 
 from __future__ import annotations
@@ -138,6 +142,7 @@ def _error(state: EmulatorState, error: WireError, outcome: str | None, request_
 
 
 async def handle_completion(request: web.Request) -> web.StreamResponse:
+    arrived = asyncio.get_running_loop().time()
     state = request.app[STATE_KEY]
     state.requests_received += 1
     ordinal = state.requests_received
@@ -157,7 +162,7 @@ async def handle_completion(request: web.Request) -> web.StreamResponse:
     if not state.admit():
         return _error(state, error_for("1302"), "over_capacity", request_id)
     try:
-        return await _serve_admitted(state, request, body, request_id)
+        return await _serve_admitted(state, request, body, request_id, arrived)
     finally:
         state.release()
 
@@ -176,7 +181,7 @@ def _gate(config: EmulatorConfig, authorization: str, ordinal: int) -> tuple[str
 
 
 async def _serve_admitted(
-    state: EmulatorState, request: web.Request, body: dict[str, Any], request_id: str | None
+    state: EmulatorState, request: web.Request, body: dict[str, Any], request_id: str | None, arrived: float
 ) -> web.StreamResponse:
     config = state.config
     key = content_key(body)
@@ -189,14 +194,16 @@ async def _serve_admitted(
         code = "1301" if fault == "sensitive_input" else str(fault)
         return _error(state, error_for(code), None, request_id)
     delay = draw_latency(config.latency, config.latency_scale, config.seed, key, attempt)
-    await asyncio.sleep(config.hang_seconds if fault == "hang" else delay)
+    answers = fault not in SERVER_FAULTS and fault != "reset"
+    broken = fault if fault in BROKEN_ANSWERS else None
+    payload = _completion(body, broken, key, attempt, request_id) if answers else None
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, arrived + (config.hang_seconds if fault == "hang" else delay) - loop.time()))
     if fault in SERVER_FAULTS:
         return _error(state, error_for(str(fault)), None, request_id)
-    if fault == "reset":
+    if payload is None:  # the "reset" fault
         return await _reset_connection(request)
     # a hang that outlived its client was cancelled above; one that did not answers normally
-    broken = fault if fault in BROKEN_ANSWERS else None
-    payload = _completion(body, broken, key, attempt, request_id)
     state.by_status["200"] += 1
     state.completed_ok += fault is None
     return _json(payload)

@@ -1,7 +1,10 @@
-"""One chat-completions attempt over an injected ``httpx.AsyncClient``.
+"""One chat-completions attempt over an injected ``httpx.AsyncBaseTransport``.
 
 The client knows the wire format and nothing else: no retries (``pipeline.glm.retry``), no
 concurrency (``pipeline.limiter``). Foreign exceptions are translated here, at one boundary.
+It builds the ``httpx.Request`` itself and hands it to the transport: ``httpx.AsyncClient``'s own
+layer (URL merging, cookie jar, auth and redirect loops) cost more CPU per request than the
+transport and does nothing for this API (docs/decisions.md D17).
 """
 
 from __future__ import annotations
@@ -42,31 +45,43 @@ class Endpoint:
         return f"Endpoint(base_url={self.base_url!r}, api_key={'***' if self.api_key else None})"
 
 
+DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=8.0)
+
+
 class GLMClient:
     """Sends one request per call to ``chat``; a fresh ``request_id`` for every attempt."""
 
-    def __init__(self, http: httpx.AsyncClient, endpoint: Endpoint) -> None:
-        self._http = http
+    def __init__(self, transport: httpx.AsyncBaseTransport, endpoint: Endpoint,
+                 timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+        self._transport = transport
         self._url = httpx.URL(endpoint.base_url.rstrip("/") + "/chat/completions")  # parsed once
-        self._headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if endpoint.api_key:
-            self._headers["Authorization"] = f"Bearer {endpoint.api_key}"
+            headers["Authorization"] = f"Bearer {endpoint.api_key}"
+        self._headers = httpx.Headers(headers)
+        self._extensions = {"timeout": timeout.as_dict()}
 
     async def chat(self, body: Mapping[str, Any]) -> ChatAnswer:
         """POST the body once; return the answer or raise an :class:`ApiError` subclass."""
         request_id = uuid.uuid4().hex
         payload = orjson.dumps({**body, "request_id": request_id})
         started = time.perf_counter()
+        request = httpx.Request("POST", self._url, headers=self._headers, content=payload,
+                                extensions=self._extensions)
         try:
-            response = await self._http.post(self._url, content=payload, headers=self._headers)
+            response = await self._transport.handle_async_request(request)
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
         except httpx.TimeoutException as exc:
             raise TransientError(f"{type(exc).__name__}", code="timeout", request_id=request_id) from exc
         except httpx.TransportError as exc:
             raise TransientError(f"{type(exc).__name__}", code="network", request_id=request_id) from exc
         latency_ms = (time.perf_counter() - started) * 1000
         if response.status_code != 200:
-            raise error_from_body(response.status_code, response.content, request_id)
-        return parse_answer(response.content, request_id, latency_ms)
+            raise error_from_body(response.status_code, content, request_id)
+        return parse_answer(content, request_id, latency_ms)
 
 
 def parse_answer(raw: bytes, request_id: str, latency_ms: float) -> ChatAnswer:

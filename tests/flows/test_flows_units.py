@@ -47,6 +47,7 @@ from pipeline.emulator.config import EmulatorConfig, LatencySpec
 from pipeline.emulator.process import serve_in_thread
 from pipeline.errors import InputError, RunAborted
 from pipeline.glm.client import Endpoint
+from pipeline.glm.transport import build_transport
 from pipeline.runner import RunRequest, Target, build_summary, new_run_id, prepare_run
 from pipeline.settings import Settings
 from tests.conftest import REPO
@@ -180,12 +181,13 @@ def test_redact_filter_masks_the_key() -> None:
 
 # --- the shard task through .fn(), then the estimate over the same journal ------------------------------
 
-def shard_job(tmp_path: Path, input_path: Path, base_url: str, http: httpx.AsyncClient) -> tuple[ShardJob, Any]:
+def shard_job(tmp_path: Path, input_path: Path, base_url: str,
+              transport: httpx.AsyncBaseTransport) -> tuple[ShardJob, Any]:
     settings = Settings(base_url=base_url, concurrency=4, shard_size=3)
     prepared = prepare_run(RunRequest("ticket_qa", str(input_path), tmp_path / "out.parquet", new_run_id()), settings)
     plan = io.plan_output(prepared.request.output, prepared.request.run_id)
     target = Target(Endpoint(base_url), "custom")
-    job = ShardJob(prepared, settings, target, plan, local_gate(4), 4, http)
+    job = ShardJob(prepared, settings, target, plan, local_gate(4), 4, transport)
     return job, io.plan_shards(prepared.info, 3)
 
 
@@ -195,8 +197,8 @@ def test_shard_task_returns_a_small_json_summary_and_the_estimate_sees_the_journ
     config = EmulatorConfig(concurrency=4, latency=LatencySpec.parse("fixed:0.01"))
     with serve_in_thread(config) as emulator:
         async def go() -> tuple[list[dict[str, Any]], Any]:
-            async with httpx.AsyncClient() as http:
-                job, shards = shard_job(tmp_path, source, emulator.base_url, http)
+            async with build_transport(concurrency=4) as transport:
+                job, shards = shard_job(tmp_path, source, emulator.base_url, transport)
                 with disable_run_logger():
                     return [await extract_shard.fn(job, spec) for spec in shards], job
         results, job = asyncio.run(go())

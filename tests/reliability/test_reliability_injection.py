@@ -100,10 +100,10 @@ def run_with_fake(tmp: Path, name: str, frame: pl.DataFrame, fake: FakeGLM) -> p
                         backoff_initial_s=0.001, backoff_max_s=0.002)
 
     async def go() -> None:
-        async with fake.client() as http:
+        async with fake.transport() as transport:
             request = RunRequest("ticket_qa", str(tmp / f"{name}.parquet"), tmp / f"{name}.out.parquet")
             await run_extraction(request, settings, Target(Endpoint("http://glm.test/api/paas/v4"), "custom"),
-                                 http=http)
+                                 transport=transport)
 
     asyncio.run(go())
     return pl.read_parquet(tmp / f"{name}.out.parquet")

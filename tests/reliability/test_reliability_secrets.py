@@ -106,9 +106,9 @@ def test_settings_targets_errors_and_logs_never_show_the_key(
     caplog.set_level(logging.DEBUG)
 
     async def go() -> None:
-        async with fake.client() as http:
+        async with fake.transport() as transport:
             await run_extraction(RunRequest("ticket_qa", str(tmp_path / "in.parquet"), tmp_path / "out.parquet"),
-                                 settings, target, http=http)
+                                 settings, target, transport=transport)
 
     with pytest.raises(RunAborted) as raised:
         asyncio.run(go())
