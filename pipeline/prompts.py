@@ -96,4 +96,6 @@ def _as_text(value: Any) -> str:
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
+    if "<" not in text:  # nothing to defuse (most values): skip the regex
+        return text
     return _FRAME_TAG.sub(lambda tag: "<\\/document>" if tag.group(1) else "<\\document>", text)
