@@ -37,6 +37,7 @@ from flows.reports import evaluate_output, failure_message, run_line, shard_line
 from flows.secrets import describe_key_source, load_secret_key, redact_in_logs
 from pipeline import io
 from pipeline.endpoints import OFFLINE_BANNER, resolve_target
+from pipeline.engine import RunShared
 from pipeline.errors import GlmExtractError
 from pipeline.runner import (
     PreparedRun,
@@ -49,7 +50,7 @@ from pipeline.runner import (
     transport_for,
 )
 from pipeline.settings import Settings
-from pipeline.stats import RunStats, Spend, stats_from_dict, stats_to_dict
+from pipeline.stats import RunStats, stats_from_dict, stats_to_dict
 
 MAX_SHARDS = 300  # task runs per flow run: the server records ~13/s; keep runs to hundreds
 PARALLEL_SHARDS = 4  # shard tasks in flight; each leases concurrency // PARALLEL_SHARDS slots
@@ -71,7 +72,7 @@ class ShardJob:
     gate: Gate
     slots: int
     transport: httpx.AsyncBaseTransport
-    spend: Spend = field(default_factory=Spend)  # the run's spend, so the budget holds across shards
+    shared: RunShared = field(default_factory=RunShared)  # budget and in-flight requests across shards
 
 
 def shard_size_for(rows: int, preferred: int) -> int:
@@ -100,7 +101,7 @@ async def extract_shard(job: ShardJob, spec: io.ShardSpec) -> dict[str, Any]:
     async with job.gate.lease(job.slots):
         part, stats = await run_one_shard(job.prepared, job.settings, job.target, spec, job.plan,
                                           limiter=job.gate.limiter_for(job.slots), transport=job.transport,
-                                          spend=job.spend)
+                                          shared=job.shared)
     get_run_logger().info(shard_line(spec, stats, time.perf_counter() - clock, job.slots, job.gate.label))
     return {"index": spec.index, "rows": spec.rows, "part": str(part) if part else None,
             "stats": stats_to_dict(stats)}

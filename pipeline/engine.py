@@ -30,6 +30,16 @@ from pipeline.validate import Filtered, Reask, Valid, build_reask, compile_valid
 
 
 @dataclass
+class RunShared:
+    """What every shard of one run shares, whichever context or Prefect task processes it: the
+    money spent (so the budget holds across shards) and the requests on the wire (so a document
+    that two shards hold at once is paid for once)."""
+
+    spend: Spend = field(default_factory=Spend)
+    inflight: dict[str, asyncio.Future[JournalEntry]] = field(default_factory=dict)
+
+
+@dataclass
 class EngineContext:
     """Everything a shard needs; built once per run (or per Prefect shard task)."""
 
@@ -45,8 +55,7 @@ class EngineContext:
     budget_cny: float | None = None
     abort: asyncio.Event | None = None
     fatal: FatalError | None = None
-    inflight: dict[str, asyncio.Future[JournalEntry]] = field(default_factory=dict)
-    spend: Spend = field(default_factory=Spend)
+    shared: RunShared = field(default_factory=RunShared)
     endpoint_id: str = ""  # "emulator" keeps synthetic answers out of real ones (see keys.request_key)
 
     def __post_init__(self) -> None:
@@ -82,11 +91,11 @@ async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -
     borrowed: set[str] = set()
     async with asyncio.TaskGroup() as group:
         for key, body in todo.items():
-            if key in ctx.inflight:  # another shard of this run is already paying for it
-                borrowed.add(key)
-                group.create_task(_borrow(ctx.inflight[key], key, fresh))
+            owner = ctx.shared.inflight.get(key)
+            if owner is not None:  # another shard of this run is already paying for it
+                group.create_task(_borrow(ctx, owner, key, body, fresh, borrowed))
             else:
-                ctx.inflight[key] = asyncio.get_running_loop().create_future()
+                ctx.shared.inflight[key] = asyncio.get_running_loop().create_future()
                 group.create_task(_answer_into(ctx, key, body, fresh))
     ctx.journal.flush()
     if ctx.fatal is not None:
@@ -94,8 +103,26 @@ async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -
     return _row_metas(ctx, planned, known, fresh, borrowed)
 
 
-async def _borrow(future: asyncio.Future[JournalEntry], key: str, out: dict[str, JournalEntry]) -> None:
-    out[key] = await asyncio.shield(future)
+async def _borrow(ctx: EngineContext, owner: asyncio.Future[JournalEntry], key: str, body: dict[str, Any],
+                  out: dict[str, JournalEntry], borrowed: set[str]) -> None:
+    """Wait for the shard that is paying for ``key``. If that shard is cancelled before it has an
+    answer (e.g. its Prefect task was), the first shard still waiting pays instead."""
+    while True:
+        try:
+            out[key] = await asyncio.shield(owner)
+        except asyncio.CancelledError:
+            this_task = asyncio.current_task()
+            if not owner.cancelled() or (this_task is not None and this_task.cancelling()):
+                raise  # this shard itself is being cancelled
+        else:
+            borrowed.add(key)
+            return
+        successor = ctx.shared.inflight.get(key)
+        if successor is None:
+            ctx.shared.inflight[key] = asyncio.get_running_loop().create_future()
+            await _answer_into(ctx, key, body, out)
+            return
+        owner = successor
 
 
 def plan_row(ctx: EngineContext, row: Mapping[str, Any]) -> _Planned:
@@ -115,13 +142,13 @@ async def _answer_into(ctx: EngineContext, key: str, body: dict[str, Any], out: 
     try:
         entry, raw = await answer_request(ctx, key, body)
     except asyncio.CancelledError:
-        ctx.inflight.pop(key).cancel()  # borrowers are cancelled too; nothing left unretrieved
+        ctx.shared.inflight.pop(key).cancel()  # borrowers are cancelled too; nothing left unretrieved
         raise
     except BaseException as exc:
-        ctx.inflight.pop(key).set_exception(exc)
+        ctx.shared.inflight.pop(key).set_exception(exc)
         raise
     out[key] = entry
-    ctx.inflight.pop(key).set_result(entry)
+    ctx.shared.inflight.pop(key).set_result(entry)
     if entry.final:
         ctx.journal.add(entry, raw)
         if ctx.journal.pending == 1:  # first of this loop tick: commit the tick's batch soon
@@ -142,7 +169,7 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
     """Fetch, judge and (bounded) re-ask one request; never raises for a row-level problem."""
     assert ctx.abort is not None
     tally = _Tally()
-    if ctx.budget_cny is not None and ctx.spend.cny >= ctx.budget_cny:
+    if ctx.budget_cny is not None and ctx.shared.spend.cny >= ctx.budget_cny:
         message = f"the run's budget of {ctx.budget_cny} CNY was reached"
         return _entry(ctx, key, "skipped", tally, final=False, code="budget_reached", message=message), None
     current = body
@@ -171,7 +198,7 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
         tally.prompt_tokens += answer.prompt_tokens
         tally.completion_tokens += answer.completion_tokens
         cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens)
-        ctx.spend.cny += cost
+        ctx.shared.spend.cny += cost
         ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost)
         verdict = judge(answer.content, answer.finish_reason, ctx.validator)
         if isinstance(verdict, Reask) and tally.reasks < ctx.max_reasks:

@@ -16,7 +16,7 @@ import httpx
 import polars as pl
 
 from pipeline import io
-from pipeline.engine import EngineContext, process_shard, rows_of
+from pipeline.engine import EngineContext, RunShared, process_shard, rows_of
 from pipeline.errors import RunAborted
 from pipeline.glm.client import Endpoint, GLMClient
 from pipeline.glm.errors import FatalError
@@ -26,7 +26,7 @@ from pipeline.journal import Journal
 from pipeline.limiter import AdaptiveLimiter
 from pipeline.prompts import RenderOptions
 from pipeline.settings import Settings
-from pipeline.stats import RunStats, Spend
+from pipeline.stats import RunStats
 from pipeline.tables import RunColumns, assemble_shard, check_no_clash, extraction_dtype
 from pipeline.tasks import TaskSpec, load_task
 
@@ -75,14 +75,14 @@ def prepare_run(request: RunRequest, settings: Settings) -> PreparedRun:
 
 
 def build_context(prepared: PreparedRun, settings: Settings, client: GLMClient, limiter: AdaptiveLimiter,
-                  journal: Journal, spend: Spend | None = None, *, emulator: bool = False) -> EngineContext:
+                  journal: Journal, shared: RunShared | None = None, *, emulator: bool = False) -> EngineContext:
     return EngineContext(
         task=prepared.task,
         options=RenderOptions(model=settings.model, mode=settings.mode, max_tokens=settings.max_tokens),
         client=client, limiter=limiter, journal=journal,
         policy=RetryPolicy(settings.max_attempts, settings.backoff_initial_s, settings.backoff_max_s),
         stats=RunStats(), max_reasks=settings.max_reasks, price_cny_per_mtok=settings.price_cny_per_mtok,
-        budget_cny=settings.budget_cny, spend=spend or Spend(), endpoint_id="emulator" if emulator else "",
+        budget_cny=settings.budget_cny, shared=shared or RunShared(), endpoint_id="emulator" if emulator else "",
     )
 
 
@@ -174,17 +174,18 @@ async def run_one_shard(
     *,
     limiter: AdaptiveLimiter,
     transport: httpx.AsyncBaseTransport | None = None,
-    spend: Spend | None = None,
+    shared: RunShared | None = None,
 ) -> tuple[Path | None, RunStats]:
     """Process one shard into its part file (for callers that schedule shards themselves, e.g.
     a Prefect task). Raises :class:`RunAborted` on a fatal error; the journal keeps the answers.
-    Shards of one run in one process share ``spend`` so the run's budget holds across them."""
+    Shards of one run in one process share ``shared``: the run's budget holds across them and a
+    request one shard has on the wire is not sent again by another."""
     own_transport = transport is None
     transport = transport or transport_for(settings, limiter.cap)
     try:
         with Journal(settings.journal_path) as journal:
             ctx = build_context(prepared, settings, glm_client(transport, settings, target), limiter, journal,
-                                spend, emulator=target.kind == "emulator")
+                                shared, emulator=target.kind == "emulator")
             parts = await run_shards(ctx, [(spec.index, io.read_shard(spec))], plan, prepared.request.run_id)
         return (parts[0] if parts else None), ctx.stats
     finally:

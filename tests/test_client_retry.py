@@ -33,6 +33,7 @@ def test_answer_usage_and_fresh_request_id_per_attempt() -> None:
     ids = [r["request_id"] for r in fake.requests]
     assert len(ids) == 2 and len(set(ids)) == 2 and log.attempts == 2
     assert fake.headers[0]["authorization"] == "Bearer sk-secret"
+    assert fake.headers[0]["user-agent"].startswith("glm-extract/")
 
 
 def test_1302_is_retried_and_shrinks_the_window() -> None:

@@ -54,6 +54,17 @@ async def answer(request: web.Request) -> web.StreamResponse:
                         headers={"X-Request-Id": "srv-1"})
 
 
+async def slow(request: web.Request) -> web.StreamResponse:
+    await asyncio.sleep(2)
+    return await answer(request)
+
+
+async def drop(request: web.Request) -> web.StreamResponse:
+    assert request.transport is not None
+    request.transport.abort()
+    return web.Response()
+
+
 def post(origin: str, body: bytes = b'{"a": 1}', read_s: float = 5.0) -> httpx.Request:
     timeout = httpx.Timeout(read_s, connect=2.0).as_dict()
     return httpx.Request("POST", origin + "/api/paas/v4/chat/completions", content=body,
@@ -122,10 +133,6 @@ def test_connection_refused_is_a_connect_error_without_the_key() -> None:
 
 
 def test_a_slow_answer_is_a_read_timeout() -> None:
-    async def slow(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(2)
-        return await answer(request)
-
     async def go() -> None:
         async with serving(slow) as (origin, _, _), AiohttpTransport(max_connections=2) as transport:
             await transport.handle_async_request(post(origin, read_s=0.2))
@@ -135,11 +142,6 @@ def test_a_slow_answer_is_a_read_timeout() -> None:
 
 
 def test_a_dropped_connection_is_a_transport_error() -> None:
-    async def drop(request: web.Request) -> web.StreamResponse:
-        assert request.transport is not None
-        request.transport.abort()
-        return web.Response()
-
     async def go() -> None:
         async with serving(drop) as (origin, _, _), AiohttpTransport(max_connections=2) as transport:
             await transport.handle_async_request(post(origin))
@@ -150,15 +152,6 @@ def test_a_dropped_connection_is_a_transport_error() -> None:
 
 @pytest.mark.parametrize(("handler_kind", "code"), [("refused", "network"), ("slow", "timeout"), ("drop", "network")])
 def test_the_client_turns_network_failures_into_transient_errors(handler_kind: str, code: str) -> None:
-    async def slow(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(2)
-        return await answer(request)
-
-    async def drop(request: web.Request) -> web.StreamResponse:
-        assert request.transport is not None
-        request.transport.abort()
-        return web.Response()
-
     async def go() -> None:
         timeout = httpx.Timeout(0.2, connect=2.0)
         async with AiohttpTransport(max_connections=2) as transport:

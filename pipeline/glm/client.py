@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 import httpx
@@ -48,6 +49,16 @@ class Endpoint:
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=8.0)
 
 
+def _user_agent() -> str:
+    try:
+        return f"glm-extract/{metadata.version('glm-extract')}"
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "glm-extract"
+
+
+USER_AGENT = _user_agent()
+
+
 class GLMClient:
     """Sends one request per call to ``chat``; a fresh ``request_id`` for every attempt."""
 
@@ -55,7 +66,7 @@ class GLMClient:
                  timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
         self._transport = transport
         self._url = httpx.URL(endpoint.base_url.rstrip("/") + "/chat/completions")  # parsed once
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
         if endpoint.api_key:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
         self._headers = httpx.Headers(headers)

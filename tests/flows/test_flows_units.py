@@ -211,6 +211,52 @@ def test_shard_task_returns_a_small_json_summary_and_the_estimate_sees_the_journ
     assert (estimate.rows, estimate.skipped, estimate.requests, estimate.from_journal) == (5, 1, 0, 4)
 
 
+def test_concurrent_shard_tasks_pay_once_for_a_document_they_share(tmp_path: Path) -> None:
+    texts = ["Customer: refund order 7", "Customer: where is order 8", "Customer: refund order 7",
+             "Customer: where is order 8", "Customer: refund order 7", "Customer: cancel order 9"]
+    source = write_mini_tickets(tmp_path / "in.parquet", texts)
+    config = EmulatorConfig(concurrency=8, latency=LatencySpec.parse("fixed:0.3"))
+    with serve_in_thread(config) as emulator:
+        async def go() -> list[dict[str, Any]]:
+            async with build_transport(concurrency=8) as transport:
+                job, shards = shard_job(tmp_path, source, emulator.base_url, transport)
+                with disable_run_logger():  # both shards' requests are on the wire at the same time
+                    return list(await asyncio.gather(*(extract_shard.fn(job, spec) for spec in shards)))
+        results = asyncio.run(go())
+        sent = emulator.stats()["requests_received"]
+    stats = merge_results(results)
+    assert sent == 3 and stats.requests_sent == 3  # three distinct documents, each paid once
+    assert stats.rows == 6 and stats.status_counts["ok"] == 6
+    frame = pl.concat([pl.read_parquet(r["part"]) for r in results])
+    assert frame.get_column("_status").to_list() == ["ok"] * 6
+    assert frame.filter(pl.col("text") == "Customer: refund order 7").get_column("_request_id").n_unique() == 1
+
+
+def test_a_shard_waiting_on_a_cancelled_shard_pays_itself(tmp_path: Path) -> None:
+    texts = ["Customer: refund order 7", "Customer: hello", "Customer: bye", "Customer: refund order 7"]
+    source = write_mini_tickets(tmp_path / "in.parquet", texts)
+    config = EmulatorConfig(concurrency=8, latency=LatencySpec.parse("fixed:0.5"))
+    with serve_in_thread(config) as emulator:
+        async def go() -> dict[str, Any]:
+            async with build_transport(concurrency=8) as transport:
+                job, shards = shard_job(tmp_path, source, emulator.base_url, transport)
+                with disable_run_logger():
+                    first = asyncio.ensure_future(extract_shard.fn(job, shards[0]))
+                    await asyncio.sleep(0.1)  # the first shard has its requests on the wire
+                    second = asyncio.ensure_future(extract_shard.fn(job, shards[1]))
+                    await asyncio.sleep(0.1)  # the second now waits on the first for the shared text
+                    first.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await first
+                    return await second
+        result = asyncio.run(go())
+        sent = emulator.stats()["requests_received"]
+    assert result["rows"] == 1
+    assert sent == 4  # 3 from the cancelled shard, then the shared text again by the one that waited
+    assert result["stats"]["requests_sent"] == 1
+    assert pl.read_parquet(result["part"]).get_column("_status").to_list() == ["ok"]
+
+
 def test_estimate_counts_unique_requests_and_tokens(tmp_path: Path) -> None:
     source = write_mini_tickets(tmp_path / "in.parquet", ["same text", "same text", "   ", "other"])
     settings = Settings()
