@@ -4,9 +4,10 @@
     .venv/bin/python -m benchmarks.bench_memory --sizes 5000,20000   # the smoke version
 
 Shards stream (``iter_batches``, two shards in flight, one part file per shard), so peak RSS should
-not grow with the input. Peak RSS is the child's ``ru_maxrss`` from ``os.wait4``; the RSS is also
-sampled once a second from ``/proc`` so the curve over the run can be read (start, middle, end).
-The 1M-row run takes as long as 1M instant requests take on the machine (≈ 25–60 min on 2 cores).
+not grow with the input. Peak RSS is the child's own high-water mark (``VmHWM``, see
+``common.wait_cli`` for why not ``ru_maxrss``); the RSS is also sampled once a second from ``/proc``
+so the curve over the run can be read (start, middle, end). The 1M-row run takes as long as 1M
+instant requests take on the machine (≈ 8–10 min on 2 quiet cores).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ venv (``python -m venv /tmp/benchvenv && /tmp/benchvenv/bin/pip install openai b
 and point ``--peer-python`` (or ``GLM_BENCH_PEER_PYTHON``) at it. A peer whose package does not
 import is skipped with a message. Every contender gets the same rows (the peers get the exact
 request bodies glm-extract renders), the same emulator (cap C, fixed latency L, reset between
-contenders) and is measured the same way: a child process, its rusage from ``os.wait4``. CPU per row
+contenders) and is measured the same way: a child process, its CPU from ``os.wait4`` and its peak RSS
+from its own ``VmHWM`` (``common.wait_cli``). CPU per row
 is marginal: a 10-row run of the same contender gives its fixed start-up cost, subtracted.
 """
 

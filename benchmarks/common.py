@@ -1,9 +1,9 @@
 """Shared pieces of the benchmarks: synthetic ticket inputs, the emulator, and the CLI as a measured child.
 
-The pipeline always runs as ``python -m pipeline.cli run …`` in a child process, so its CPU time and
-peak RSS come from the kernel (``os.wait4`` rusage), not from sampling. The emulator runs in its own
-process too; its CPU is read from ``/proc/<pid>/stat`` before and after, so every benchmark can show
-that the emulator was not the bottleneck.
+The pipeline always runs as ``python -m pipeline.cli run …`` in a child process, so its CPU time
+comes from the kernel (``os.wait4`` rusage) and its peak RSS from its own ``VmHWM`` (see
+``wait_cli``). The emulator runs in its own process too; its CPU is read from ``/proc/<pid>/stat``
+before and after, so every benchmark can show that the emulator was not the bottleneck.
 """
 
 from __future__ import annotations
@@ -146,13 +146,38 @@ def start_cli(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
 
 
 def wait_cli(process: subprocess.Popen[bytes], started: float, output: Path) -> CliRun:
-    """Reap the child with ``os.wait4`` (its own rusage, not the sum of all children)."""
+    """Wait for the child: its peak RSS from ``/proc``, then reap it with ``os.wait4`` (its own CPU).
+
+    Not ``ru_maxrss``: Linux carries the high-water mark across ``exec`` from the memory the child
+    started with — after ``fork``/``vfork`` that is the *parent's* — so a benchmark holding a 1M-row
+    frame made every child look 530 MB big. ``VmHWM`` belongs to the child's own address space; it
+    only grows, so the last reading before the exit is the peak (polled every 20 ms)."""
+    peak_kb = 0
+    while True:
+        peak_kb = max(peak_kb, _vm_hwm_kb(process.pid))
+        exited = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        if exited is not None:
+            break
+        time.sleep(0.02)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
     summary_path = output.with_name(output.name + ".summary.json")
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    return CliRun(wall, usage.ru_utime, usage.ru_stime, usage.ru_maxrss / 1024, process.returncode, summary)
+    peak_mb = peak_kb / 1024 if peak_kb else usage.ru_maxrss / 1024  # a child too quick to read
+    return CliRun(wall, usage.ru_utime, usage.ru_stime, peak_mb, process.returncode, summary)
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    """The process's peak RSS so far (``VmHWM``), 0 once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
 
 
 def run_cli(source: Path, output: Path, base_url: str, concurrency: int, journal: Path,

@@ -269,7 +269,7 @@ def concat_parts(parts: Sequence[Path], target: Path, rows_per_group: int = OUTP
         pending_rows = pending_bytes = 0
         for part in parts:
             with pq.ParquetFile(part) as source:
-                table = source.read()
+                table = source.read(use_threads=False)
             pending.append(table)
             pending_rows += table.num_rows
             pending_bytes += table.nbytes
