@@ -257,9 +257,9 @@ def concat_parts(parts: Sequence[Path], target: Path, rows_per_group: int = OUTP
     """Copy the parts, in order, into one Parquet file; a row group closes at ``rows_per_group``
     rows or ``bytes_per_group`` bytes (in memory), whichever comes first.
 
-    Only one row group's rows are in memory at a time: +60 MB RSS at any size, where polars'
+    Only one row group's rows are in memory at a time: +40 MB RSS at any size, where polars'
     ``scan_parquet(parts).sink_parquet`` peaked at +150 MB at 100k rows and grew with the rows
-    (docs/performance.md).
+    (docs/performance.md). Parts without rows add no row group; the schema is always written.
     """
     if not parts:
         raise ValueError("no parts to concatenate")
@@ -276,9 +276,8 @@ def concat_parts(parts: Sequence[Path], target: Path, rows_per_group: int = OUTP
             if pending_rows >= rows_per_group or pending_bytes >= bytes_per_group:
                 writer.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
                 pending, pending_rows, pending_bytes = [], 0, 0
-        if pending:
-            writer.write_table(pa.concat_tables(pending), row_group_size=max(1, pending_rows))
-    # no row written at all: the file still carries the typed schema (zero row groups)
+        if pending_rows:
+            writer.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
 
 
 def discard_parts(plan: OutputPlan) -> None:

@@ -42,6 +42,7 @@ def test_an_empty_part_gives_an_empty_typed_table(tmp_path: Path) -> None:
     concat_parts([part(tmp_path / "empty.parquet", 0, 0)], out)
     joined = pl.read_parquet(out)
     assert joined.height == 0 and joined.schema == pl.Schema(DTYPE)
+    assert pq.ParquetFile(out).num_row_groups == 0
 
 
 def test_no_parts_is_a_bug_not_an_empty_file(tmp_path: Path) -> None:
