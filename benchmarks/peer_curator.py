@@ -1,14 +1,13 @@
 """Peer: bespokelabs-curator's ``LLM`` over the OpenAI-compatible backend, configured as its docs show.
 
-Self-contained (stdlib + ``bespokelabs-curator``), run from the separate venv of the ``bench`` extra by
-``bench_peers`` with the same JSONL of rendered request bodies as ``peer_openai.py``; prints one JSON
-line with its own clock. Curator's cache goes to ``CURATOR_CACHE_DIR`` (a temp dir) and telemetry is
-off, so nothing leaves the machine.
+Self-contained (stdlib, ``bespokelabs-curator`` and the sibling ``peer_io.py``), run from the
+separate venv of the ``bench`` extra by ``bench_peers`` with the same JSONL of rendered request
+bodies as ``peer_openai.py``; prints one JSON line with its own clock. Curator's cache goes to
+``CURATOR_CACHE_DIR`` (a temp dir) and telemetry is off, so nothing leaves the machine.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -24,6 +23,7 @@ if _LITELLM is not None and _LITELLM.origin is not None:
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(Path(_LITELLM.origin).parent / "litellm_core_utils" / "tokenizers"))
 
 from bespokelabs import curator  # noqa: E402 (the environment above must be set before curator reads it)
+from peer_io import read_args  # noqa: E402 (a sibling: this script runs by path)
 
 
 class Extract(curator.LLM):  # type: ignore[misc]
@@ -35,13 +35,7 @@ class Extract(curator.LLM):  # type: ignore[misc]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=Path, required=True)
-    parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--base-url", required=True)
-    parser.add_argument("--concurrency", type=int, default=50)
-    args = parser.parse_args()
-    rows = [json.loads(line) for line in args.requests.read_text().splitlines() if line]
+    args, rows = read_args()
     body = rows[0]["body"]
     llm = Extract(
         model_name=body["model"], backend="openai",

@@ -1,22 +1,22 @@
 """Peer baseline: the script users write — the official ``openai`` client, ``asyncio.Semaphore``, ``gather``.
 
-Self-contained on purpose (stdlib + ``openai`` only) so it runs from a separate venv holding the
-``bench`` extra. ``bench_peers`` feeds it a JSONL file of ``{"id": …, "body": {…}}`` (the request
-bodies glm-extract renders, so both send identical prompts) and reads the last line it prints::
+Self-contained on purpose (stdlib, ``openai`` and the sibling ``peer_io.py``) so it runs from a
+separate venv holding the ``bench`` extra. ``bench_peers`` feeds it a JSONL file of
+``{"id": …, "body": {…}}`` (the request bodies glm-extract renders, so both send identical prompts)
+and reads the last line it prints::
 
     python benchmarks/peer_openai.py --requests in.jsonl --output out.jsonl --base-url URL --concurrency 50
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from openai import AsyncOpenAI
+from peer_io import read_args  # a sibling: this script runs by path
 
 
 async def extract_all(rows: list[dict[str, Any]], base_url: str, concurrency: int) -> list[dict[str, Any]]:
@@ -42,13 +42,7 @@ async def extract_all(rows: list[dict[str, Any]], base_url: str, concurrency: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=Path, required=True)
-    parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--base-url", required=True)
-    parser.add_argument("--concurrency", type=int, default=50)
-    args = parser.parse_args()
-    rows = [json.loads(line) for line in args.requests.read_text().splitlines() if line]
+    args, rows = read_args()
     started = time.perf_counter()
     results = asyncio.run(extract_all(rows, args.base_url, args.concurrency))
     seconds = time.perf_counter() - started
