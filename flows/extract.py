@@ -188,7 +188,7 @@ async def extract_all(prepared: PreparedRun, settings: Settings, gate: Gate, sha
         with resolve_target(settings) as target:
             if target.kind == "emulator":
                 get_run_logger().warning(OFFLINE_BANNER)
-            async with open_transport(settings) as transport:
+            async with transport_for(settings) as transport:  # one pool, shared by the shard tasks
                 job = ShardJob(prepared, settings, target, plan, gate, slots, transport)
                 results = await run_shard_tasks(job, shards, width)
         stats = merge_results(results)
@@ -198,11 +198,6 @@ async def extract_all(prepared: PreparedRun, settings: Settings, gate: Gate, sha
         return summary
     finally:
         io.discard_parts(plan)
-
-
-def open_transport(settings: Settings) -> httpx.AsyncBaseTransport:
-    """The run's one HTTP transport, shared by its shard tasks (use as ``async with``)."""
-    return transport_for(settings)
 
 
 async def run_shard_tasks(job: ShardJob, shards: Sequence[io.ShardSpec], width: int) -> list[dict[str, Any]]:

@@ -74,12 +74,15 @@ def prepare_run(request: RunRequest, settings: Settings) -> PreparedRun:
     return PreparedRun(request, task, info, datetime.now(UTC))
 
 
-def build_context(prepared: PreparedRun, settings: Settings, client: GLMClient, limiter: AdaptiveLimiter,
-                  journal: Journal, shared: RunShared | None = None, *, emulator: bool = False) -> EngineContext:
+def build_context(prepared: PreparedRun, settings: Settings, target: Target, transport: httpx.AsyncBaseTransport,
+                  limiter: AdaptiveLimiter, journal: Journal, shared: RunShared | None = None) -> EngineContext:
+    """A shard's context: a client for ``target`` over ``transport`` with the settings' timeouts."""
+    timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
+    emulator = target.kind == "emulator"
     return EngineContext(
         task=prepared.task,
         options=RenderOptions(model=settings.model, mode=settings.mode, max_tokens=settings.max_tokens),
-        client=client, limiter=limiter, journal=journal,
+        client=GLMClient(transport, target.endpoint, timeout), limiter=limiter, journal=journal,
         policy=RetryPolicy(settings.max_attempts, settings.backoff_initial_s, settings.backoff_max_s),
         stats=RunStats(), max_reasks=settings.max_reasks, price_cny_per_mtok=settings.price_cny_per_mtok,
         budget_cny=settings.budget_cny, shared=shared or RunShared(), endpoint_id="emulator" if emulator else "",
@@ -90,11 +93,6 @@ def transport_for(settings: Settings, concurrency: int | None = None) -> httpx.A
     """The run's one HTTP transport, sized for ``concurrency`` (default: the settings' cap)."""
     return build_transport(concurrency=concurrency or settings.concurrency, transport=settings.transport)
 
-
-def glm_client(transport: httpx.AsyncBaseTransport, settings: Settings, target: Target) -> GLMClient:
-    """A client for ``target`` over ``transport`` with the settings' timeouts."""
-    timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
-    return GLMClient(transport, target.endpoint, timeout)
 
 
 async def run_extraction(
@@ -117,8 +115,7 @@ async def run_extraction(
     clock = time.perf_counter()
     try:
         with Journal(settings.journal_path) as journal:
-            ctx = build_context(prepared, settings, glm_client(transport, settings, target), limiter, journal,
-                                emulator=target.kind == "emulator")
+            ctx = build_context(prepared, settings, target, transport, limiter, journal)
             shards = enumerate(io.iter_shards(prepared.info.files, settings.shard_size))
             parts = await run_shards(ctx, shards, plan, request.run_id, on_progress)
         summary = build_summary(prepared, ctx.stats, settings, target, limiter_label, time.perf_counter() - clock)
@@ -184,8 +181,7 @@ async def run_one_shard(
     transport = transport or transport_for(settings, limiter.cap)
     try:
         with Journal(settings.journal_path) as journal:
-            ctx = build_context(prepared, settings, glm_client(transport, settings, target), limiter, journal,
-                                shared, emulator=target.kind == "emulator")
+            ctx = build_context(prepared, settings, target, transport, limiter, journal, shared)
             parts = await run_shards(ctx, [(spec.index, io.read_shard(spec))], plan, prepared.request.run_id)
         return (parts[0] if parts else None), ctx.stats
     finally:
