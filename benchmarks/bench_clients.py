@@ -30,10 +30,9 @@ import aiohttp
 import httpx
 import orjson
 
-from benchmarks.common import emulator, fmt, load_average, make_tickets, render_bodies
+from benchmarks.common import emulator, fmt, gated, load_average, make_tickets, render_bodies
 from pipeline.glm.transport import AiohttpTransport, build_transport
 
-Send = Callable[[bytes], Awaitable[None]]
 HEADERS = {"Content-Type": "application/json"}
 TIMEOUT = httpx.Timeout(60, connect=8)
 
@@ -76,16 +75,6 @@ def httpx_aiohttp_transport(concurrency: int) -> httpx.AsyncBaseTransport:
 
     limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
     return PackageTransport(limits=limits)  # type: ignore[no-any-return]
-
-
-async def gated(send: Send, bodies: list[bytes], concurrency: int) -> None:
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(body: bytes) -> None:
-        async with gate:
-            await send(body)
-
-    await asyncio.gather(*(one(body) for body in bodies))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,25 +18,25 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import cli_argv, cli_env, emulator, fmt, result_line, start_cli, wait_cli, write_tickets
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+from benchmarks.common import (
+    cli_argv,
+    cli_env,
+    emulator,
+    fmt,
+    proc_status_kb,
+    result_line,
+    start_cli,
+    wait_cli,
+    write_tickets,
+)
 
 
 def sample_rss(pid: int, samples: list[float], stop: threading.Event) -> None:
     """Append the child's RSS once a second until ``stop``."""
     while not stop.wait(1.0):
-        value = rss_mb(pid)
+        value = proc_status_kb(pid, "VmRSS")
         if value is not None:
-            samples.append(value)
+            samples.append(value / 1024)
 
 
 def measure_memory(rows: int, concurrency: int, workdir: Path) -> dict[str, float]:

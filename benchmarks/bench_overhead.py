@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.common import (
     CliRun,
-    cli_argv,
-    cli_env,
     emulator,
     fmt,
     make_tickets,
@@ -30,8 +27,7 @@ from benchmarks.common import (
     raw_reference,
     render_bodies,
     result_line,
-    start_cli,
-    wait_cli,
+    run_cli,
     write_tickets,
 )
 
@@ -64,14 +60,8 @@ def measure_overhead(rows: int, concurrency: int, transport: str, workdir: Path,
 
 
 def _run(source: Path, stem: Path, base_url: str, concurrency: int, transport: str) -> CliRun:
-    output = stem.with_suffix(".parquet")
-    env = cli_env(stem.with_suffix(".sqlite"), {"GLM_EXTRACT_TRANSPORT": transport})
-    started = time.perf_counter()
-    process = start_cli(cli_argv(source, output, base_url, concurrency), env, stem.with_suffix(".log"))
-    result = wait_cli(process, started, output)
-    if result.returncode != 0:
-        raise RuntimeError(f"glm-extract exited {result.returncode}: {stem.with_suffix('.log').read_text()[-2000:]}")
-    return result
+    return run_cli(source, stem.with_suffix(".parquet"), base_url, concurrency, stem.with_suffix(".sqlite"),
+                   {"GLM_EXTRACT_TRANSPORT": transport})
 
 
 def report(transport: str, f: dict[str, float]) -> None:

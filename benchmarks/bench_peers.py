@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,7 @@ from benchmarks.common import (
     make_tickets,
     render_bodies,
     result_line,
-    start_cli,
-    wait_cli,
+    run_child,
 )
 
 PEERS = {"openai": ("openai", "peer_openai.py"), "curator": ("bespokelabs.curator", "peer_curator.py")}
@@ -65,25 +63,15 @@ def write_requests(frame: pl.DataFrame, path: Path) -> Path:
     return path
 
 
-def run_child(argv: list[str], env: dict[str, str], log: Path, output: Path) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds, peak RSS MB) of one child run to completion."""
-    started = time.perf_counter()
-    process = start_cli(argv, env, log)
-    run = wait_cli(process, started, output)
-    if run.returncode != 0:
-        raise RuntimeError(f"{argv[1:3]} exited {run.returncode}: {log.read_text()[-2000:]}")
-    return run.wall_s, run.cpu_s, run.max_rss_mb
-
-
 def measure(name: str, argv_for: Any, env: dict[str, str], emu: EmulatorProcess, rows: int,
             workdir: Path) -> Contender:
     """Run ``argv_for(size)`` at 10 rows and at ``rows``; the difference gives the marginal CPU."""
-    _, small_cpu, _ = run_child(argv_for(10), env, workdir / f"{name}-10.log", workdir / f"{name}-10.out")
+    small = run_child(argv_for(10), env, workdir / f"{name}-10.log", workdir / f"{name}-10.out")
     emu.reset()
-    wall, cpu, rss = run_child(argv_for(rows), env, workdir / f"{name}.log", workdir / f"{name}.out")
+    run = run_child(argv_for(rows), env, workdir / f"{name}.log", workdir / f"{name}.out")
     stats = emu.stats()
-    seconds = _own_seconds(workdir / f"{name}.log", workdir / f"{name}.out.parquet") or wall
-    return Contender(name, rows / seconds, 1000 * (cpu - small_cpu) / (rows - 10), rss,
+    seconds = _own_seconds(workdir / f"{name}.log", workdir / f"{name}.out.parquet") or run.wall_s
+    return Contender(name, rows / seconds, 1000 * (run.cpu_s - small.cpu_s) / (rows - 10), run.max_rss_mb,
                      stats["completed_ok"], stats["by_outcome"].get("over_capacity", 0), stats["requests_received"])
 
 

@@ -30,8 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.common import (
-    REPO,
-    TASK,
+    checked,
     cli_argv,
     cli_env,
     emulator,
@@ -39,38 +38,33 @@ from benchmarks.common import (
     kill_hard,
     make_tickets,
     result_line,
+    run_child,
     start_cli,
+    ticket_prompt,
     wait_cli,
     write_tickets,
 )
 from pipeline.emulator.answers import answer_request
 from pipeline.emulator.process import EmulatorProcess
-from pipeline.engine import rows_of
 from pipeline.journal import Journal, JournalEntry
 from pipeline.keys import request_key
-from pipeline.prompts import RenderOptions, render_request, system_message
-from pipeline.settings import Settings
-from pipeline.tasks import load_task
 
 CHUNK = 50_000
 
 
 def fill_journal(frame: pl.DataFrame, path: Path) -> None:
     """Journal an ``ok`` answer for every row of ``frame``, keyed exactly as a run keys it."""
-    task = load_task(TASK, REPO / "schemas")
-    defaults = Settings()
-    options = RenderOptions(model=defaults.model, mode=defaults.mode, max_tokens=defaults.max_tokens)
-    system = system_message(task, options.mode)
-    first = render_request(task, rows_of(frame.head(1), task)[0], options, system)
-    data_json = answer_request(first).text  # one schema-valid answer, reused: only the keys must differ
+    prompt = ticket_prompt()
+    task, model = prompt.task, prompt.options.model
+    data_json = answer_request(prompt.render(prompt.rows(frame.head(1))[0])).text  # one valid answer, reused
     with Journal(path) as journal:
         for start in range(0, frame.height, CHUNK):
-            for row in rows_of(frame.slice(start, CHUNK), task):
-                key = request_key(render_request(task, row, options, system))
+            for row in prompt.rows(frame.slice(start, CHUNK)):
+                key = request_key(prompt.render(row))
                 journal.add(JournalEntry(
                     key=key, status="ok", final=True, data_json=data_json, error_code=None, error_message=None,
                     attempts=1, reasks=0, prompt_tokens=900, completion_tokens=200, latency_ms=200.0,
-                    finish_reason="stop", model=defaults.model, request_id=None, task=task.name,
+                    finish_reason="stop", model=model, request_id=None, task=task.name,
                     schema_id=task.schema_id), None)  # fmt: skip
             journal.flush()
 
@@ -93,11 +87,11 @@ def time_to_first_request(emu: EmulatorProcess, source: Path, output: Path,
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    run = wait_cli(process, started, output)
-    done.set()
-    watcher.join()
-    if run.returncode != 0:
-        raise RuntimeError(f"glm-extract exited {run.returncode}: {output.with_suffix('.log').read_text()[-2000:]}")
+    try:
+        run = checked(wait_cli(process, started, output), output.with_suffix(".log"))
+    finally:
+        done.set()
+        watcher.join()
     return (first[0] if first else float("nan")), run.wall_s, run.max_rss_mb
 
 
@@ -145,11 +139,8 @@ def measure_kill(rows: int, workdir: Path, concurrency: int = 50, latency: float
         with Journal(journal) as j:
             journaled = j.count()
         emu.reset()
-        process = start_cli(argv, cli_env(journal), workdir / "kill2.log")
-        rerun = wait_cli(process, time.perf_counter(), output)
+        rerun = run_child(argv, cli_env(journal), workdir / "kill2.log", output)
         second_sent = emu.stats()["requests_received"]
-    if rerun.returncode != 0:
-        raise RuntimeError(f"rerun exited {rerun.returncode}: {(workdir / 'kill2.log').read_text()[-2000:]}")
     return {"rows": rows, "sent_before_kill": first_sent, "in_flight_at_kill": in_flight, "gauge": gauge,
             "journaled": journaled,
             "sent_after": second_sent, "repeated": first_sent + second_sent - rows,

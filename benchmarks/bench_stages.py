@@ -22,16 +22,14 @@ from pathlib import Path
 
 import httpx
 import orjson
+import polars as pl
 
-from benchmarks.common import REPO, TASK, make_tickets
+from benchmarks.common import make_tickets, ticket_prompt
 from pipeline.emulator.answers import answer_request
-from pipeline.engine import rows_of
 from pipeline.journal import Journal, JournalEntry
 from pipeline.keys import request_key
-from pipeline.prompts import RenderOptions, render_request, system_message
-from pipeline.settings import Settings
 from pipeline.tables import RowMeta, RunColumns, assemble_shard, extraction_dtype
-from pipeline.tasks import load_task
+from pipeline.tasks import TaskSpec
 from pipeline.validate import compile_validator, judge
 
 
@@ -42,20 +40,17 @@ def per_row_us(action: Callable[[], object], rows: int) -> float:
 
 
 def measure_stages(rows: int, workdir: Path) -> dict[str, float]:
-    task = load_task(TASK, REPO / "schemas")
-    defaults = Settings()
-    options = RenderOptions(model=defaults.model, mode=defaults.mode, max_tokens=defaults.max_tokens)
-    system = system_message(task, options.mode)
+    prompt = ticket_prompt()
+    task = prompt.task
     frame = make_tickets(rows)
-    dicts = rows_of(frame, task)
-    bodies = [render_request(task, row, options, system) for row in dicts[:50]]
+    dicts = prompt.rows(frame)
+    bodies = [prompt.render(row) for row in dicts[:50]]
     answers = [answer_request(body).text for body in bodies]
     validator = compile_validator(task.schema)
     entries = [_entry(i, answers[i % 50], task.name) for i in range(rows)]
     figures = {
-        "rows_of (frame -> dicts)": per_row_us(lambda: rows_of(frame, task), rows),
-        "render + key": per_row_us(lambda: [request_key(render_request(task, r, options, system))
-                                            for r in dicts], rows),
+        "rows_of (frame -> dicts)": per_row_us(lambda: prompt.rows(frame), rows),
+        "render + key": per_row_us(lambda: [request_key(prompt.render(r)) for r in dicts], rows),
         "judge (parse + validate)": per_row_us(lambda: [judge(answers[i % 50], "stop", validator)
                                                         for i in range(rows)], rows),
         "dataclasses.astuple(entry)": per_row_us(lambda: [dataclasses.astuple(e) for e in entries], rows),
@@ -87,11 +82,7 @@ def _journal(path: Path, entries: list[JournalEntry], batch: int) -> None:
             journal.flush()
 
 
-def _assemble(frame: object, task: object, entries: list[JournalEntry], workdir: Path) -> None:
-    import polars as pl
-
-    assert isinstance(frame, pl.DataFrame)
-    spec = load_task(TASK, REPO / "schemas")
+def _assemble(frame: pl.DataFrame, spec: TaskSpec, entries: list[JournalEntry], workdir: Path) -> None:
     dtype = extraction_dtype(spec.schema)
     run = RunColumns(spec.name, spec.schema_id, spec.prompt_version, "bench")
     for start in range(0, frame.height, 1000):

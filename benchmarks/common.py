@@ -8,22 +8,29 @@ before and after, so every benchmark can show that the emulator was not the bott
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import orjson
 import polars as pl
 
 from pipeline.emulator.config import EmulatorConfig, LatencySpec
 from pipeline.emulator.process import EmulatorProcess, start_emulator
+from pipeline.engine import rows_of
+from pipeline.prompts import RenderOptions, render_request, system_message
+from pipeline.settings import Settings
+from pipeline.tasks import TaskSpec, load_task
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "ticket_qa"
@@ -154,7 +161,7 @@ def wait_cli(process: subprocess.Popen[bytes], started: float, output: Path) -> 
     only grows, so the last reading before the exit is the peak (polled every 20 ms)."""
     peak_kb = 0
     while True:
-        peak_kb = max(peak_kb, _vm_hwm_kb(process.pid))
+        peak_kb = max(peak_kb, proc_status_kb(process.pid, "VmHWM") or 0)
         exited = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         if exited is not None:
             break
@@ -168,39 +175,41 @@ def wait_cli(process: subprocess.Popen[bytes], started: float, output: Path) -> 
     return CliRun(wall, usage.ru_utime, usage.ru_stime, peak_mb, process.returncode, summary)
 
 
-def _vm_hwm_kb(pid: int) -> int:
-    """The process's peak RSS so far (``VmHWM``), 0 once it has exited."""
+def proc_status_kb(pid: int, field: str) -> int | None:
+    """A kB field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``); None once the process is gone."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
+    except OSError:
+        return None
+    return None
+
+
+def checked(run: CliRun, log: Path) -> CliRun:
+    """``run`` if it exited 0; else raise with the tail of its log."""
+    if run.returncode != 0:
+        raise RuntimeError(f"{log.stem} exited {run.returncode}: {log.read_text()[-2000:]}")
+    return run
+
+
+def run_child(argv: list[str], env: dict[str, str], log: Path, output: Path) -> CliRun:
+    """Run a child (the CLI or a peer) to completion and measure it; raise if it failed."""
+    started = time.perf_counter()
+    return checked(wait_cli(start_cli(argv, env, log), started, output), log)
 
 
 def run_cli(source: Path, output: Path, base_url: str, concurrency: int, journal: Path,
-            *extra: str) -> CliRun:
-    """Run the CLI to completion and measure it; raise with its log tail if it failed."""
-    log = output.with_suffix(".log")
-    started = time.perf_counter()
-    process = start_cli(cli_argv(source, output, base_url, concurrency, *extra), cli_env(journal), log)
-    result = wait_cli(process, started, output)
-    if result.returncode != 0:
-        raise RuntimeError(f"glm-extract exited {result.returncode}: {log.read_text()[-2000:]}")
-    return result
+            env: dict[str, str] | None = None) -> CliRun:
+    """Run the CLI to completion and measure it (``env``: extra variables, e.g. a setting)."""
+    argv = cli_argv(source, output, base_url, concurrency)
+    return run_child(argv, cli_env(journal, env), output.with_suffix(".log"), output)
 
 
 def kill_hard(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL the child (the resume benchmark's crash)."""
     os.kill(process.pid, signal.SIGKILL)
-
-
-def startup_cpu(workdir: Path, base_url: str, concurrency: int) -> CliRun:
-    """The CLI's fixed cost (imports, checks, output) measured on a 10-row input."""
-    source = write_tickets(workdir / "startup.parquet", 10, seed=99)
-    return run_cli(source, workdir / "startup.out.parquet", base_url, concurrency, workdir / "startup.sqlite")
 
 
 def fmt(value: float, digits: int = 3) -> str:
@@ -212,20 +221,32 @@ def result_line(name: str, figures: dict[str, object]) -> str:
     return f"RESULT {name} " + " ".join(f"{k}={v}" for k, v in figures.items())
 
 
-def render_bodies(frame: pl.DataFrame) -> list[bytes]:
-    """The request bodies a run would send for ``frame`` (the pipeline's own render), as JSON bytes."""
-    import orjson
+@dataclass(frozen=True)
+class Prompt:
+    """The benchmark task as a run with default settings renders it."""
 
-    from pipeline.engine import rows_of
-    from pipeline.prompts import RenderOptions, render_request, system_message
-    from pipeline.settings import Settings
-    from pipeline.tasks import load_task
+    task: TaskSpec
+    options: RenderOptions
+    system: str
 
+    def render(self, row: dict[str, Any]) -> dict[str, Any]:
+        return render_request(self.task, row, self.options, self.system)
+
+    def rows(self, frame: pl.DataFrame) -> list[dict[str, Any]]:
+        return rows_of(frame, self.task)
+
+
+def ticket_prompt() -> Prompt:
     task = load_task(TASK, REPO / "schemas")
     defaults = Settings()
     options = RenderOptions(model=defaults.model, mode=defaults.mode, max_tokens=defaults.max_tokens)
-    system = system_message(task, options.mode)
-    return [orjson.dumps(render_request(task, row, options, system)) for row in rows_of(frame, task)]
+    return Prompt(task, options, system_message(task, options.mode))
+
+
+def render_bodies(frame: pl.DataFrame) -> list[bytes]:
+    """The request bodies a run would send for ``frame`` (the pipeline's own render), as JSON bytes."""
+    prompt = ticket_prompt()
+    return [orjson.dumps(prompt.render(row)) for row in prompt.rows(frame)]
 
 
 @dataclass(frozen=True)
@@ -237,29 +258,33 @@ class Reference:
     p50_ms: float
 
 
+async def gated(send: Callable[[bytes], Awaitable[None]], bodies: list[bytes], concurrency: int) -> None:
+    """``send`` every body, ``concurrency`` at a time."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(body: bytes) -> None:
+        async with gate:
+            await send(body)
+
+    await asyncio.gather(*(one(body) for body in bodies))
+
+
 def raw_reference(base_url: str, bodies: list[bytes], concurrency: int) -> Reference:
     """Send ``bodies`` with raw aiohttp at ``concurrency`` in flight; no retries, parse with orjson only."""
-    import asyncio
-
-    import aiohttp
-    import orjson
-
     latencies: list[float] = []
 
     async def send_all() -> None:
-        gate = asyncio.Semaphore(concurrency)
         headers = {"Content-Type": "application/json"}
         connector = aiohttp.TCPConnector(limit=concurrency + 8)
         async with aiohttp.ClientSession(connector=connector) as session:
 
-            async def one(body: bytes) -> None:
-                async with gate:
-                    sent = time.perf_counter()
-                    async with session.post(base_url + "/chat/completions", data=body, headers=headers) as response:
-                        orjson.loads(await response.read())
-                    latencies.append(time.perf_counter() - sent)
+            async def send(body: bytes) -> None:
+                sent = time.perf_counter()
+                async with session.post(base_url + "/chat/completions", data=body, headers=headers) as response:
+                    orjson.loads(await response.read())
+                latencies.append(time.perf_counter() - sent)
 
-            await asyncio.gather(*(one(body) for body in bodies))
+            await gated(send, bodies, concurrency)
 
     started, cpu = time.perf_counter(), time.process_time()
     asyncio.run(send_all())
