@@ -23,12 +23,12 @@ run: $(STAMP)  ## extract the bundled sample tickets and reports (offline emulat
 		--output $(OUT)/financial_reports_enriched.parquet
 
 test: $(STAMP)  ## lint, type-check and run every test suite
-	$(BIN)/ruff check pipeline flows tests benchmarks scripts
+	$(BIN)/ruff check pipeline flows emulator tests benchmarks scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline flows tests benchmarks scripts
+	$(BIN)/ruff check pipeline flows emulator tests benchmarks scripts
 	$(BIN)/mypy
 
 bench: $(STAMP)

@@ -42,7 +42,7 @@ from benchmarks.common import (
     result_line,
     run_cli,
 )
-from pipeline.emulator.config import LatencySpec
+from emulator.config import LatencySpec
 
 
 def mean_latency(spec: str) -> float:

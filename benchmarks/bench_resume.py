@@ -44,8 +44,8 @@ from benchmarks.common import (
     wait_cli,
     write_tickets,
 )
-from pipeline.emulator.answers import answer_request
-from pipeline.emulator.process import EmulatorProcess
+from emulator.answers import answer_request
+from emulator.process import EmulatorProcess
 from pipeline.journal import Journal, JournalEntry
 from pipeline.keys import request_key
 

@@ -25,7 +25,7 @@ import orjson
 import polars as pl
 
 from benchmarks.common import make_tickets, ticket_prompt
-from pipeline.emulator.answers import answer_request
+from emulator.answers import answer_request
 from pipeline.journal import Journal, JournalEntry
 from pipeline.keys import request_key
 from pipeline.tables import RowMeta, RunColumns, assemble_shard, extraction_dtype

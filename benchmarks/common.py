@@ -25,8 +25,8 @@ import aiohttp
 import orjson
 import polars as pl
 
-from pipeline.emulator.config import EmulatorConfig, LatencySpec
-from pipeline.emulator.process import EmulatorProcess, start_emulator
+from emulator.config import EmulatorConfig, LatencySpec
+from emulator.process import EmulatorProcess, start_emulator
 from pipeline.engine import rows_of
 from pipeline.prompts import RenderOptions, render_request, system_message
 from pipeline.settings import Settings

@@ -2,7 +2,7 @@
 
 Rows are rendered exactly as the engine renders them, so the content keys match the journal's:
 an answer already paid for is counted as free. Prompt tokens follow the platform's rule of thumb
-(``pipeline.emulator.tokens``); completion tokens are the mean of this shard's journaled answers,
+(``emulator.tokens``); completion tokens are the mean of this shard's journaled answers,
 else :data:`DEFAULT_COMPLETION_TOKENS`.
 """
 

@@ -168,7 +168,7 @@ def evaluate(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def emulator(ctx: typer.Context) -> None:
     """Run the local GLM emulator (flags: see `glm-extract emulator --help-emulator`)."""
-    from pipeline.emulator.__main__ import main as emulator_main
+    from emulator.__main__ import main as emulator_main
 
     args = ["--help" if a == "--help-emulator" else a for a in ctx.args]
     raise typer.Exit(emulator_main(args) or 0)

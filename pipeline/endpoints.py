@@ -34,8 +34,8 @@ def resolve_target(settings: Settings, *, emulator_latency: str = "lognormal:0.1
     if not needs_emulator(settings):
         yield online_target(settings)
         return
-    from pipeline.emulator.config import EmulatorConfig, LatencySpec
-    from pipeline.emulator.process import start_emulator
+    from emulator.config import EmulatorConfig, LatencySpec
+    from emulator.process import start_emulator
 
     config = EmulatorConfig(concurrency=settings.concurrency, latency=LatencySpec.parse(emulator_latency))
     with start_emulator(config) as emulator:

@@ -12,8 +12,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.emulator.config import EmulatorConfig, LatencySpec
-from pipeline.emulator.process import EmulatorProcess, start_emulator
+from emulator.config import EmulatorConfig, LatencySpec
+from emulator.process import EmulatorProcess, start_emulator
 from tests.conftest import REPO, SAMPLE
 
 TICKETS = SAMPLE / "tickets.parquet"

@@ -11,9 +11,9 @@ import jsonschema_rs
 import orjson
 import pytest
 
-from pipeline.emulator.answers import answer_request, extract_document, extract_schema_text
-from pipeline.emulator.docfacts import DocFacts
-from pipeline.emulator.schema_plan import compile_schema, plan_for_text
+from emulator.answers import answer_request, extract_document, extract_schema_text
+from emulator.docfacts import DocFacts
+from emulator.schema_plan import compile_schema, plan_for_text
 from pipeline.tokens import count_completion_tokens, count_prompt_tokens, count_text_tokens
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"

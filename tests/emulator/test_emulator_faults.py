@@ -10,12 +10,12 @@ import jsonschema_rs
 import orjson
 import pytest
 
-from pipeline.emulator.cli import build_parser, config_from_args
-from pipeline.emulator.config import EmulatorConfig, LatencySpec, parse_fault
-from pipeline.emulator.faults import FaultTable, break_answer, decide_fault, draw_latency, violate_schema
-from pipeline.emulator.hashing import content_key
-from pipeline.emulator.schema_plan import compile_schema
-from pipeline.emulator.wire import check_request
+from emulator.cli import build_parser, config_from_args
+from emulator.config import EmulatorConfig, LatencySpec, parse_fault
+from emulator.faults import FaultTable, break_answer, decide_fault, draw_latency, violate_schema
+from emulator.hashing import content_key
+from emulator.schema_plan import compile_schema
+from emulator.wire import check_request
 
 KEYS = [f"sha256:{i:064x}" for i in range(2000)]
 SCHEMA: dict[str, Any] = {

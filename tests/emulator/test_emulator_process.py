@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.emulator import EmulatorConfig, LatencySpec, start_emulator
+from emulator import EmulatorConfig, LatencySpec, start_emulator
 
 REPO = Path(__file__).resolve().parents[2]
 BODY = {
@@ -83,7 +83,7 @@ def test_the_api_key_travels_over_stdin_not_argv() -> None:
 
 def test_cli_prints_exactly_one_ready_line_and_exits_on_sigterm(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.emulator", "--port", "0", "--seed", "7", "--fault", "1302=0.1",
+        [sys.executable, "-m", "emulator", "--port", "0", "--seed", "7", "--fault", "1302=0.1",
          "--latency", "uniform:0.01,0.02", "--fatal-1113-from", "500", "--hang-seconds", "30"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -104,11 +104,11 @@ def test_cli_prints_exactly_one_ready_line_and_exits_on_sigterm(tmp_path: Path) 
 
 def test_bad_flags_fail_fast() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.emulator", "--fault", "teapot=0.5"],
+        [sys.executable, "-m", "emulator", "--fault", "teapot=0.5"],
         cwd=REPO, capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert result.returncode == 2 and "unknown fault" in result.stderr
     with pytest.raises(SystemExit):
-        from pipeline.emulator.cli import main
+        from emulator.cli import main
 
         main(["--latency", "gauss:1"])

@@ -13,11 +13,11 @@ import httpx
 import orjson
 import pytest
 
-from pipeline.emulator import EmulatorConfig, LatencySpec, serve_in_thread
-from pipeline.emulator.config import FAULT_NAMES
-from pipeline.emulator.faults import FaultTable, decide_fault
-from pipeline.emulator.hashing import content_key
-from pipeline.emulator.process import EmulatorThread
+from emulator import EmulatorConfig, LatencySpec, serve_in_thread
+from emulator.config import FAULT_NAMES
+from emulator.faults import FaultTable, decide_fault
+from emulator.hashing import content_key
+from emulator.process import EmulatorThread
 
 SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -23,12 +23,12 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import Artifact
 from prefect.context import FlowRunContext
 
+from emulator.config import EmulatorConfig, LatencySpec
+from emulator.process import serve_in_thread
 from flows.extract import extract, extract_documents
 from flows.limits import LimitMissing, ensure_limit, limit_name, read_limit_response
 from flows.params import ExtractParams
 from flows.secrets import save_secret_key
-from pipeline.emulator.config import EmulatorConfig, LatencySpec
-from pipeline.emulator.process import serve_in_thread
 from pipeline.errors import RunAborted
 from pipeline.settings import DEFAULT_MODEL
 from tests.flows.inputs import TICKETS, write_tickets

@@ -28,10 +28,10 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
+from emulator.config import EmulatorConfig, LatencySpec
+from emulator.process import EmulatorProcess, start_emulator
 from flows.limits import limit_name, read_limit_response
 from pipeline.commands.prefect import register
-from pipeline.emulator.config import EmulatorConfig, LatencySpec
-from pipeline.emulator.process import EmulatorProcess, start_emulator
 from pipeline.settings import DEFAULT_MODEL
 from tests.conftest import REPO, SAMPLE, SCHEMAS
 from tests.flows.inputs import write_tickets

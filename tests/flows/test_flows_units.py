@@ -24,6 +24,8 @@ from prefect.utilities.callables import parameter_schema
 from pydantic import SecretStr, ValidationError
 from typer.testing import CliRunner
 
+from emulator.config import EmulatorConfig, LatencySpec
+from emulator.process import serve_in_thread
 from flows.artifacts import OFFLINE_NOTE, artifact_key, error_rows, outputs_markdown, summary_rows
 from flows.deployments import build_deployments
 from flows.estimate import estimate_run
@@ -43,8 +45,6 @@ from flows.reports import evaluate_output, failure_message
 from flows.secrets import RedactFilter, describe_key_source
 from pipeline import io
 from pipeline.commands.prefect import register
-from pipeline.emulator.config import EmulatorConfig, LatencySpec
-from pipeline.emulator.process import serve_in_thread
 from pipeline.errors import InputError, RunAborted
 from pipeline.glm.client import Endpoint
 from pipeline.glm.transport import build_transport

@@ -17,9 +17,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from emulator.config import EmulatorConfig, LatencySpec
+from emulator.process import EmulatorThread, serve_in_thread
 from pipeline.cli import app
-from pipeline.emulator.config import EmulatorConfig, LatencySpec
-from pipeline.emulator.process import EmulatorThread, serve_in_thread
 from tests.reliability.support import SCHEMAS, leftovers, one_error_line, ticket_frame
 
 BAD_INPUT_EXIT = 2

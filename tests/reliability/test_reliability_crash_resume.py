@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipeline.emulator.config import EmulatorConfig, LatencySpec
-from pipeline.emulator.process import EmulatorProcess, start_emulator
+from emulator.config import EmulatorConfig, LatencySpec
+from emulator.process import EmulatorProcess, start_emulator
 from tests.reliability.support import (
     REPO,
     cli_env,

@@ -12,8 +12,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.emulator.config import EmulatorConfig, LatencySpec
-from pipeline.emulator.process import start_emulator
+from emulator.config import EmulatorConfig, LatencySpec
+from emulator.process import start_emulator
 from tests.reliability.support import (
     cli_env,
     journal_count,

@@ -17,8 +17,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipeline.emulator.config import EmulatorConfig, LatencySpec
-from pipeline.emulator.process import start_emulator
+from emulator.config import EmulatorConfig, LatencySpec
+from emulator.process import start_emulator
 from tests.reliability.support import (
     SCHEMAS,
     cli_env,

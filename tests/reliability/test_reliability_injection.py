@@ -22,8 +22,8 @@ import pytest
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
+from emulator import EmulatorConfig, LatencySpec, answer_request, serve_in_thread
 from pipeline.cli import app
-from pipeline.emulator import EmulatorConfig, LatencySpec, answer_request, serve_in_thread
 from pipeline.glm.client import Endpoint
 from pipeline.prompts import RenderOptions, render_request, system_message
 from pipeline.runner import RunRequest, Target, run_extraction

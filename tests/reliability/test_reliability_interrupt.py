@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.emulator.config import EmulatorConfig, LatencySpec
-from pipeline.emulator.process import start_emulator
+from emulator.config import EmulatorConfig, LatencySpec
+from emulator.process import start_emulator
 from pipeline.limiter import AdaptiveLimiter
 from tests.reliability.support import (
     REPO,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from emulator.config import EmulatorConfig, LatencySpec
+from emulator.process import start_emulator
 from flows.artifacts import error_rows, outputs_markdown, summary_rows
-from pipeline.emulator.config import EmulatorConfig, LatencySpec
-from pipeline.emulator.process import start_emulator
 from pipeline.endpoints import online_target
 from pipeline.errors import RunAborted
 from pipeline.runner import RunRequest, run_extraction

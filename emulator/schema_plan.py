@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.emulator.roles import role_for
+from emulator.roles import role_for
 
 MAX_REF_DEPTH = 12
 _CACHE_SIZE = 256

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import TypeVar, cast
 
-from pipeline.emulator.lexicon import keyword_score, value_keys
+from emulator.lexicon import keyword_score, value_keys
 
 SCAN_CHARS = 3000
 _NUM = r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline.emulator [flags]``.
+"""Command line: ``python -m emulator [flags]``.
 
 Prints exactly one line, ``EMULATOR_READY http://127.0.0.1:PORT/api/paas/v4``, once it listens,
 then serves until SIGTERM/SIGINT. ``build_parser``/``config_from_args``/``main`` are public so the
@@ -15,8 +15,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from pipeline.emulator.config import FAULT_NAMES, EmulatorConfig, LatencySpec, parse_fault
-from pipeline.emulator.server import start_runner
+from emulator.config import FAULT_NAMES, EmulatorConfig, LatencySpec, parse_fault
+from emulator.server import start_runner
 
 READY_PREFIX = "EMULATOR_READY "
 
@@ -37,7 +37,7 @@ def _fault_arg(text: str) -> tuple[str, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.emulator",
+        prog="python -m emulator",
         description="Local GLM-compatible emulator (test double; answers are synthetic).",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -1,6 +1,6 @@
 """Run the emulator beside a test or a run: as a subprocess, or in a background thread.
 
-``start_emulator(config)`` launches ``python -m pipeline.emulator``, waits for its
+``start_emulator(config)`` launches ``python -m emulator``, waits for its
 ``EMULATOR_READY <base_url>`` line and returns an ``EmulatorProcess`` (a context manager). The child
 watches its stdin and exits when the parent goes away, so no emulator outlives its owner even on
 ``kill -9``. ``serve_in_thread(config)`` runs the same server in a thread of this process, for fast
@@ -23,8 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from pipeline.emulator.cli import READY_PREFIX
-from pipeline.emulator.config import EmulatorConfig
+from emulator.cli import READY_PREFIX
+from emulator.config import EmulatorConfig
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory that holds ``pipeline/``
 
@@ -103,8 +103,8 @@ def _terminate(process: subprocess.Popen[str], stderr: IO[bytes], timeout: float
 
 
 def start_emulator(config: EmulatorConfig, *, startup_timeout: float = 20.0) -> EmulatorProcess:
-    """Launch ``python -m pipeline.emulator`` for ``config`` and wait until it is ready."""
-    argv = [sys.executable, "-m", "pipeline.emulator", *config.to_argv(), "--exit-on-stdin-eof"]
+    """Launch ``python -m emulator`` for ``config`` and wait until it is ready."""
+    argv = [sys.executable, "-m", "emulator", *config.to_argv(), "--exit-on-stdin-eof"]
     if config.api_key is not None:
         argv.append("--api-key-stdin")
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop); a file, unlike a pipe, never blocks the child
@@ -166,7 +166,7 @@ class EmulatorThread(_Controls):
     def _run(self) -> None:
         import asyncio
 
-        from pipeline.emulator.server import start_runner
+        from emulator.server import start_runner
 
         async def serve() -> None:
             runner, self.base_url = await start_runner(self.config)

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from pipeline.emulator.docfacts import DocFacts
-from pipeline.emulator.hashing import canonical_json, pick_index, short_hex, unit_float
-from pipeline.emulator.lexicon import lexicon_key
-from pipeline.emulator.roles import name_tokens, role_for
-from pipeline.emulator.schema_plan import STOP, Node
+from emulator.docfacts import DocFacts
+from emulator.hashing import canonical_json, pick_index, short_hex, unit_float
+from emulator.lexicon import lexicon_key
+from emulator.roles import name_tokens, role_for
+from emulator.schema_plan import STOP, Node
 
 _LANGUAGE_VALUES = {"zh": ("zh", "zh-cn", "chinese", "中文", "cn"), "en": ("en", "en-us", "english", "英文")}
 

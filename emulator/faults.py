@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from pipeline.emulator.config import FAULT_NAMES, STICKY_FAULT, LatencySpec
-from pipeline.emulator.hashing import unit_float
-from pipeline.emulator.schema_plan import Node
+from emulator.config import FAULT_NAMES, STICKY_FAULT, LatencySpec
+from emulator.hashing import unit_float
+from emulator.schema_plan import Node
 
 RATE_LIMIT_FAULTS = frozenset({"1302", "1303", "1305", "1312"})
 SERVER_FAULTS = frozenset({"500", "503"})

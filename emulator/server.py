@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from pipeline.emulator.answers import answer_request
-from pipeline.emulator.config import EmulatorConfig
-from pipeline.emulator.faults import (
+from emulator.answers import answer_request
+from emulator.config import EmulatorConfig
+from emulator.faults import (
     BROKEN_ANSWERS,
     RATE_LIMIT_FAULTS,
     SERVER_FAULTS,
@@ -33,8 +33,8 @@ from pipeline.emulator.faults import (
     decide_fault,
     draw_latency,
 )
-from pipeline.emulator.hashing import content_key, short_hex
-from pipeline.emulator.wire import (
+from emulator.hashing import content_key, short_hex
+from emulator.wire import (
     DEFAULT_MODEL,
     WireError,
     check_request,

@@ -6,23 +6,23 @@ seed. Answers are synthetic: schema-valid JSON filled from the document by simpl
 
 Public API::
 
-    EmulatorConfig, LatencySpec          configuration values (pipeline.emulator.config)
-    start_emulator(config) -> EmulatorProcess     subprocess, context manager (pipeline.emulator.process)
+    EmulatorConfig, LatencySpec          configuration values (emulator.config)
+    start_emulator(config) -> EmulatorProcess     subprocess, context manager (emulator.process)
     serve_in_thread(config) -> EmulatorThread     same server in a background thread
     build_app(config) -> aiohttp.web.Application  for aiohttp's test utilities
     answer_request(body) -> Answer                the answer without faults (pure)
 """
 
-from pipeline.emulator.answers import Answer, answer_request
-from pipeline.emulator.config import FAULT_NAMES, EmulatorConfig, LatencySpec
-from pipeline.emulator.process import (
+from emulator.answers import Answer, answer_request
+from emulator.config import FAULT_NAMES, EmulatorConfig, LatencySpec
+from emulator.process import (
     EmulatorProcess,
     EmulatorStartError,
     EmulatorThread,
     serve_in_thread,
     start_emulator,
 )
-from pipeline.emulator.server import build_app
+from emulator.server import build_app
 
 __all__ = [
     "FAULT_NAMES",

@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from pipeline.emulator.builder import Builder
-from pipeline.emulator.docfacts import DocFacts
-from pipeline.emulator.hashing import canonical_json, short_hex
-from pipeline.emulator.schema_plan import Node, plan_for_text
+from emulator.builder import Builder
+from emulator.docfacts import DocFacts
+from emulator.hashing import canonical_json, short_hex
+from emulator.schema_plan import Node, plan_for_text
 
 SCHEMA_OPEN, SCHEMA_CLOSE = "<json_schema>", "</json_schema>"
 DOC_OPEN, DOC_CLOSE = "<document>", "</document>"
