@@ -1,6 +1,6 @@
 """GLM wire format: completion bodies, error bodies, and the platform's cheap request checks.
 
-Shapes follow GLM_API.md §3 (response) and §4 (``{"error": {"code": "<string>", "message": …}}``
+Shapes follow docs/glm_platform.md (responses and errors) (``{"error": {"code": "<string>", "message": …}}``
 with the HTTP status the platform uses for that business code).
 """
 

@@ -3,7 +3,7 @@
 GLM caps requests in flight per account and model. Every flow run on the account shares one GCL
 named ``glm:<model>``; a shard task leases ``k`` slots once (``occupy=k``) and gates its own
 requests with a local :class:`~pipeline.limiter.AdaptiveLimiter` of size ``k``. A lease per
-request would cost ~100 ms and 3 API calls each (docs: /work/shared/PREFECT_NOTES.md §1).
+request would cost ~100 ms and 3 API calls each (docs/decisions.md D3).
 
 Without a Prefect API URL (ephemeral mode: no lease reaper, so a crashed holder would leak slots
 for good) the flow falls back to one local limiter per run and says so in the summary.
@@ -26,7 +26,7 @@ from prefect.settings import get_current_settings
 from pipeline.errors import GlmExtractError
 from pipeline.limiter import AdaptiveLimiter
 
-# In-flight caps of glm-4-air-250414 by account tier (GLM_API.md): V0..V3.
+# In-flight caps of glm-4-air-250414 by account tier (docs/glm_platform.md): V0..V3.
 TIER_CAPS = {"V0": 30, "V1": 40, "V2": 50, "V3": 60}
 LEASE_SECONDS = 120.0  # renewed every 90 s; after a crash the server reclaims slots ~2 min later
 ACQUIRE_TIMEOUT_SECONDS = 6 * 3600.0

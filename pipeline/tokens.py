@@ -1,6 +1,6 @@
 """Token usage by the platform's published rule of thumb.
 
-"1 token ≈ 0.75 English words or ≈ 1.5 Chinese characters" (GLM_API.md §8), so
+"1 token ≈ 0.75 English words or ≈ 1.5 Chinese characters" (docs/glm_platform.md, tokens), so
 ``tokens = ceil(cjk_chars / 1.5 + words / 0.75)``. Two readings make it cheap and sensible:
 
 - every non-ASCII character counts as a Chinese character (CJK text, full-width punctuation; the

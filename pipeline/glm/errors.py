@@ -1,4 +1,4 @@
-"""GLM API errors, classified by the platform's business code (GLM_API.md §4), not the HTTP status.
+"""GLM API errors, classified by the platform's business code (docs/glm_platform.md, errors), not the HTTP status.
 
 ::
 
