@@ -34,7 +34,7 @@ from pipeline.warehouse.targets import (
     PostgresTarget,
     Target,
     parse_target,
-    redact_url,
+    redact_dsn,
 )
 
 __all__ = [
@@ -54,7 +54,7 @@ __all__ = [
     "WarehouseError",
     "export_table",
     "parse_target",
-    "redact_url",
+    "redact_dsn",
 ]
 
 

@@ -1,10 +1,15 @@
-"""psycopg exceptions → :mod:`pipeline.warehouse.errors`, one line each, never a password."""
+"""psycopg exceptions → :mod:`pipeline.warehouse.errors`, one line each, never a password.
+
+The driver's text is scrubbed of the connection's known passwords before it goes into a message
+(a server may quote a database or role name that happens to hold the password).
+"""
 
 from __future__ import annotations
 
 import psycopg
 
 from pipeline.warehouse.errors import AccessDenied, ConnectionFailed, LoadFailed, TargetUnreachable
+from pipeline.warehouse.pg_dsn import scrub
 
 _UNREACHABLE = (
     "connection refused",
@@ -26,9 +31,10 @@ _DENIED_HINTS = (
 )
 
 
-def connection_error(exc: psycopg.Error, where: str) -> ConnectionFailed:
-    """The error to raise when connecting to ``where`` (a redacted URL) failed with ``exc``."""
-    detail = _detail(exc)
+def connection_error(exc: psycopg.Error, where: str, known: tuple[str, ...] = ()) -> ConnectionFailed:
+    """The error to raise when connecting to ``where`` (a redacted URL) failed with ``exc``;
+    ``known`` are the secrets to scrub from the driver's text."""
+    detail = scrub(_detail(exc), known)
     lowered = detail.lower()
     if any(marker in lowered for marker in _UNREACHABLE):
         return TargetUnreachable(
@@ -41,9 +47,11 @@ def connection_error(exc: psycopg.Error, where: str) -> ConnectionFailed:
     return ConnectionFailed(f"cannot connect to PostgreSQL at {where}: {detail}")
 
 
-def load_error(exc: psycopg.Error, where: str, table: str, key: tuple[str, ...]) -> LoadFailed | AccessDenied:
+def load_error(
+    exc: psycopg.Error, where: str, table: str, key: tuple[str, ...], known: tuple[str, ...] = ()
+) -> LoadFailed | AccessDenied:
     """The error to raise when loading ``table`` failed; the transaction is already rolled back."""
-    detail = _detail(exc)
+    detail = scrub(_detail(exc), known)
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return AccessDenied(f"PostgreSQL at {where} denied the export into {table}: {detail}; nothing was written")
     if isinstance(exc, psycopg.errors.InvalidColumnReference):

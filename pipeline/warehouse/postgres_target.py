@@ -39,13 +39,13 @@ def export_postgres(target: PostgresTarget, job: ExportJob) -> ExportResult:
     where = target.describe()
     schema = target.schema
     with (
-        _connect(target.url, where) as conn,
-        _translated(where, f"{schema}.{job.table}", KEY_COLUMNS),
+        _connect(target, where) as conn,
+        _translated(where, f"{schema}.{job.table}", KEY_COLUMNS, target.secrets),
         conn.transaction(),
     ):
         _ensure_schema(conn, schema)
         counts = _merge(conn, schema, job.table, job.source.schema, _batches(job.source.path), key=KEY_COLUMNS)
-        with _translated(where, f"{schema}.{RUNS_TABLE}", RUNS_KEY):
+        with _translated(where, f"{schema}.{RUNS_TABLE}", RUNS_KEY, target.secrets):
             _merge(conn, schema, RUNS_TABLE, job.runs.schema, job.runs.to_batches(), key=RUNS_KEY)
     return ExportResult(
         target=where,
@@ -63,19 +63,19 @@ def export_postgres(target: PostgresTarget, job: ExportJob) -> ExportResult:
 
 
 @contextmanager
-def _translated(where: str, table: str, key: tuple[str, ...]) -> Iterator[None]:
+def _translated(where: str, table: str, key: tuple[str, ...], known: tuple[str, ...]) -> Iterator[None]:
     """psycopg errors inside become one-line warehouse errors (the transaction rolls back)."""
     try:
         yield
     except psycopg.Error as exc:
-        raise load_error(exc, where, table, key) from exc
+        raise load_error(exc, where, table, key, known) from exc
 
 
-def _connect(url: str, where: str) -> psycopg.Connection[tuple[object, ...]]:
+def _connect(target: PostgresTarget, where: str) -> psycopg.Connection[tuple[object, ...]]:
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        return psycopg.connect(target.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
     except psycopg.Error as exc:
-        raise connection_error(exc, where) from exc
+        raise connection_error(exc, where, target.secrets) from exc
 
 
 def _lock(conn: psycopg.Connection[tuple[object, ...]], name: str) -> None:

@@ -5,7 +5,8 @@ Accepted forms:
 - ``warehouse.duckdb``, ``data/w.db`` — a DuckDB file (any path ending ``.duckdb`` or ``.db``);
 - ``duckdb://<path>`` — a DuckDB file, everything after ``duckdb://`` is the path, so
   ``duckdb:///srv/w.duckdb`` is absolute and ``duckdb://w.duckdb`` relative;
-- ``postgresql://user:pw@host:port/db`` (or ``postgres://``) — PostgreSQL through psycopg;
+- ``postgresql://user:pw@host:port/db`` (or ``postgres://``), or libpq's key=value form
+  (``host=… dbname=…``) — PostgreSQL through psycopg (parsed and redacted by :mod:`pg_dsn`);
 - ``dlt:<destination>`` — any destination of the dlt loading library (``dlt:snowflake``,
   ``dlt:bigquery``, ``dlt:clickhouse`` …), credentials from dlt's own config and environment.
 
@@ -16,11 +17,16 @@ everywhere) naming the schema the tables go into.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
+
+from psycopg import conninfo
 
 from pipeline.warehouse.errors import TargetError
+from pipeline.warehouse.pg_dsn import describe, is_postgres, parse_dsn, redact_dsn, secrets
+
+__all__ = ["DEFAULT_TARGET", "DltTarget", "DuckDBTarget", "PostgresTarget", "Target", "parse_target", "redact_dsn"]
 
 DEFAULT_TARGET = "warehouse.duckdb"
 DEFAULT_DLT_DATASET = "glm_extract"
@@ -42,13 +48,23 @@ class DuckDBTarget:
 
 @dataclass(frozen=True)
 class PostgresTarget:
-    """A PostgreSQL database; ``url`` is a libpq URL without our own ``schema`` parameter."""
+    """A PostgreSQL database: libpq keywords as parsed by libpq (never shown: they may hold a password)."""
 
-    url: str
+    params: dict[str, str] = field(repr=False, hash=False)
     schema: str = "public"
 
     def describe(self) -> str:
-        return redact_url(self.url)
+        return describe(self.params)
+
+    @property
+    def conninfo(self) -> str:
+        """The key=value string handed to psycopg."""
+        return conninfo.make_conninfo(**self.params)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values to scrub from any driver message."""
+        return secrets(self.params)
 
 
 @dataclass(frozen=True)
@@ -69,7 +85,7 @@ def parse_target(text: str) -> Target:
     """The target named by ``text``; :class:`TargetError` if it names none."""
     text = text.strip()
     lowered = text.lower()
-    if lowered.startswith(("postgresql://", "postgres://")):
+    if is_postgres(text):
         return _parse_postgres(text)
     if lowered.startswith("duckdb://"):
         path, schema = _split_schema(text[len("duckdb://") :])
@@ -79,32 +95,16 @@ def parse_target(text: str) -> Target:
     if "://" not in text and lowered.endswith(_DUCKDB_SUFFIXES):
         return DuckDBTarget(path=Path(text))
     raise TargetError(
-        f"unknown target {redact_url(text)!r}: use a path ending .duckdb, duckdb:///path, "
+        f"unknown target {redact_dsn(text)!r}: use a path ending .duckdb, duckdb:///path, "
         "postgresql://user@host:5432/db or dlt:<destination>"
     )
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``; anything unparsable comes back unchanged."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _parse_postgres(text: str) -> PostgresTarget:
-    parts = urlsplit(text)
-    params = parse_qsl(parts.query, keep_blank_values=True)
-    schema = _schema_from(params, text) or "public"
-    kept = [(k, v) for k, v in params if k not in _SCHEMA_KEYS]
-    url = urlunsplit(parts._replace(query=urlencode(kept)))
-    return PostgresTarget(url=url, schema=schema)
+    params, schema = parse_dsn(text)
+    if schema is not None and not _NAME.match(schema):
+        raise TargetError(f"bad schema name {schema!r} in {redact_dsn(text)!r}: use letters, digits, _")
+    return PostgresTarget(params=params, schema=schema or "public")
 
 
 def _parse_dlt(text: str) -> DltTarget:
@@ -124,7 +124,7 @@ def _schema_from(params: list[tuple[str, str]], text: str) -> str | None:
     if not values:
         return None
     if not _NAME.match(values[-1]):
-        raise TargetError(f"bad schema name {values[-1]!r} in {redact_url(text)!r}: use letters, digits, _")
+        raise TargetError(f"bad schema name {values[-1]!r} in {redact_dsn(text)!r}: use letters, digits, _")
     return values[-1]
 
 

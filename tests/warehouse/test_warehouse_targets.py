@@ -12,7 +12,7 @@ from pipeline.warehouse import (
     PostgresTarget,
     TargetError,
     parse_target,
-    redact_url,
+    redact_dsn,
 )
 
 
@@ -24,8 +24,12 @@ from pipeline.warehouse import (
         ("duckdb:///srv/w.duckdb", DuckDBTarget(Path("/srv/w.duckdb"))),
         ("duckdb:////srv/w.duckdb", DuckDBTarget(Path("/srv/w.duckdb"))),
         ("duckdb://rel/w.duckdb?schema=analytics", DuckDBTarget(Path("rel/w.duckdb"), "analytics")),
-        ("postgresql://u@h:5432/db", PostgresTarget("postgresql://u@h:5432/db")),
-        ("postgres://u@h/db?schema=wh&sslmode=require", PostgresTarget("postgres://u@h/db?sslmode=require", "wh")),
+        ("postgresql://u@h:5432/db", PostgresTarget({"user": "u", "host": "h", "port": "5432", "dbname": "db"})),
+        (
+            "postgres://u@h/db?schema=wh&sslmode=require",
+            PostgresTarget({"user": "u", "host": "h", "dbname": "db", "sslmode": "require"}, "wh"),
+        ),
+        ("host=h dbname=db", PostgresTarget({"host": "h", "dbname": "db"})),
         ("dlt:snowflake", DltTarget("snowflake")),
         ("dlt:bigquery?dataset=analytics", DltTarget("bigquery", "analytics")),
     ],
@@ -48,8 +52,8 @@ def test_bad_schema_name_is_refused() -> None:
 
 
 def test_passwords_are_redacted_everywhere() -> None:
-    assert redact_url("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
-    assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact_dsn("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact_dsn("postgresql://u@h/db") == "postgresql://u@h/db"
     target = parse_target("postgresql://u:s3cret@h:5432/db?schema=wh")
     assert "s3cret" not in target.describe()
     with pytest.raises(TargetError) as info:
