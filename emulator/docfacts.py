@@ -10,6 +10,7 @@ look like they came from the document.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator
 from functools import cached_property
@@ -104,8 +105,17 @@ def memoized(method: Callable[[DocFacts], _R]) -> Callable[[DocFacts], _R]:
     return wrapper
 
 
+_LEADING_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+
+
 def parse_number(text: str) -> float:
-    return float(text.replace(",", ""))
+    """The number a matched span starts with: ``1,234.5`` → 1234.5, a dotted version ``2.2.1`` → 2.2.
+
+    Never raises: a span without a leading number (no regex here should give one) is NaN, which
+    every caller treats as "nothing found".
+    """
+    match = _LEADING_NUMBER.match(text.strip())
+    return float(match.group(0).replace(",", "")) if match else math.nan
 
 
 def find_all(text: str, needle: str, limit: int = _MAX_ANCHORS) -> Iterator[int]:

@@ -10,21 +10,17 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
+from pipeline.keys import canonical_json, request_key  # one canonical form for keys and content hashes
+
+__all__ = ["canonical_json", "content_key", "digest", "pick_index", "short_hex", "unit_float"]
 
 _SEP = b"\x1f"
 _TWO_64 = float(2**64)
 
 
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no spaces, UTF-8 (the project's canonical form)."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
 def content_key(body: Mapping[str, Any]) -> str:
     """``sha256:<hex>`` of the canonical body without ``request_id``."""
-    stripped = {k: v for k, v in body.items() if k != "request_id"}
-    return "sha256:" + hashlib.sha256(canonical_json(stripped)).hexdigest()
+    return request_key(body)
 
 
 def digest(*parts: str | int) -> bytes:
