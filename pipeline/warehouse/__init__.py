@@ -60,7 +60,7 @@ __all__ = [
 
 def export_table(
     output_path: Path | str,
-    target: Target | str = DEFAULT_TARGET,
+    target: Target | str | Path = DEFAULT_TARGET,
     *,
     summary: Mapping[str, Any] | Path | None = None,
     table: str | None = None,
@@ -70,9 +70,10 @@ def export_table(
     ``summary`` is the run summary (a mapping, or the path of its JSON); None looks for
     ``<output>.summary.json`` next to the table and, failing that, derives the run row from the
     table's meta columns. ``table`` overrides the table name (default: the task's name).
+    ``target`` is a ``--to`` string, a DuckDB file path or a target value.
     Raises a :class:`WarehouseError` whose message is one actionable line; nothing is half-loaded.
     """
-    resolved = parse_target(target) if isinstance(target, str) else target
+    resolved = _resolve(target)
     path = Path(output_path)
     source = open_source(path)
     loaded = load_summary(path, summary)
@@ -80,6 +81,17 @@ def export_table(
     name = table_name_for(source, table, str(task) if task else None)
     runs = to_arrow(run_records(source, loaded, name, dt.datetime.now(dt.UTC)))
     return _dispatch(resolved, ExportJob(source=source, table=name, runs=runs))
+
+
+def _resolve(target: Target | str | Path) -> Target:
+    """A target value from a ``--to`` string, a DuckDB file path, or a target value."""
+    if isinstance(target, str):
+        return parse_target(target)
+    if isinstance(target, Path):
+        return DuckDBTarget(path=target)
+    if isinstance(target, DuckDBTarget | PostgresTarget | DltTarget):
+        return target
+    raise TargetError(f"not an export target: {type(target).__name__}")
 
 
 def _dispatch(target: Target, job: ExportJob) -> ExportResult:

@@ -100,7 +100,11 @@ def _merge(
     new = _columns_of(con, f"DESCRIBE SELECT * FROM {source}")
     existing = _existing_columns(con, schema or "main", table)
     plan = plan_columns(existing, new, untyped=frozenset(n for n, t in new.items() if t == _UNTYPED))
-    raise_on_clash(plan, table=_display(schema, table), alter=lambda c: _alter_statement(target, c))
+    raise_on_clash(
+        plan,
+        table=_display(schema, table), alter=lambda c: _alter_statement(target, c),
+        rename=lambda old, new: f"ALTER TABLE {target} RENAME COLUMN {quote_ident(old)} TO {quote_ident(new)}",
+    )
     if plan.create:
         con.execute(_create_statement(target, new, key))
     for name, kind in plan.added:

@@ -108,7 +108,11 @@ def _merge(
     existing = _existing_columns(conn, target)
     untyped = frozenset(f.name for f in arrow_schema if pa.types.is_null(f.type))
     plan = plan_columns(existing, new, untyped=untyped)
-    raise_on_clash(plan, table=f"{schema}.{table}", alter=lambda c: _alter_statement(target, c))
+    raise_on_clash(
+        plan,
+        table=f"{schema}.{table}", alter=lambda c: _alter_statement(target, c),
+        rename=lambda old, new: f"ALTER TABLE {target} RENAME COLUMN {quote_ident(old)} TO {quote_ident(new)}",
+    )
     if plan.create:
         conn.execute(_sql(_create_statement(target, new, key)))
     for name, kind in plan.added:

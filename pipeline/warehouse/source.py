@@ -2,8 +2,11 @@
 
 An enriched table (docs/contracts.md §3) is identified in the warehouse by ``(_task, _record_id)``.
 ``open_source`` refuses anything that cannot be merged on that identity: a missing file, a file that
-is not Parquet, missing meta columns, null or duplicate identities. It reads only the two identity
-columns and ``_run_id``, lazily, so a large table is never held in memory.
+is not Parquet, missing meta columns, null or duplicate identities, and two columns whose names
+differ only in case (an input ``Summary`` beside the extracted ``summary``): DuckDB and dlt
+destinations fold identifiers and unquoted PostgreSQL queries do too, so one of the two would be
+renamed or read in the other's place. It reads only the two identity columns and ``_run_id``,
+lazily, so a large table is never held in memory.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def open_source(path: Path) -> EnrichedSource:
     missing = [c for c in KEY_COLUMNS if c not in schema.names]
     if missing:
         raise SourceError(f"{path} has no {', '.join(missing)} column: {_NOT_ENRICHED}")
+    _check_case(schema.names, path)
     frame = pl.scan_parquet(path)
     _check_identity(frame, path)
     return EnrichedSource(
@@ -94,6 +98,19 @@ def _read_metadata(path: Path) -> tuple[pa.Schema, int]:
         return meta.schema.to_arrow_schema(), meta.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceError(f"{path} is not a Parquet file ({exc})") from exc
+
+
+def _check_case(names: list[str], path: Path) -> None:
+    """Refuse two columns whose names are equal but for case; never pick one of them."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise SourceError(
+                f"{path} has columns {other!r} and {name!r}, which differ only in case: warehouses fold "
+                "case, so one would be renamed or read as the other. Rename one of them (an input column "
+                "can be renamed before the run) and export again; nothing was written"
+            )
 
 
 def _check_identity(frame: pl.LazyFrame, path: Path) -> None:

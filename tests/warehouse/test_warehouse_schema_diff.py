@@ -30,7 +30,9 @@ def test_changed_type_is_a_clash_unless_the_new_column_is_untyped() -> None:
 def test_clash_message_names_column_types_and_migration() -> None:
     plan = plan_columns({**NEW, "priority": "text", "entities": "text"}, NEW)
     with pytest.raises(SchemaClash) as info:
-        raise_on_clash(plan, table="ticket_qa", alter=lambda c: f"ALTER COLUMN {c.column} TYPE {c.new_type}")
+        raise_on_clash(
+            plan, table="ticket_qa", alter=lambda c: f"ALTER COLUMN {c.column} TYPE {c.new_type}", rename=max
+        )
     error = info.value
     assert (error.column, error.old_type, error.new_type) == ("entities", "text", "jsonb")
     assert "and 1 more column(s)" in str(error)
@@ -38,4 +40,4 @@ def test_clash_message_names_column_types_and_migration() -> None:
 
 
 def test_no_clash_raises_nothing() -> None:
-    raise_on_clash(plan_columns(NEW, NEW), table="t", alter=str)
+    raise_on_clash(plan_columns(NEW, NEW), table="t", alter=str, rename=max)
