@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -20,6 +20,21 @@ class ExportJob:
     @property
     def run_ids(self) -> tuple[str, ...]:
         return tuple(str(v) for v in self.runs.column("run_id").to_pylist())
+
+
+@dataclass
+class NulTally:
+    """Rows whose NUL characters were removed on the way into PostgreSQL (see ``pg_copy``)."""
+
+    rows: int = 0
+    examples: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    keep: int = 10
+
+    def add(self, ids: list[str], columns: tuple[str, ...]) -> None:
+        self.rows += len(ids)
+        self.examples.extend(ids[: max(0, self.keep - len(self.examples))])
+        self.columns.extend(c for c in columns if c not in self.columns)
 
 
 @dataclass(frozen=True)

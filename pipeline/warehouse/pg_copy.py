@@ -3,48 +3,105 @@
 Scalars are written by Arrow's C++ CSV writer (strings always quoted, nulls as empty fields, which
 is exactly how PostgreSQL's CSV format tells NULL from the empty string). Nested values are JSON
 text encoded with orjson, loaded into ``jsonb`` columns; they are the only values that pass
-through Python objects (about 0.9 s of a 100k-row, 3-nested-column export). Floats and
-timestamps round-trip exactly.
+through Python objects. Floats and timestamps round-trip exactly.
+
+NUL characters (U+0000) are removed: PostgreSQL ``text`` cannot hold them and ``jsonb`` refuses the
+``\u0000`` escape, so one NUL in one document would fail the whole COPY. The rule is removal (not a
+visible replacement), in plain strings and in every string inside a nested value; the rows and
+columns it touched are returned with the CSV so the export can name them. A text that merely spells
+a backslash followed by ``u0000`` is left alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from pipeline.warehouse.pg_types import is_nested
 
 _WRITE_OPTIONS = pacsv.WriteOptions(include_header=False, batch_size=8192)
+NUL = "\x00"
+_JSON_NUL = "\\u0000"
 
 
-def batch_to_csv(batch: pa.RecordBatch) -> bytes:
-    """One batch as headerless CSV rows, nested columns as JSON, columns in the batch's order."""
-    columns = [_csv_ready(column) for column in batch.columns]
+@dataclass(frozen=True)
+class CsvChunk:
+    """One batch as CSV, and where NUL characters were removed (row positions in the batch)."""
+
+    data: bytes
+    nul_rows: tuple[int, ...] = ()
+    nul_columns: tuple[str, ...] = ()
+
+
+def batch_to_csv(batch: pa.RecordBatch) -> CsvChunk:
+    """One batch as headerless CSV rows, nested columns as JSON, columns in the batch's order, NUL removed."""
+    columns: list[pa.Array] = []
+    hit_rows: set[int] = set()
+    hit_columns: list[str] = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        ready, hits = _csv_ready(column)
+        columns.append(ready)
+        if hits:
+            hit_rows.update(hits)
+            hit_columns.append(name)
     table = pa.Table.from_arrays(columns, names=batch.schema.names)
     sink = pa.BufferOutputStream()
     pacsv.write_csv(table, sink, write_options=_WRITE_OPTIONS)
-    return bytes(sink.getvalue().to_pybytes())
+    return CsvChunk(bytes(sink.getvalue().to_pybytes()), tuple(sorted(hit_rows)), tuple(hit_columns))
 
 
-def _csv_ready(column: pa.Array) -> pa.Array:
+def _csv_ready(column: pa.Array) -> tuple[pa.Array, list[int]]:
+    """The column as the CSV writer takes it, and the rows whose NUL characters were removed."""
     kind = column.type
     if pa.types.is_dictionary(kind):
         return _csv_ready(column.cast(kind.value_type))
     if is_nested(kind):
         return _to_json(column)
     if pa.types.is_string_view(kind):
-        return column.cast(pa.large_string())
-    return column
+        column = column.cast(pa.large_string())
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return _strip_nul(column)
+    return column, []
 
 
-def _to_json(column: pa.Array) -> pa.Array:
-    values = [None if v is None else orjson.dumps(v, default=_json_default).decode() for v in column.to_pylist()]
-    return pa.array(values, type=pa.large_string())
+def _strip_nul(column: pa.Array) -> tuple[pa.Array, list[int]]:
+    found = pc.match_substring(column, NUL)
+    if not pc.any(found).as_py():
+        return column, []
+    rows = pc.indices_nonzero(pc.fill_null(found, False)).to_pylist()
+    return pc.replace_substring(column, NUL, ""), [int(r) for r in rows]
+
+
+def _to_json(column: pa.Array) -> tuple[pa.Array, list[int]]:
+    values: list[str | None] = []
+    hits: list[int] = []
+    for row, value in enumerate(column.to_pylist()):
+        text = None if value is None else orjson.dumps(value, default=_json_default).decode()
+        if text is not None and _JSON_NUL in text:  # rare: re-encode without NUL, if there really was one
+            cleaned = _without_nul(value)
+            if cleaned != value:
+                text = orjson.dumps(cleaned, default=_json_default).decode()
+                hits.append(row)
+        values.append(text)
+    return pa.array(values, type=pa.large_string()), hits
+
+
+def _without_nul(value: Any) -> Any:
+    """``value`` with NUL removed from every string in it (keys included)."""
+    if isinstance(value, str):
+        return value.replace(NUL, "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -17,7 +17,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.warehouse.job import ExportJob, MergeCounts
+from pipeline.warehouse.job import ExportJob, MergeCounts, NulTally
 from pipeline.warehouse.pg_copy import batch_to_csv
 from pipeline.warehouse.pg_errors import connection_error, load_error
 from pipeline.warehouse.pg_types import pg_type
@@ -38,15 +38,16 @@ def export_postgres(target: PostgresTarget, job: ExportJob) -> ExportResult:
     started = time.perf_counter()
     where = target.describe()
     schema = target.schema
+    nul = NulTally()
     with (
         _connect(target, where) as conn,
         _translated(where, f"{schema}.{job.table}", KEY_COLUMNS, target.secrets),
         conn.transaction(),
     ):
         _ensure_schema(conn, schema)
-        counts = _merge(conn, schema, job.table, job.source.schema, _batches(job.source.path), key=KEY_COLUMNS)
+        counts = _merge(conn, schema, job.table, job.source.schema, _batches(job.source.path), key=KEY_COLUMNS, nul=nul)
         with _translated(where, f"{schema}.{RUNS_TABLE}", RUNS_KEY, target.secrets):
-            _merge(conn, schema, RUNS_TABLE, job.runs.schema, job.runs.to_batches(), key=RUNS_KEY)
+            _merge(conn, schema, RUNS_TABLE, job.runs.schema, job.runs.to_batches(), key=RUNS_KEY, nul=nul)
     return ExportResult(
         target=where,
         table=f"{schema}.{job.table}",
@@ -59,6 +60,9 @@ def export_postgres(target: PostgresTarget, job: ExportJob) -> ExportResult:
         run_ids=job.run_ids,
         added_columns=counts.added_columns,
         seconds=time.perf_counter() - started,
+        nul_rows=nul.rows,
+        nul_examples=tuple(nul.examples),
+        nul_columns=tuple(nul.columns),
     )
 
 
@@ -100,6 +104,7 @@ def _merge(
     batches: Iterable[pa.RecordBatch],
     *,
     key: tuple[str, ...],
+    nul: NulTally,
 ) -> MergeCounts:
     """Create or widen ``table``, COPY ``batches`` into a temp table, upsert them on ``key``."""
     target = qualified(schema, table)
@@ -117,7 +122,7 @@ def _merge(
         conn.execute(_sql(_create_statement(target, new, key)))
     for name, kind in plan.added:
         conn.execute(_sql(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {kind}"))
-    rows = _stage(conn, new, batches)
+    rows = _stage(conn, new, batches, key[-1], nul)
     inserted, changed = _upsert(conn, target, list(new), key)
     conn.execute(_sql(f"DROP TABLE {_STAGE}"))
     table_rows = _count(conn, target)
@@ -125,16 +130,26 @@ def _merge(
 
 
 def _stage(
-    conn: psycopg.Connection[tuple[object, ...]], columns: dict[str, str], batches: Iterable[pa.RecordBatch]
+    conn: psycopg.Connection[tuple[object, ...]],
+    columns: dict[str, str],
+    batches: Iterable[pa.RecordBatch],
+    id_column: str,
+    nul: NulTally,
 ) -> int:
-    """COPY the batches into a fresh temp table typed like the target; return the row count."""
+    """COPY the batches into a fresh temp table typed like the target; return the row count.
+
+    Rows whose NUL characters were removed are tallied in ``nul`` by their ``id_column`` value."""
     defs = ", ".join(f"{quote_ident(n)} {kind}" for n, kind in columns.items())
     conn.execute(_sql(f"CREATE TEMP TABLE {_STAGE} ({defs}) ON COMMIT DROP"))
     rows = 0
     copy_sql = _sql(f"COPY {_STAGE} ({column_list(columns)}) FROM STDIN (FORMAT csv)")
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
         for batch in batches:
-            copy.write(batch_to_csv(batch))
+            chunk = batch_to_csv(batch)
+            copy.write(chunk.data)
+            if chunk.nul_rows:
+                ids = batch.column(id_column).take(pa.array(chunk.nul_rows)).to_pylist()
+                nul.add([str(i) for i in ids], chunk.nul_columns)
             rows += batch.num_rows
     return rows
 

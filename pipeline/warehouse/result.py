@@ -11,7 +11,9 @@ class ExportResult:
 
     ``inserted`` are identities new to the table, ``updated`` existing ones whose values changed,
     ``unchanged`` existing ones written again with equal values; together they make ``rows``.
-    Counts a target cannot tell (dlt destinations) are None.
+    Counts a target cannot tell (dlt destinations) are None. ``nul_rows`` counts the rows whose NUL
+    characters were removed (PostgreSQL cannot store them); ``nul_examples`` names the first of them
+    by record id, ``nul_columns`` the columns they were in.
     """
 
     target: str
@@ -25,6 +27,9 @@ class ExportResult:
     run_ids: tuple[str, ...]
     added_columns: tuple[str, ...] = ()
     seconds: float = 0.0
+    nul_rows: int = 0
+    nul_examples: tuple[str, ...] = ()
+    nul_columns: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """One line for a terminal or a log."""
@@ -37,5 +42,14 @@ class ExportResult:
         head += f" ({counts})" if counts else ""
         tail = [f"table now {self.table_rows} rows"] if self.table_rows is not None else []
         tail += [f"added columns {', '.join(self.added_columns)}"] if self.added_columns else []
+        tail += [self._describe_nul()] if self.nul_rows else []
         tail.append(f"runs {', '.join(self.run_ids) or '-'}; {self.seconds:.2f}s")
         return "; ".join([head, *tail])
+
+    def _describe_nul(self) -> str:
+        more = f" and {self.nul_rows - len(self.nul_examples)} more" if self.nul_rows > len(self.nul_examples) else ""
+        rows = "row" if self.nul_rows == 1 else "rows"
+        return (
+            f"removed NUL characters (PostgreSQL cannot store them) from {self.nul_rows} {rows}: "
+            f"{', '.join(self.nul_examples)}{more} (columns {', '.join(self.nul_columns)})"
+        )

@@ -52,7 +52,7 @@ def test_csv_keeps_null_apart_from_empty_and_encodes_nested_as_json() -> None:
             "l": pa.array([[{"type": "p"}], [], None, [{"type": "o"}]]),
         }
     )
-    text = batch_to_csv(batch).decode()
+    text = batch_to_csv(batch).data.decode()
     raw_lines = text.splitlines()
     assert raw_lines[1].startswith('"",,')  # empty string quoted, null bare
     assert raw_lines[2].startswith(",3,")
