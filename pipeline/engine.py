@@ -8,6 +8,7 @@ it sets ``abort`` so no further request starts, and is re-raised by :func:`proce
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -16,27 +17,33 @@ import jsonschema_rs
 import orjson
 import polars as pl
 
+from pipeline.budget import Budget, BudgetReached
 from pipeline.glm.client import GLMClient
 from pipeline.glm.errors import FatalError, RowError, TransientError
-from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStopping, send_with_retry
-from pipeline.journal import Journal, JournalEntry
+from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStop, RunStopping, send_with_retry
+from pipeline.journal import Journal, JournalEntry, JournalError
 from pipeline.keys import request_key
 from pipeline.limiter import AdaptiveLimiter
 from pipeline.prompts import RenderOptions, render_request, system_message
-from pipeline.stats import RunStats, Spend
-from pipeline.tables import RowMeta, extraction_dtype, has_free_form, json_text_for
+from pipeline.stats import RunStats
+from pipeline.tables import RowMeta, extraction_dtype, has_free_form, json_text_for, prompt_rows
 from pipeline.tasks import TaskSpec
+from pipeline.tokens import count_prompt_tokens
 from pipeline.validate import Filtered, Reask, Valid, build_reask, compile_validator, judge
+
+CLAIM_POLL_S = 0.25  # how often a run waiting for another run's answers looks in the journal
 
 
 @dataclass
 class RunShared:
     """What every shard of one run shares, whichever context or Prefect task processes it: the
-    money spent (so the budget holds across shards) and the requests on the wire (so a document
-    that two shards hold at once is paid for once)."""
+    money spent and reserved (so the budget holds across shards), the requests on the wire (so a
+    document that two shards hold at once is paid for once), and the stop signal (a fatal error
+    in one shard stops them all and cancels what is on the wire)."""
 
-    spend: Spend = field(default_factory=Spend)
+    budget: Budget = field(default_factory=Budget)
     inflight: dict[str, asyncio.Future[JournalEntry]] = field(default_factory=dict)
+    stop: RunStop = field(default_factory=RunStop)
 
 
 @dataclass
@@ -64,7 +71,7 @@ class EngineContext:
         self.answer_dtype = extraction_dtype(self.task.schema)
         self.free_form = has_free_form(self.task.schema)
         if self.abort is None:
-            self.abort = asyncio.Event()
+            self.abort = self.shared.stop
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens + completion_tokens) * self.price_cny_per_mtok / 1_000_000
@@ -78,7 +85,10 @@ class _Planned:
 
 
 async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -> list[RowMeta]:
-    """One outcome per row, in order. Raises the run's FatalError after in-flight work settles."""
+    """One outcome per row, in order. Raises the run's FatalError after in-flight work settles.
+
+    A key another shard of this run is sending is borrowed from it; a key another run sharing the
+    journal has claimed is waited for (:func:`_wait_for_other_runs`); the rest is claimed and sent."""
     planned: list[_Planned] = []
     for index, row in enumerate(rows):
         planned.append(plan_row(ctx, row))
@@ -89,18 +99,79 @@ async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -
     todo = {p.key: p.body for p in planned if p.key and p.body is not None and p.key not in known}
     fresh: dict[str, JournalEntry] = {}
     borrowed: set[str] = set()
-    async with asyncio.TaskGroup() as group:
-        for key, body in todo.items():
-            owner = ctx.shared.inflight.get(key)
-            if owner is not None:  # another shard of this run is already paying for it
-                group.create_task(_borrow(ctx, owner, key, body, fresh, borrowed))
-            else:
-                ctx.shared.inflight[key] = asyncio.get_running_loop().create_future()
-                group.create_task(_answer_into(ctx, key, body, fresh))
-    ctx.journal.flush()
+    local = {key for key in todo if key in ctx.shared.inflight}
+    mine = _claim(ctx, [key for key in todo if key not in local])
+    waiting = {key: body for key, body in todo.items() if key not in local and key not in mine}
+    keeper = asyncio.create_task(_keep_claims(ctx)) if mine or waiting else None
+    try:
+        async with asyncio.TaskGroup() as group:
+            for key, body in todo.items():
+                if key in local or key in mine:
+                    _start(ctx, group, key, body, fresh, borrowed)
+            if waiting:
+                group.create_task(_wait_for_other_runs(ctx, group, waiting, fresh, borrowed))
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+    _commit(ctx)
     if ctx.fatal is not None:
         raise ctx.fatal
     return _row_metas(ctx, planned, known, fresh, borrowed)
+
+
+def _start(ctx: EngineContext, group: asyncio.TaskGroup, key: str, body: dict[str, Any],
+           out: dict[str, JournalEntry], borrowed: set[str]) -> None:
+    """Answer ``key``: borrow it from the shard of this run that is paying for it, or pay."""
+    owner = ctx.shared.inflight.get(key)
+    if owner is not None:
+        group.create_task(_borrow(ctx, owner, key, body, out, borrowed))
+    else:
+        ctx.shared.inflight[key] = asyncio.get_running_loop().create_future()
+        group.create_task(_answer_into(ctx, key, body, out))
+
+
+def _claim(ctx: EngineContext, keys: list[str]) -> set[str]:
+    """Claim ``keys`` in the journal for this run (none granted once the run is stopping)."""
+    assert ctx.abort is not None
+    if not keys or ctx.abort.is_set():
+        return set()
+    try:
+        return ctx.journal.claim(keys)
+    except JournalError as exc:
+        _stop_on_journal_failure(ctx, exc)
+        return set()
+
+
+async def _keep_claims(ctx: EngineContext) -> None:
+    """Push this run's claims forward while it works, so only a dead run's claims lapse."""
+    while True:
+        await asyncio.sleep(ctx.journal.claim_ttl_s / 4)
+        try:
+            ctx.journal.renew()
+        except JournalError as exc:
+            _stop_on_journal_failure(ctx, exc)
+            return
+
+
+async def _wait_for_other_runs(ctx: EngineContext, group: asyncio.TaskGroup, waiting: dict[str, dict[str, Any]],
+                               out: dict[str, JournalEntry], borrowed: set[str]) -> None:
+    """Keys another run has claimed: take their answers from the journal as they are committed,
+    and claim (then pay for) what that run gave up on or abandoned (its claim expired)."""
+    assert ctx.abort is not None
+    remaining = dict(waiting)
+    while remaining and not ctx.abort.is_set():
+        await asyncio.sleep(CLAIM_POLL_S)
+        try:
+            found = ctx.journal.lookup(remaining)
+        except JournalError as exc:
+            _stop_on_journal_failure(ctx, exc)
+            return
+        for key, entry in found.items():
+            out[key] = entry
+            borrowed.add(key)
+            del remaining[key]
+        for key in _claim(ctx, list(remaining)):
+            _start(ctx, group, key, remaining.pop(key), out, borrowed)
 
 
 async def _borrow(ctx: EngineContext, owner: asyncio.Future[JournalEntry], key: str, body: dict[str, Any],
@@ -147,12 +218,31 @@ async def _answer_into(ctx: EngineContext, key: str, body: dict[str, Any], out: 
     except BaseException as exc:
         ctx.shared.inflight.pop(key).set_exception(exc)
         raise
+    if entry.cost_cny is None:  # what this answer cost, kept with it for the runs that reuse it
+        entry = replace(entry, cost_cny=ctx.cost(entry.prompt_tokens, entry.completion_tokens))
     out[key] = entry
     ctx.shared.inflight.pop(key).set_result(entry)
-    if entry.final:
-        ctx.journal.add(entry, raw)
-        if ctx.journal.pending == 1:  # first of this loop tick: commit the tick's batch soon
-            asyncio.get_running_loop().call_soon(ctx.journal.flush)
+    ctx.journal.add(entry, raw)  # a non-final entry is not kept: only its claim is released
+    if ctx.journal.pending == 1:  # first of this loop tick: commit the tick's batch soon
+        asyncio.get_running_loop().call_soon(_commit, ctx)
+
+
+def _commit(ctx: EngineContext) -> None:
+    """Flush the journal; if the file refuses the commit, stop the run at once."""
+    if ctx.journal.failure is not None:
+        return
+    try:
+        ctx.journal.flush()
+    except JournalError as exc:
+        _stop_on_journal_failure(ctx, exc)
+
+
+def _stop_on_journal_failure(ctx: EngineContext, exc: JournalError) -> None:
+    """Answers that cannot be kept must not be paid for: no further request starts."""
+    assert ctx.abort is not None
+    if ctx.fatal is None:
+        ctx.fatal = FatalError(f"{exc}; no further request was sent", code="journal_write_failed")
+    ctx.abort.set()
 
 
 @dataclass
@@ -165,25 +255,49 @@ class _Tally:
     completion_tokens: int = 0
 
 
+#: The prompt-token count of a request is estimated by the rule of thumb (pipeline.tokens); the
+#: budget reserves this much more, in case the platform's tokenizer counts higher.
+PROMPT_MARGIN = 1.25
+
+
+@dataclass
+class _BudgetAdmission:
+    """Admits an attempt of one request body if its worst case fits under the run's budget."""
+
+    budget: Budget
+    worst_cny: float
+    limit_cny: float | None
+
+    async def admit(self) -> float:
+        return await self.budget.reserve(self.worst_cny, self.limit_cny)
+
+    def refund(self, reserved: float) -> None:
+        self.budget.release(reserved)
+
+
+def worst_case_cny(ctx: EngineContext, body: Mapping[str, Any]) -> float:
+    """The most one request of ``body`` can cost: its prompt (with a margin) plus a full answer."""
+    prompt = math.ceil(count_prompt_tokens(body["messages"], body.get("tools")) * PROMPT_MARGIN)
+    return ctx.cost(prompt, int(body.get("max_tokens") or ctx.options.max_tokens))
+
+
 async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> tuple[JournalEntry, bytes | None]:
     """Fetch, judge and (bounded) re-ask one request; never raises for a row-level problem."""
     assert ctx.abort is not None
     tally = _Tally()
-    if ctx.budget_cny is not None and ctx.shared.spend.cny >= ctx.budget_cny:
-        message = f"the run's budget of {ctx.budget_cny} CNY was reached"
-        return _entry(ctx, key, "skipped", tally, final=False, code="budget_reached", message=message), None
     current = body
     while True:
         log = AttemptLog()
+        admission = _BudgetAdmission(ctx.shared.budget, worst_case_cny(ctx, current), ctx.budget_cny)
         try:
             try:
-                answer = await send_with_retry(ctx.client, current, ctx.limiter, ctx.policy, ctx.abort, log)
+                answer = await send_with_retry(ctx.client, current, ctx.limiter, ctx.policy, ctx.abort, log, admission)
             finally:  # count this send's attempts before any entry below copies the tally
                 tally.attempts += log.attempts
                 ctx.stats.note_attempts(log)
         except FatalError as exc:
             ctx.fatal = ctx.fatal or exc
-            ctx.abort.set()
+            ctx.abort.set()  # no new attempt starts; the ones on the wire are cancelled
             return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=exc.message), None
         except RowError as exc:
             status = "filtered" if exc.filtered else "failed"
@@ -192,14 +306,19 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
         except TransientError as exc:
             message = f"gave up after {log.attempts} attempts: {exc.message}"
             return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=message), None
-        except RunStopping:
-            message = "not sent: the run stopped first"
+        except RunStopping as exc:
+            message = f"not answered: {exc}"
             return _entry(ctx, key, "failed", tally, final=False, code="run_aborted", message=message), None
+        except BudgetReached as exc:
+            what = "re-ask not sent" if tally.reasks else "not sent"
+            message = f"{what}: {exc}"
+            return _entry(ctx, key, "skipped", tally, final=False, code="budget_reached", message=message), None
         tally.prompt_tokens += answer.prompt_tokens
         tally.completion_tokens += answer.completion_tokens
         cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens)
-        ctx.shared.spend.cny += cost
-        ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost)
+        ctx.shared.budget.settle(log.reserved, cost)
+        ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost,
+                              spent_on=_spent_on(tally, log))
         verdict = judge(answer.content, answer.finish_reason, ctx.validator)
         if isinstance(verdict, Reask) and tally.reasks < ctx.max_reasks:
             current = build_reask(current, answer.content, verdict)
@@ -210,6 +329,13 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
         entry = replace(entry, latency_ms=answer.latency_ms, finish_reason=answer.finish_reason,
                         request_id=answer.request_id)
         return entry, answer.raw
+
+
+def _spent_on(tally: _Tally, log: AttemptLog) -> str:
+    """What an answer's cost is booked to: a re-ask, an answer that needed retries, or a first attempt."""
+    if tally.reasks:
+        return "reasks"
+    return "retries" if log.attempts > 1 else "first_attempts"
 
 
 def _judged_entry(ctx: EngineContext, key: str, verdict: Valid | Reask | Filtered, tally: _Tally) -> JournalEntry:
@@ -247,29 +373,34 @@ def _row_metas(ctx: EngineContext, planned: list[_Planned], known: dict[str, Jou
             metas.append(plan.meta)
             continue
         assert plan.key is not None  # a row without a local verdict always has a request
-        entry = fresh.get(plan.key)
-        from_journal = entry is None or plan.key in paid
-        entry = entry or known[plan.key]
+        entry = fresh.get(plan.key) or known.get(plan.key)
+        if entry is None:  # the run stopped while this row waited for another run's answer
+            metas.append(_local_meta("failed", "run_aborted", "not sent: the run stopped first"))
+            continue
+        from_journal = plan.key not in fresh or plan.key in paid
         paid.add(plan.key)
         metas.append(meta_from_entry(ctx, entry, from_journal=from_journal))
     return metas
 
 
 def meta_from_entry(ctx: EngineContext, entry: JournalEntry, *, from_journal: bool) -> RowMeta:
-    """The output meta of a row answered by ``entry``; nothing is charged twice."""
+    """The output meta of a row answered by ``entry``: what this run spent on it (nothing when the
+    answer was reused) and what the answer cost when it was paid (``paid_*``)."""
+    paid_cost = entry.cost_cny if entry.cost_cny is not None else ctx.cost(entry.prompt_tokens, entry.completion_tokens)
     prompt = 0 if from_journal else entry.prompt_tokens
     completion = 0 if from_journal else entry.completion_tokens
     return RowMeta(
         status=entry.status, error_code=entry.error_code, error_message=entry.error_message,
         attempts=0 if from_journal else entry.attempts, reasks=0 if from_journal else entry.reasks,
-        prompt_tokens=prompt, completion_tokens=completion, cost_cny=ctx.cost(prompt, completion),
+        prompt_tokens=prompt, completion_tokens=completion, cost_cny=0.0 if from_journal else paid_cost,
         latency_ms=entry.latency_ms, finish_reason=entry.finish_reason, model=entry.model,
         request_id=entry.request_id, key=entry.key, from_journal=from_journal,
         data_json=entry.data_json if entry.status == "ok" else None,
+        paid_prompt_tokens=entry.prompt_tokens, paid_completion_tokens=entry.completion_tokens,
+        paid_cost_cny=paid_cost,
     )
 
 
 def rows_of(frame: pl.DataFrame, task: TaskSpec) -> list[dict[str, Any]]:
-    """The columns a prompt needs, as dicts (only those columns, to keep it cheap)."""
-    columns = list(dict.fromkeys([*task.template_columns, task.text_column]))
-    return frame.select(columns).to_dicts()
+    """The values a prompt needs, keyed by template name (only those columns, to keep it cheap)."""
+    return prompt_rows(frame, task)

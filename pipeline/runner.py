@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,7 @@ from pipeline.prompts import RenderOptions
 from pipeline.settings import Settings
 from pipeline.stats import RunStats
 from pipeline.tables import RunColumns, assemble_shard, check_no_clash, extraction_dtype
-from pipeline.tasks import TaskSpec, load_task
+from pipeline.tasks import TaskSpec, bind_columns, load_task
 
 SHARDS_IN_FLIGHT = 2  # the next shard's requests start while the previous one's tail finishes
 Progress = Callable[[int], None]
@@ -48,6 +48,8 @@ class RunRequest:
     input: str
     output: Path
     run_id: str = field(default_factory=lambda: new_run_id())  # noqa: PLW0108 (defined below)
+    columns: Mapping[str, str] = field(default_factory=dict)  # task column name → input column
+    output_prefix: str = ""  # before every extraction column
 
 
 def new_run_id() -> str:
@@ -66,11 +68,12 @@ class PreparedRun:
 
 def prepare_run(request: RunRequest, settings: Settings) -> PreparedRun:
     """All checks that can fail before money is spent (raise one-line errors)."""
-    task = load_task(request.task, settings.schemas_dir)
+    task = bind_columns(load_task(request.task, settings.schemas_dir), request.columns, request.output_prefix)
     files = io.resolve_inputs(request.input)
-    info = io.check_input(files, id_column=task.id_column, text_column=task.text_column,
-                          needed=task.template_columns)
-    check_no_clash(info.columns, task.output_fields, task.name)
+    io.check_output_target(request.output, files)  # before the emulator starts or anything is read
+    mapped = [task.source(name) for name in task.sources if name != task.text_column]
+    info = io.check_input(files, id_column=task.id_column, text_column=task.text_source, needed=mapped)
+    check_no_clash(info.columns, task.output_fields, task.name, task.output_prefix)
     return PreparedRun(request, task, info, datetime.now(UTC))
 
 
@@ -133,7 +136,7 @@ async def run_shards(ctx: EngineContext, shards: Iterable[tuple[int, pl.DataFram
     assert ctx.abort is not None
     window = asyncio.Semaphore(SHARDS_IN_FLIGHT)
     parts: dict[int, Path] = {}
-    run = RunColumns(ctx.task.name, ctx.task.schema_id, ctx.task.prompt_version, run_id)
+    run = RunColumns(ctx.task.name, ctx.task.schema_id, ctx.task.prompt_version, run_id, ctx.task.output_prefix)
     dtype = extraction_dtype(ctx.task.schema)
 
     async def one(index: int, frame: pl.DataFrame) -> None:
@@ -200,7 +203,8 @@ def build_summary(prepared: PreparedRun, stats: RunStats, settings: Settings, ta
         "requests": {"sent": stats.requests_sent, "answered": stats.answered, "from_journal": stats.from_journal,
                      "retries": stats.retries, "rate_limited": stats.rate_limited, "reasks": stats.reasks},
         "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens},
-        "cost_cny": round(stats.cost_cny, 6),
+        "cost_cny": round(stats.cost_cny, 6), "answers_cost_cny": round(stats.answers_cost_cny, 6),
+        "cost_split": stats.cost_split(),
         "latency_ms": {"p50": stats.percentile_ms(0.5), "p95": stats.percentile_ms(0.95)},
         "rows_per_second": round(stats.rows / seconds, 2) if seconds > 0 else None,
         "model": settings.model, "prompt_version": task.prompt_version, "schema_id": task.schema_id,

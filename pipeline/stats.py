@@ -14,11 +14,9 @@ from pipeline.tables import STATUSES, RowMeta
 MAX_EXAMPLES = 5
 
 
-@dataclass
-class Spend:
-    """Money spent by a run so far, shared by every shard of the run (budget checks)."""
-
-    cny: float = 0.0
+#: What an answer's cost is booked to (the summary's ``cost_split``): the row's first request answered
+#: on its first attempt, an answer that came only after retries, or an answer to a re-ask.
+COST_KINDS = ("first_attempts", "retries", "reasks")
 
 
 @dataclass
@@ -33,6 +31,10 @@ class RunStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_cny: float = 0.0
+    answers_cost_cny: float = 0.0  # what the rows' answers cost when they were paid (this run or before)
+    first_attempts_cny: float = 0.0
+    retries_cny: float = 0.0
+    reasks_cny: float = 0.0
     from_journal: int = 0
     rows: int = 0
     latencies_ms: array[float] = field(default_factory=lambda: array("d"))
@@ -45,18 +47,27 @@ class RunStats:
         self.retries += max(0, log.attempts - 1)
         self.rate_limited += log.rate_limited
 
-    def note_answer(self, latency_ms: float, prompt: int, completion: int, cost: float) -> None:
+    def note_answer(self, latency_ms: float, prompt: int, completion: int, cost: float, *,
+                    spent_on: str = "first_attempts") -> None:
+        """One paid answer; ``spent_on`` is one of :data:`COST_KINDS`."""
         self.answered += 1
         self.latencies_ms.append(latency_ms)
         self.prompt_tokens += prompt
         self.completion_tokens += completion
         self.cost_cny += cost
+        name = f"{spent_on}_cny"
+        setattr(self, name, getattr(self, name) + cost)
+
+    def cost_split(self) -> dict[str, float]:
+        """The run's cost by what it was spent on (sums to ``cost_cny``)."""
+        return {kind: round(getattr(self, f"{kind}_cny"), 6) for kind in COST_KINDS}
 
     def note_rows(self, record_ids: Sequence[str], metas: Sequence[RowMeta]) -> None:
         """Count how the rows of a shard ended, keeping a few example ids per error code."""
         self.rows += len(metas)
         for record_id, meta in zip(record_ids, metas, strict=True):
             self.status_counts[meta.status] += 1
+            self.answers_cost_cny += meta.paid_cost_cny
             if meta.from_journal:
                 self.from_journal += 1
             if meta.status != "ok" and meta.error_code:
@@ -94,7 +105,8 @@ class RunStats:
 
 
 _SCALAR_FIELDS = ("requests_sent", "answered", "retries", "rate_limited", "reasks", "prompt_tokens",
-                  "completion_tokens", "cost_cny", "from_journal", "rows")
+                  "completion_tokens", "cost_cny", "answers_cost_cny", "first_attempts_cny", "retries_cny",
+                  "reasks_cny", "from_journal", "rows")
 
 
 def stats_to_dict(stats: RunStats) -> dict[str, Any]:

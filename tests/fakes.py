@@ -1,7 +1,14 @@
-"""A scriptable fake of GLM's chat endpoint for ``httpx.MockTransport`` (a fake, not a mock)."""
+"""A scriptable fake of GLM's chat endpoint for ``httpx.MockTransport`` (a fake, not a mock).
+
+It pauses like a network: every answer is awaited for ``delay_s`` (a number, or a function of the
+request body), so requests of a concurrent run really overlap on the "wire" and ``max_in_flight``
+tells how many did at once. A reply may be :data:`HANG`: the request stays on the wire until the
+caller cancels it (a hung connection that only a read timeout or a stop would end).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,7 +17,18 @@ from typing import Any
 import httpx
 import orjson
 
-Reply = httpx.Response | Callable[[dict[str, Any]], httpx.Response]
+
+class _Hang:
+    """The reply of a request that never gets an answer."""
+
+    def __repr__(self) -> str:
+        return "HANG"
+
+
+HANG = _Hang()
+Reply = httpx.Response | _Hang | Callable[[dict[str, Any]], "httpx.Response | _Hang"]
+Delay = float | Callable[[dict[str, Any]], float]
+DEFAULT_DELAY_S = 0.002
 
 
 def completion(content: str | None, *, finish_reason: str = "stop", prompt_tokens: int = 100,
@@ -32,21 +50,42 @@ def glm_error(status: int, code: str, message: str = "error") -> httpx.Response:
 
 @dataclass
 class FakeGLM:
-    """Answers from a script (consumed in order), then from ``default`` for every further call."""
+    """Answers from a script (consumed in order), then from ``default`` for every further call.
+
+    ``requests`` and ``headers`` record what arrived (in arrival order); ``in_flight`` is how many
+    requests are on the wire now, ``max_in_flight`` the most at once; ``cancelled`` counts requests
+    whose caller gave up while they were on the wire."""
 
     default: Reply | None = None
     script: list[Reply] = field(default_factory=list)
+    delay_s: Delay = DEFAULT_DELAY_S
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[httpx.Headers] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    cancelled: int = 0
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
         body = orjson.loads(request.content)
         self.requests.append(body)
         self.headers.append(request.headers)
         reply = self.script.pop(0) if self.script else self.default
         if reply is None:
             raise AssertionError("FakeGLM: no scripted reply left")
-        return reply(body) if callable(reply) else reply
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            answer = reply(body) if callable(reply) else reply
+            await asyncio.sleep(self.delay_s(body) if callable(self.delay_s) else self.delay_s)
+            if isinstance(answer, _Hang):
+                await asyncio.Event().wait()  # until the caller cancels
+                raise AssertionError("unreachable")
+            return answer
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.in_flight -= 1
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self)

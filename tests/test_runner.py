@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from pipeline.errors import InputError, OutputError, RunAborted, TaskError
 from pipeline.glm.client import Endpoint
 from pipeline.runner import RunRequest, Target, run_extraction
 from pipeline.settings import Settings
-from tests.fakes import FakeGLM, completion, document_of, glm_error
+from pipeline.tokens import count_prompt_tokens
+from tests.fakes import HANG, FakeGLM, completion, document_of, glm_error
 
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -24,7 +26,8 @@ SCHEMA = {
         "name": {"type": "string", "description": "who"},
         "amount": {"type": ["number", "null"], "description": "how much"},
         "tags": {"type": "array", "items": {"type": "string"}, "description": "labels"},
-        "detail": {"type": "object", "properties": {"urgent": {"type": "boolean"}}, "required": ["urgent"],
+        "detail": {"type": "object", "properties": {"urgent": {"type": "boolean", "description": "urgent?"}},
+                   "required": ["urgent"],
                    "additionalProperties": False, "description": "flags"},
     },
     "required": ["name", "amount", "tags", "detail"],
@@ -146,14 +149,49 @@ def test_fatal_1113_aborts_without_output_and_keeps_journal(workspace: Path) -> 
     def answers(body: dict[str, Any]) -> Any:
         return glm_error(429, "1113", "Insufficient balance") if "third" in document_of(body) else good(body)
 
-    fake = FakeGLM(default=answers)
+    def later_for_third(body: dict[str, Any]) -> float:  # the two good answers arrive before the 1113
+        return 0.05 if "third" in document_of(body) else 0.001
+
+    fake = FakeGLM(default=answers, delay_s=later_for_third)
     with pytest.raises(RunAborted, match="recharge"):
         run(workspace, fake, shard_size=100)
+    assert len(fake.requests) == 3 and fake.max_in_flight == 3
     assert not (workspace / "out.parquet").exists()
     assert not list(workspace.glob(".out.parquet.parts-*"))
     resumed = FakeGLM(default=good)
     run(workspace, resumed)
-    assert len(resumed.requests) <= 1  # what was answered before the abort is not paid again
+    # what was answered before the abort is not paid again; the refused row is
+    assert [document_of(body) for body in resumed.requests] == ["third row"]
+
+
+def test_a_fatal_stop_cancels_requests_hung_on_the_wire(workspace: Path) -> None:
+    pl.DataFrame({"id": [f"h{i}" for i in range(40)], "body": [f"doc {i}" for i in range(40)]}).write_parquet(
+        workspace / "in.parquet")
+
+    def answers(body: dict[str, Any]) -> Any:
+        return glm_error(429, "1113", "Insufficient balance") if document_of(body) == "doc 7" else HANG
+
+    def later_for_fatal(body: dict[str, Any]) -> float:  # every other request is hung by then
+        return 0.2 if document_of(body) == "doc 7" else 0.0
+
+    fake = FakeGLM(default=answers, delay_s=later_for_fatal)
+
+    async def go() -> float:
+        async with fake.transport() as transport:
+            request = RunRequest("mini", str(workspace / "in.parquet"), workspace / "out.parquet")
+            clock = time.perf_counter()
+            with pytest.raises(RunAborted, match="recharge"):
+                await run_extraction(request, settings(workspace, concurrency=30, shard_size=100), TARGET,
+                                     transport=transport)
+            return time.perf_counter() - clock
+
+    seconds = asyncio.run(asyncio.wait_for(go(), timeout=20))  # hung requests never answer by themselves
+    assert seconds < 5, f"the stop waited {seconds:.1f} s for hung requests"
+    assert fake.max_in_flight == 30 and fake.cancelled == 29 and fake.in_flight == 0
+    assert len(fake.requests) == 30  # nothing was sent after the fatal answer
+    resumed = FakeGLM(default=good)
+    run(workspace, resumed, concurrency=30, shard_size=100)
+    assert len(resumed.requests) == 40  # cancelled rows were never journaled as answered
 
 
 @pytest.mark.parametrize(
@@ -204,13 +242,56 @@ def test_empty_input_gives_an_empty_typed_table(workspace: Path) -> None:
     assert summary["rows"] == 0
 
 
-def test_budget_stops_new_requests_and_skips_the_rest(workspace: Path) -> None:
+def test_a_budget_below_one_request_s_worst_case_sends_nothing(workspace: Path) -> None:
     fake = FakeGLM(default=good)
     summary = run(workspace, fake, concurrency=1, shard_size=100, budget_cny=0.00001)
     out = pl.read_parquet(workspace / "out.parquet")
-    assert len(fake.requests) == 1  # 120 tokens cost 0.00006 CNY: over budget after the first answer
-    assert out.filter(pl.col("_error_code") == "budget_reached").height == 2  # r1, r6; r4 reuses r0
-    assert summary["status_counts"]["skipped"] == 2 + 2  # 2 empty texts + 2 over budget
+    assert fake.requests == []  # one request may cost (prompt + 4,096 answer tokens) × price > 0.00001 CNY
+    assert out.filter(pl.col("_error_code") == "budget_reached").height == 4  # r0, r1, r4 (same text), r6
+    assert summary["status_counts"]["skipped"] == 2 + 4 and summary["cost_cny"] == 0
+
+
+def honest(body: dict[str, Any]) -> Any:
+    """Good answers whose usage is what the platform's rule of thumb counts for the prompt."""
+    answer = orjson.loads(good(body).content)["choices"][0]["message"]["content"]
+    return completion(answer, prompt_tokens=count_prompt_tokens(body["messages"]), completion_tokens=150)
+
+
+@pytest.mark.parametrize("budget", [0.004, 0.011])
+def test_the_budget_is_never_overspent_with_30_requests_in_flight(workspace: Path, budget: float) -> None:
+    rows = 400
+    pl.DataFrame({"id": [f"b{i}" for i in range(rows)], "body": [f"document number {i}" for i in range(rows)]}
+                 ).write_parquet(workspace / "in.parquet")
+    fake = FakeGLM(default=honest, delay_s=0.02)
+    summary = run(workspace, fake, concurrency=30, shard_size=50, max_tokens=200, budget_cny=budget)
+    out = pl.read_parquet(workspace / "out.parquet")
+    paid = sum(count_prompt_tokens(body["messages"]) + 150 for body in fake.requests) * 0.5 / 1e6  # the bill
+    assert paid <= budget
+    assert summary["cost_cny"] == pytest.approx(paid, abs=1e-6) == out["_cost_cny"].sum()
+    worst = (count_prompt_tokens(fake.requests[0]["messages"]) * 1.25 + 200) * 0.5 / 1e6
+    assert paid > budget - 2 * worst  # it spent the budget, not a token of it
+    assert fake.max_in_flight > 5  # reservations settle as answers come: the window stays open
+    sent = len(fake.requests)
+    assert (out["_status"] == "ok").sum() == sent < rows
+    skipped = out.filter(pl.col("_status") == "skipped")
+    assert skipped.height == rows - sent and set(skipped["_error_code"]) == {"budget_reached"}
+
+
+def test_summary_splits_cost_into_first_attempts_retries_and_reasks(workspace: Path) -> None:
+    def answers(body: dict[str, Any]) -> Any:
+        doc = document_of(body)
+        if doc == "urgent!" and len(body["messages"]) == 2:
+            return completion('{"name": 1}', prompt_tokens=1000, completion_tokens=0)  # invalid: re-asked
+        if doc == "third row" and sum(document_of(b) == doc for b in fake.requests) == 1:
+            return glm_error(500, "500")  # answered on the second attempt
+        reply = orjson.loads(good(body).content)["choices"][0]["message"]["content"]
+        tokens = {"hello world": 10_000, "urgent!": 200_000, "third row": 30_000}[doc]
+        return completion(reply, prompt_tokens=tokens, completion_tokens=0)
+
+    fake = FakeGLM(default=answers)
+    summary = run(workspace, fake)
+    assert summary["cost_split"] == {"first_attempts": 0.0055, "retries": 0.015, "reasks": 0.1}
+    assert summary["cost_cny"] == pytest.approx(0.0055 + 0.015 + 0.1)
 
 
 def test_free_form_fields_become_json_text(workspace: Path) -> None:

@@ -1,7 +1,10 @@
 """Send one request with retries: only what ``is_retryable`` says, jittered exponential backoff.
 
-Each attempt holds a limiter slot only while it is on the wire, never while backing off. Once the
-run is stopping (``abort`` set), no new attempt starts and backoff sleeps end at once.
+Each attempt holds a limiter slot only while it is on the wire, never while backing off. When a
+slot is granted the attempt is admitted (the run's budget reserves its worst-case cost, see
+``pipeline.budget``) or refused. Once the run is stopping (``abort`` set), no new attempt starts,
+backoff sleeps end at once, and attempts on the wire are cancelled when ``abort`` is a
+:class:`RunStop`.
 
 The first attempt runs bare: nearly every request succeeds at once, and building tenacity's
 machinery for it cost more CPU than the rest of this module (docs/performance.md). Only after a
@@ -13,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
@@ -25,7 +28,47 @@ from pipeline.limiter import AdaptiveLimiter
 
 
 class RunStopping(Exception):
-    """The run is aborting; this request was not sent."""
+    """The run is aborting; this request was not sent, or was cancelled on the wire."""
+
+
+STOP_MESSAGE = "the run stopped"
+
+
+class RunStop(asyncio.Event):
+    """The run's stop signal. Setting it also cancels every attempt on the wire, so a stop does not
+    wait for hung requests (a read timeout can be minutes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._on_wire: set[asyncio.Task[Any]] = set()
+
+    def set(self) -> None:
+        super().set()
+        for task in list(self._on_wire):
+            task.cancel(STOP_MESSAGE)
+
+    @contextlib.contextmanager
+    def on_wire(self) -> Iterator[None]:
+        """Mark the current task as having a request on the wire for the block."""
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self._on_wire.add(task)
+        try:
+            yield
+        finally:
+            self._on_wire.discard(task)
+
+
+class Admission(Protocol):
+    """Decides, once a slot is granted, whether an attempt may be sent (e.g. the run's budget)."""
+
+    async def admit(self) -> float:
+        """Reserve what the attempt may cost and return it; raise to refuse the attempt."""
+
+    def refund(self, reserved: float) -> None:
+        """The attempt ended without an answer: give its reservation back."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +85,7 @@ class AttemptLog:
     attempts: int = 0
     rate_limited: int = 0
     codes: list[str] = field(default_factory=list)
+    reserved: float = 0.0  # what the answered attempt had reserved (settled by the caller)
 
 
 async def send_with_retry(
@@ -51,11 +95,12 @@ async def send_with_retry(
     policy: RetryPolicy,
     abort: asyncio.Event,
     log: AttemptLog,
+    admission: Admission | None = None,
 ) -> ChatAnswer:
     """The first successful answer; re-raises the last error when retries are exhausted."""
 
     try:
-        return await _attempt_once(client, body, limiter, abort, log)
+        return await _attempt_once(client, body, limiter, abort, log, admission)
     except Exception as exc:
         if policy.max_attempts < 2 or not is_retryable(exc):
             raise
@@ -77,7 +122,7 @@ async def send_with_retry(
     )
     async for attempt in retrying:
         with attempt:
-            return await _attempt_once(client, body, limiter, abort, log)
+            return await _attempt_once(client, body, limiter, abort, log, admission)
     raise AssertionError("unreachable: tenacity either returns or re-raises")
 
 
@@ -94,23 +139,48 @@ async def _attempt_once(
     limiter: AdaptiveLimiter,
     abort: asyncio.Event,
     log: AttemptLog,
+    admission: Admission | None,
 ) -> ChatAnswer:
     await limiter.acquire()
     try:
         if abort.is_set():
             raise RunStopping("the run is stopping")
+        reserved = await admission.admit() if admission is not None else 0.0
+        if abort.is_set():  # the stop came while the admission waited
+            if admission is not None:
+                admission.refund(reserved)
+            raise RunStopping("the run is stopping")
         log.attempts += 1
         try:
-            answer = await client.chat(body)
-        except RateLimited as exc:
-            log.rate_limited += 1
-            log.codes.append(exc.code)
-            limiter.on_rate_limited()
+            answer = await _on_the_wire(client, body, abort)
+        except BaseException as exc:
+            if admission is not None:
+                admission.refund(reserved)
+            _note_failure(log, limiter, exc)
             raise
-        except Exception as exc:
-            log.codes.append(getattr(exc, "code", type(exc).__name__))
-            raise
+        log.reserved = reserved
     finally:
         limiter.release()
     limiter.on_success()
     return answer
+
+
+def _note_failure(log: AttemptLog, limiter: AdaptiveLimiter, exc: BaseException) -> None:
+    log.codes.append(getattr(exc, "code", type(exc).__name__))
+    if isinstance(exc, RateLimited):
+        log.rate_limited += 1
+        limiter.on_rate_limited()
+
+
+async def _on_the_wire(client: GLMClient, body: Mapping[str, Any], abort: asyncio.Event) -> ChatAnswer:
+    """One attempt; a stop of the run cancels it on the wire (seen here as :class:`RunStopping`)."""
+    if not isinstance(abort, RunStop):
+        return await client.chat(body)
+    try:
+        with abort.on_wire():
+            return await client.chat(body)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if abort.is_set() and task is not None and task.uncancel() == 0:
+            raise RunStopping("cancelled on the wire: the run stopped") from None
+        raise
