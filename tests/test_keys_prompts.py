@@ -32,7 +32,10 @@ def test_json_mode_carries_schema_in_system_and_document_in_user() -> None:
 def test_tools_mode_sends_schema_as_function_parameters() -> None:
     task = load_task("financial_report", SCHEMAS)
     body = render_request(task, {"text": "Revenue 5", "doc_type": "annual"}, RenderOptions(model="m", mode="tools"))
-    assert body["tools"][0]["function"]["parameters"] == task.schema
+    parameters = body["tools"][0]["function"]["parameters"]
+    assert "$schema" not in parameters and "title" not in parameters  # annotations cost tokens, say nothing
+    assert parameters["required"] == task.schema["required"]  # a function call keeps its own contract
+    assert parameters["additionalProperties"] is False
     assert body["tool_choice"] == "auto" and "response_format" not in body
     assert SCHEMA_OPEN not in body["messages"][0]["content"]
 

@@ -1,0 +1,298 @@
+"""What a run would cost, and what a row costs beyond its own words (pure; shared by the CLI, the flow
+and benchmarks/bench_cost.py).
+
+Token counts follow the platform's rule of thumb (:mod:`pipeline.tokens`), the same count the
+emulator reports; GLM's ``usage`` is the truth, so when the journal holds real answers the estimate
+is calibrated on them (:class:`Calibration`). Prices, cache and batch rules: docs/performance.md
+(cost) and docs/glm_platform.md.
+
+- *online*: every prompt and completion token at the online price;
+- *cached*: the part of a prompt shared with the previous request (the fixed system message comes
+  first, so every request but the first shares it) at the cached-token price;
+- *batch*: the batch API charges half the online price (no cache assumed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.prompts import RenderOptions, document_text, render_request, system_message
+from pipeline.tasks import TaskSpec
+from pipeline.tokens import count_completion_tokens, count_prompt_tokens, count_text_tokens, message_text
+
+BATCH_PRICE_FACTOR = 0.5
+#: A cached prompt token is priced at this share of the online price unless a price is configured.
+#: Unconfirmed for this model: a third-party table says 0.25 CNY per million (half of 0.5).
+DEFAULT_CACHED_SHARE = 0.5
+NOT_YET = "not yet"  # packing and chunking of long documents do not exist yet
+
+
+@dataclass(frozen=True)
+class Prices:
+    """CNY per million tokens."""
+
+    online: float
+    cached: float
+    batch_factor: float = BATCH_PRICE_FACTOR
+
+    @classmethod
+    def for_online(cls, online: float, cached: float | None = None) -> Prices:
+        return cls(online=online, cached=online * DEFAULT_CACHED_SHARE if cached is None else cached)
+
+    def online_cny(self, prompt: float, completion: float) -> float:
+        return (prompt + completion) * self.online / 1e6
+
+    def cached_cny(self, prompt: float, cached: float, completion: float) -> float:
+        return ((prompt - cached + completion) * self.online + cached * self.cached) / 1e6
+
+    def batch_cny(self, prompt: float, completion: float) -> float:
+        return self.online_cny(prompt, completion) * self.batch_factor
+
+
+def needs_request(task: TaskSpec, row: Mapping[str, Any]) -> bool:
+    """The engine's local rule: blank text or text over ``max_input_chars`` is never sent."""
+    text = row.get(task.text_column)
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return False
+    return not (task.max_input_chars is not None and isinstance(text, str) and len(text) > task.max_input_chars)
+
+
+def prompt_text(body: Mapping[str, Any]) -> str:
+    """The prompt's text in the order the model reads it (what a prefix cache can match)."""
+    return "\n".join(message_text(m) for m in body.get("messages", ()))
+
+
+def shared_prefix_tokens(previous: str | None, current: str) -> int:
+    """Tokens of the longest prefix ``current`` shares with ``previous`` (0 for the first request)."""
+    if not previous:
+        return 0
+    return count_text_tokens(current[: _common_prefix_length(previous, current)])
+
+
+def _common_prefix_length(a: str, b: str) -> int:
+    """Binary search over slice comparisons (C-speed), not a character loop."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+# ---------------------------------------------------------------------------------------------
+# What a row pays for, over a sample with known answers (benchmark and tests)
+
+
+@dataclass(frozen=True)
+class SampleCosts:
+    """Per-row means over a sample; ``floor`` = document + answer tokens, all a row must pay."""
+
+    rows: int
+    prompt_tokens_per_row: float
+    overhead_tokens_per_row: float  # system message + template + message framing
+    document_tokens_per_row: float
+    completion_tokens_per_row: float
+    cached_tokens_per_row: float
+    floor_tokens_per_row: float
+    cny_per_1k_rows_online: float
+    cny_per_1k_rows_cached: float
+    cny_per_1k_rows_batch: float
+    overhead_ratio: float  # tokens paid ÷ floor, online
+    overhead_ratio_cached: float  # the same with cached tokens weighed by their price
+
+
+def sample_costs(task: TaskSpec, rows: Sequence[Mapping[str, Any]], answers: Sequence[str],
+                 options: RenderOptions, prices: Prices, system: str | None = None) -> SampleCosts:
+    """Render each row (as the engine does), split its prompt into ours and the document, and price
+    it with its answer text; rows the engine would not send are left out."""
+    system = system if system is not None else system_message(task, options.mode)
+    prompt = overhead = document = completion = cached = 0
+    sent = 0
+    previous: str | None = None
+    for row, answer in zip(rows, answers, strict=True):
+        if not needs_request(task, row):
+            continue
+        body = render_request(task, row, options, system)
+        tokens = count_prompt_tokens(body["messages"], body.get("tools"))
+        doc = count_text_tokens(document_text(task, row))
+        text = prompt_text(body)
+        prompt, document, overhead = prompt + tokens, document + doc, overhead + tokens - doc
+        cached += shared_prefix_tokens(previous, text)
+        completion += count_completion_tokens(answer)
+        previous, sent = text, sent + 1
+    n = max(sent, 1)
+    floor = (document + completion) / n
+    paid_cached = (prompt - cached + completion) + cached * prices.cached / prices.online if prices.online else 0.0
+    return SampleCosts(
+        rows=sent, prompt_tokens_per_row=prompt / n, overhead_tokens_per_row=overhead / n,
+        document_tokens_per_row=document / n, completion_tokens_per_row=completion / n,
+        cached_tokens_per_row=cached / n, floor_tokens_per_row=floor,
+        cny_per_1k_rows_online=prices.online_cny(prompt, completion) / n * 1000,
+        cny_per_1k_rows_cached=prices.cached_cny(prompt, cached, completion) / n * 1000,
+        cny_per_1k_rows_batch=prices.batch_cny(prompt, completion) / n * 1000,
+        overhead_ratio=(prompt + completion) / n / floor if floor else math.nan,
+        overhead_ratio_cached=paid_cached / n / floor if floor else math.nan,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimate of a run before it is made (CLI `estimate`, flow estimate-only)
+
+
+def skeleton_answer_tokens(schema: Mapping[str, Any]) -> int:
+    """Completion tokens of a typical answer guessed from the schema's shape: every key, enums by
+    their longest value, strings half their ``maxLength`` (at most 60 characters, else 24), two
+    items per array. Used only when the journal holds no real answers to learn from."""
+    return count_completion_tokens(_skeleton_text(schema))
+
+
+_SCALAR_SKELETONS = {"number": "1234.5", "integer": "1234", "boolean": "false", "null": "null"}
+
+
+def _skeleton_text(schema: Any) -> str:
+    if not isinstance(schema, Mapping):
+        return "null"
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return max((f'"{v}"' if isinstance(v, str) else str(v) for v in schema["enum"]), key=len)
+    types = schema.get("type")
+    kind = types if isinstance(types, str) else next((t for t in types or [] if t != "null"), "string")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return "{" + ",".join(f'"{k}":{_skeleton_text(v)}' for k, v in props.items()) + "}"
+    if kind == "array":
+        item = _skeleton_text(schema.get("items"))
+        return f"[{item},{item}]"
+    if kind in _SCALAR_SKELETONS:
+        return _SCALAR_SKELETONS[kind]
+    length = schema.get("maxLength")
+    chars = min(int(length) // 2, 60) if isinstance(length, int) else 24
+    return '"' + " ".join(["word"] * max(1, chars // 5)) + '"'
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the journal's real answers teach: actual prompt tokens ÷ our count, completion tokens
+    per answer. ``answers == 0``: nothing learnt (scale 1, completion guessed from the schema)."""
+
+    answers: int = 0
+    prompt_scale: float = 1.0
+    completion_per_request: float | None = None
+
+    def completion(self, task: TaskSpec) -> float:
+        return self.completion_per_request if self.completion_per_request is not None \
+            else skeleton_answer_tokens(task.schema)
+
+
+def calibrate(pairs: Iterable[tuple[int, int, int]]) -> Calibration:
+    """From (our prompt count, actual prompt tokens, actual completion tokens) of answers that took
+    one request (no retry, no re-ask), so their usage is one request's."""
+    ours = actual = completion = answers = 0
+    for counted, prompt, answer in pairs:
+        if counted <= 0 or prompt <= 0:
+            continue
+        ours, actual, completion, answers = ours + counted, actual + prompt, completion + answer, answers + 1
+    if not answers:
+        return Calibration()
+    return Calibration(answers=answers, prompt_scale=actual / ours, completion_per_request=completion / answers)
+
+
+@dataclass
+class Estimate:
+    """Counts and prices of a run that has not been made (JSON-ready through :meth:`as_dict`)."""
+
+    task: str
+    input: str
+    rows: int = 0
+    shards: int = 0
+    skipped: int = 0
+    requests: int = 0
+    from_journal: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    cost_cny: float = 0.0
+    cost_cny_cached: float = 0.0
+    cost_cny_batch: float = 0.0
+    price_cny_per_mtok: float = 0.0
+    price_cached_cny_per_mtok: float = 0.0
+    calibrated_on: int = 0  # real answers in the journal the figures were calibrated on
+    prompt_scale: float = 1.0
+    completion_per_request: float = 0.0
+    requests_after_packing: str = NOT_YET
+    requests_after_chunking: str = NOT_YET
+    # counted while walking the rows, turned into tokens by :func:`finish`
+    _counted_prompt: int = field(default=0, repr=False)
+    _counted_cached: int = field(default=0, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        for key in ("cost_cny", "cost_cny_cached", "cost_cny_batch"):
+            data[key] = round(data[key], 6)
+        data["prompt_scale"] = round(self.prompt_scale, 4)
+        data["completion_per_request"] = round(self.completion_per_request, 1)
+        return {**data, "estimate_only": True}
+
+
+@dataclass
+class EstimateWalk:
+    """State carried across shards: the previous prompt (for the shared prefix) and the calibration
+    pairs read from the journal."""
+
+    previous: str | None = None
+    pairs: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+def add_rows(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, rows: Sequence[Mapping[str, Any]],
+             bodies: Mapping[str, Mapping[str, Any]], known: Mapping[str, Any]) -> None:
+    """Add one shard: ``bodies`` by request key (rows that need a request), ``known`` the journal's
+    real answers among those keys (objects with ``attempts``, ``reasks``, ``prompt_tokens``,
+    ``completion_tokens``)."""
+    estimate.rows += len(rows)
+    estimate.skipped += sum(not needs_request(task, row) for row in rows)
+    for key, body in bodies.items():
+        counted = count_prompt_tokens(body["messages"], body.get("tools"))
+        entry = known.get(key)
+        if entry is not None:
+            estimate.from_journal += 1
+            if entry.attempts == 1 and entry.reasks == 0:
+                walk.pairs.append((counted, entry.prompt_tokens, entry.completion_tokens))
+            continue
+        text = prompt_text(body)
+        estimate.requests += 1
+        estimate._counted_prompt += counted
+        estimate._counted_cached += shared_prefix_tokens(walk.previous, text)
+        walk.previous = text
+
+
+def finish(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, prices: Prices) -> Estimate:
+    """Calibrate on what the journal taught and price the estimate."""
+    calibration = calibrate(walk.pairs)
+    per_answer = calibration.completion(task)
+    estimate.calibrated_on = calibration.answers
+    estimate.prompt_scale = calibration.prompt_scale
+    estimate.completion_per_request = per_answer
+    estimate.prompt_tokens = round(estimate._counted_prompt * calibration.prompt_scale)
+    estimate.cached_tokens = min(round(estimate._counted_cached * calibration.prompt_scale), estimate.prompt_tokens)
+    estimate.completion_tokens = round(per_answer * estimate.requests)
+    estimate.price_cny_per_mtok, estimate.price_cached_cny_per_mtok = prices.online, prices.cached
+    estimate.cost_cny = prices.online_cny(estimate.prompt_tokens, estimate.completion_tokens)
+    estimate.cost_cny_cached = prices.cached_cny(estimate.prompt_tokens, estimate.cached_tokens,
+                                                 estimate.completion_tokens)
+    estimate.cost_cny_batch = prices.batch_cny(estimate.prompt_tokens, estimate.completion_tokens)
+    return estimate
+
+
+def estimate_error(estimate: Mapping[str, Any], actual_prompt: int, actual_completion: int) -> dict[str, Any]:
+    """How far an estimate's tokens were from a run's actual usage (signed, as a share of actual)."""
+    predicted = int(estimate.get("prompt_tokens", 0)) + int(estimate.get("completion_tokens", 0))
+    actual = actual_prompt + actual_completion
+    return {
+        "estimated_tokens": predicted,
+        "actual_tokens": actual,
+        "error": round((predicted - actual) / actual, 4) if actual else None,
+    }
