@@ -8,7 +8,7 @@ of the same content (a higher attempt number) is drawn afresh and can succeed. `
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -23,8 +23,11 @@ RATE_LIMIT_FAULTS = frozenset({"1302", "1303", "1305", "1312"})
 SERVER_FAULTS = frozenset({"500", "503"})
 #: Faults that answer 200 with a broken body.
 BROKEN_ANSWERS = frozenset(
-    {"fence", "prose", "malformed", "schema_violation", "truncated", "empty", "sensitive_output"}
+    {"fence", "prose", "malformed", "schema_violation", "truncated", "empty", "sensitive_output", "wrong_enum",
+     "missing_required", "string_for_number"}
 )
+#: Valid JSON that fails the schema, each its own way (then ``violate_schema``'s way if impossible).
+SCHEMA_VIOLATIONS = frozenset({"schema_violation", "wrong_enum", "missing_required", "string_for_number"})
 _NORMAL = NormalDist()
 
 
@@ -59,18 +62,38 @@ def decide_fault(table: FaultTable, seed: int, key: str, attempt: int) -> str | 
     return None
 
 
-def draw_latency(spec: LatencySpec, scale: float, seed: int, key: str, attempt: int) -> float:
-    """Seconds to wait before answering, from the distribution, deterministic per (seed, key, attempt)."""
+def draw_latency(spec: LatencySpec, scale: float, seed: int, key: str, attempt: int, *, prompt_tokens: int = 0,
+                 completion_tokens: int = 0, load: float = 0.0, slowdown: float = 0.0) -> float:
+    """Seconds from a request's arrival to its (last) byte, deterministic per (seed, key, attempt).
+
+    ``load`` is the share of the cap in flight (0..1); with ``slowdown`` F the answer takes
+    ``1 + F * load`` times longer (a server near its cap decodes slower).
+    """
+    u = unit_float(seed, "latency", key, attempt)
     if spec.kind == "fixed":
         base = spec.a
+    elif spec.kind == "uniform":
+        base = spec.a + u * (spec.b - spec.a)
+    elif spec.kind == "lognormal":
+        base = spec.a * math.exp(spec.b * _normal(u))
     else:
-        u = unit_float(seed, "latency", key, attempt)
-        if spec.kind == "uniform":
-            base = spec.a + u * (spec.b - spec.a)
-        else:
-            z = _NORMAL.inv_cdf(min(max(u, 1e-9), 1 - 1e-9))
-            base = spec.a * math.exp(spec.b * z)
-    return max(0.0, base * scale)
+        nominal = spec.a + prompt_tokens / spec.b + completion_tokens / spec.c
+        base = nominal * math.exp(spec.d * _normal(u)) if spec.d > 0 else nominal
+    return max(0.0, base * scale * (1.0 + slowdown * min(max(load, 0.0), 1.0)))
+
+
+def first_token_share(spec: LatencySpec, prompt_tokens: int, completion_tokens: int) -> float:
+    """Which share of the delay comes before the first token (a stream's first chunk); 1 for the
+    models that do not know about tokens (everything arrives at once)."""
+    if spec.kind != "tokens":
+        return 1.0
+    first = spec.a + prompt_tokens / spec.b
+    total = first + completion_tokens / spec.c
+    return first / total if total > 0 else 1.0
+
+
+def _normal(u: float) -> float:
+    return _NORMAL.inv_cdf(min(max(u, 1e-9), 1 - 1e-9))
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +108,8 @@ class BrokenAnswer:
 
 def break_answer(fault: str, text: str, instance: Any, plan: Node | None) -> BrokenAnswer:
     """Turn a good answer text into what the ``fault`` makes of it."""
-    if fault == "schema_violation":
-        return BrokenAnswer(orjson.dumps(violate_schema(instance, plan)).decode(), "stop", as_tool_call=True)
+    if fault in SCHEMA_VIOLATIONS:
+        return BrokenAnswer(orjson.dumps(_violation(fault, instance, plan)).decode(), "stop", as_tool_call=True)
     if fault == "sensitive_output":
         return BrokenAnswer(text[: len(text) // 3], "sensitive", as_tool_call=False, content_filter=True)
     simple = {
@@ -100,6 +123,45 @@ def break_answer(fault: str, text: str, instance: Any, plan: Node | None) -> Bro
         raise ValueError(f"{fault!r} is not a broken-answer fault")
     broken, finish, as_tool_call = simple[fault]
     return BrokenAnswer(broken, finish, as_tool_call)
+
+
+def _violation(fault: str, instance: Any, plan: Node | None) -> Any:
+    changed: Any = None
+    if fault == "wrong_enum":
+        changed = _replace_first(instance, plan, lambda n, v: n.kind == "enum" and v is not None,
+                                 lambda n, v: _not_in(n.enum or ()))
+    elif fault == "string_for_number":
+        changed = _replace_first(instance, plan,
+                                 lambda n, v: n.kind in ("integer", "number") and isinstance(v, int | float),
+                                 lambda n, v: f"{v} (approx.)")
+    elif fault == "missing_required" and isinstance(instance, dict) and plan is not None:
+        present = [k for k in plan.required if k in instance]
+        changed = {k: v for k, v in instance.items() if k != present[0]} if present else None
+    return changed if changed is not None else violate_schema(instance, plan)
+
+
+def _replace_first(instance: Any, plan: Node | None, wanted: Callable[[Node, Any], bool],
+                   make: Callable[[Node, Any], Any]) -> Any:
+    """A copy of ``instance`` with the first value (depth first) whose node is ``wanted`` replaced."""
+    if plan is None or not isinstance(instance, dict):
+        return None
+    for key, child in plan.props:
+        if key not in instance:
+            continue
+        value = instance[key]
+        if wanted(child, value):
+            return {**instance, key: make(child, value)}
+        inner = _replace_first(value, child, wanted, make)
+        if inner is not None:
+            return {**instance, key: inner}
+    return None
+
+
+def _not_in(values: tuple[Any, ...]) -> str:
+    candidate = "other"
+    while candidate in values:
+        candidate += "_value"
+    return candidate
 
 
 def _malform(text: str) -> str:

@@ -1,7 +1,9 @@
 """The aiohttp application: GLM's chat-completions endpoint plus ``/_emulator/*`` control routes.
 
 Order of checks for a completion request: auth → fatal switches (401/1113 from the N-th request) →
-parameter checks (400) → concurrency cap (429/1302, immediate) → fault draw → latency → answer.
+parameter checks (400) → model (1211) → context window (1261) → concurrency cap (429/1302,
+immediate) → fault draw → answer → latency from its tokens → send (JSON, or SSE when ``stream``).
+Any other path answers 404 with a GLM error body; every response carries ``X-GLM-Emulator``.
 A client that disconnects cancels its handler (``handler_cancellation``), so an abandoned hang
 frees its slot.
 
@@ -15,35 +17,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import time
 from collections import Counter
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from emulator.answers import answer_request
+from emulator.completion import Usage, build_completion
 from emulator.config import EmulatorConfig
-from emulator.faults import (
-    BROKEN_ANSWERS,
-    RATE_LIMIT_FAULTS,
-    SERVER_FAULTS,
-    FaultTable,
-    break_answer,
-    decide_fault,
-    draw_latency,
-)
+from emulator.faults import RATE_LIMIT_FAULTS, SERVER_FAULTS, FaultTable, decide_fault, draw_latency, first_token_share
 from emulator.hashing import content_key, short_hex
-from emulator.wire import (
-    DEFAULT_MODEL,
-    WireError,
-    check_request,
-    completion_body,
-    error_for,
-    text_message,
-    tool_message,
-)
-from pipeline.tokens import count_completion_tokens, count_prompt_tokens
+from emulator.prompt_cache import PrefixCache, prompt_pieces
+from emulator.streaming import send_stream, stream_chunks
+from emulator.wire import WireError, check_request, error_for
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +43,7 @@ class EmulatorState:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.faults = FaultTable.from_rates(config.faults)
+        self.cache = PrefixCache()
         self.in_flight = 0
         self.reset()
 
@@ -71,6 +58,7 @@ class EmulatorState:
         self.request_ids: Counter[str] = Counter()
         self.without_request_id = 0
         self.seen: Counter[str] = Counter()
+        self.cache.clear()
 
     def admit(self) -> bool:
         if self.in_flight >= self.config.concurrency:
@@ -114,22 +102,27 @@ def build_app(config: EmulatorConfig) -> web.Application:
     """The emulator as an aiohttp application (serve it with ``AppRunner(handler_cancellation=True)``)."""
     app = web.Application(client_max_size=64 * 1024**2)
     app[STATE_KEY] = EmulatorState(config)
+    app.on_response_prepare.append(_say_what_answered)
     for path in COMPLETION_PATHS:
         app.router.add_post(path, handle_completion)
     app.router.add_get("/_emulator/stats", handle_stats)
     app.router.add_post("/_emulator/reset", handle_reset)
     app.router.add_get("/_emulator/health", handle_health)
+    app.router.add_route("*", "/{tail:.*}", handle_unknown)
     return app
 
 
 #: Every response says what answered it: the body stays GLM's, the header tells the truth.
 EMULATOR_HEADERS = {"X-GLM-Emulator": "glm-extract emulator; answers are synthetic"}
+DELAY_HEADER = "X-GLM-Emulator-Delay"  # seconds the emulator waited on purpose (from arrival)
 
 
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(payload), status=status, content_type="application/json", headers=EMULATOR_HEADERS
-    )
+async def _say_what_answered(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(EMULATOR_HEADERS)
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers)
 
 
 def _error(state: EmulatorState, error: WireError, outcome: str | None, request_id: str | None) -> web.Response:
@@ -139,6 +132,13 @@ def _error(state: EmulatorState, error: WireError, outcome: str | None, request_
     state.by_status[str(error.status)] += 1
     state.by_code[error.code] += 1
     return _json(error.body(request_id), error.status)
+
+
+async def handle_unknown(request: web.Request) -> web.Response:
+    """Files, Batch, models, embeddings…: not emulated; a GLM-shaped 404, not a bare one."""
+    state = request.app[STATE_KEY]
+    message = f"{error_for('1222').message}: {request.method} {request.path} is not emulated"
+    return _error(state, error_for("1222", message), "not_found", None)
 
 
 async def handle_completion(request: web.Request) -> web.StreamResponse:
@@ -159,10 +159,18 @@ async def handle_completion(request: web.Request) -> web.StreamResponse:
     invalid = check_request(body)
     if invalid is not None:
         return _error(state, invalid, "bad_request", request_id)
+    model = body.get("model")
+    if not isinstance(model, str) or model.strip().lower() not in state.config.models:
+        message = f"{error_for('1211').message} ({model!r} is not served here)"
+        return _error(state, error_for("1211", message), "unknown_model", request_id)
+    pieces = prompt_pieces(body["messages"], body.get("tools"))
+    if sum(pieces) > state.config.context_tokens:
+        message = f"{error_for('1261').message}: {sum(pieces)} tokens > {state.config.context_tokens}"
+        return _error(state, error_for("1261", message), "context_too_long", request_id)
     if not state.admit():
         return _error(state, error_for("1302"), "over_capacity", request_id)
     try:
-        return await _serve_admitted(state, request, body, request_id, arrived)
+        return await _serve_admitted(state, request, body, request_id, arrived, pieces)
     finally:
         state.release()
 
@@ -180,9 +188,8 @@ def _gate(config: EmulatorConfig, authorization: str, ordinal: int) -> tuple[str
     return None
 
 
-async def _serve_admitted(
-    state: EmulatorState, request: web.Request, body: dict[str, Any], request_id: str | None, arrived: float
-) -> web.StreamResponse:
+async def _serve_admitted(state: EmulatorState, request: web.Request, body: dict[str, Any], request_id: str | None,
+                          arrived: float, pieces: list[int]) -> web.StreamResponse:
     config = state.config
     key = content_key(body)
     attempt = state.seen[key]
@@ -193,12 +200,28 @@ async def _serve_admitted(
     if fault in RATE_LIMIT_FAULTS or fault == "sensitive_input":
         code = "1301" if fault == "sensitive_input" else str(fault)
         return _error(state, error_for(code), None, request_id)
-    delay = draw_latency(config.latency, config.latency_scale, config.seed, key, attempt)
-    answers = fault not in SERVER_FAULTS and fault != "reset"
-    broken = fault if fault in BROKEN_ANSWERS else None
-    payload = _completion(body, broken, key, attempt, request_id) if answers else None
+    usage = Usage(sum(pieces), state.cache.use(body["messages"], body.get("tools"), pieces))
+    payload: dict[str, Any] | None = None
+    if fault not in SERVER_FAULTS and fault != "reset":
+        try:
+            payload = build_completion(body, fault, key, attempt, request_id, usage)
+        except Exception:  # a bug in the answer builder: GLM-shaped 500, never a bare aiohttp one
+            logger.exception("answer builder failed on request %s", request_id)
+            return _error(state, error_for("500"), "builder_error", request_id)
+    completion = payload["usage"]["completion_tokens"] if payload else 0
+    load = state.in_flight / config.concurrency
+    delay = draw_latency(config.latency, config.latency_scale, config.seed, key, attempt,
+                         prompt_tokens=usage.prompt_tokens, completion_tokens=completion, load=load,
+                         slowdown=config.load_slowdown)
+    delay = config.hang_seconds if fault == "hang" else delay
+    headers = {DELAY_HEADER: repr(delay)}
     loop = asyncio.get_running_loop()
-    await asyncio.sleep(max(0.0, arrived + (config.hang_seconds if fault == "hang" else delay) - loop.time()))
+    if payload is not None and body.get("stream") is True and fault != "hang":
+        state.by_status["200"] += 1
+        state.completed_ok += fault is None
+        share = first_token_share(config.latency, usage.prompt_tokens, completion)
+        return await send_stream(request, stream_chunks(payload), arrived + delay * share, arrived + delay, headers)
+    await asyncio.sleep(max(0.0, arrived + delay - loop.time()))
     if fault in SERVER_FAULTS:
         return _error(state, error_for(str(fault)), None, request_id)
     if payload is None:  # the "reset" fault
@@ -206,43 +229,12 @@ async def _serve_admitted(
     # a hang that outlived its client was cancelled above; one that did not answers normally
     state.by_status["200"] += 1
     state.completed_ok += fault is None
-    return _json(payload)
-
-
-def _completion(body: dict[str, Any], fault: str | None, key: str, attempt: int, request_id: str) -> dict[str, Any]:
-    answer = answer_request(body)
-    text, finish, as_tool, content_filter = answer.text, "stop", True, False
-    if fault in BROKEN_ANSWERS:
-        broken = break_answer(str(fault), answer.text, answer.instance, answer.plan)
-        text, finish, as_tool, content_filter = (
-            broken.text, broken.finish_reason, broken.as_tool_call, broken.content_filter
-        )  # fmt: skip
-    if answer.tool_name is not None and as_tool:
-        call_id = "call_" + short_hex(key, attempt, "call", length=20)
-        message = tool_message(call_id, answer.tool_name, text)
-        finish = "tool_calls" if finish == "stop" else finish
-    else:
-        message = text_message(text)
-    completion = count_completion_tokens(text)
-    max_tokens = body.get("max_tokens")
-    if finish == "length" and isinstance(max_tokens, int):
-        completion = max_tokens
-    usage = (count_prompt_tokens(body["messages"], body.get("tools")), completion)
-    return completion_body(
-        task_id=short_hex(key, attempt, "task", length=24),
-        request_id=request_id,
-        created=int(time.time()),
-        model=str(body.get("model") or DEFAULT_MODEL),
-        message=message,
-        finish_reason=finish,
-        usage=usage,
-        content_filter=content_filter,
-    )
+    return _json(payload, headers=headers)
 
 
 async def _reset_connection(request: web.Request) -> web.StreamResponse:
     """Send the status line and headers, a few bytes of body, then abort the TCP connection."""
-    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json", **EMULATOR_HEADERS})
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     response.content_length = 4096
     await response.prepare(request)
     await response.write(b'{"id":"')

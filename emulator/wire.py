@@ -19,6 +19,9 @@ ERRORS: Mapping[str, tuple[int, str]] = {
     "503": (503, "The service is temporarily overloaded, please try again later"),
     "1002": (401, "Authorization Token非法，请确认Authorization Token正确传递。"),
     "1113": (429, "Insufficient balance or no resource package. Please recharge."),
+    "1211": (400, "模型不存在，请检查模型代码。"),
+    "1222": (404, "API 不存在"),
+    "1261": (400, "Prompt 超长"),
     "1210": (400, "The temperature parameter is illegal.：限制数值范围[0,1]"),
     "1214": (400, "Invalid parameter. Please check the documentation."),
     "1301": (400, "系统检测到输入或生成内容可能包含不安全或敏感内容，"
@@ -62,6 +65,7 @@ def completion_body(
     message: dict[str, Any],
     finish_reason: str,
     usage: tuple[int, int],
+    cached_tokens: int = 0,
     content_filter: bool = False,
 ) -> dict[str, Any]:
     """A chat-completion body exactly as GLM returns it."""
@@ -76,7 +80,7 @@ def completion_body(
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached_tokens},
         },
     }
     if content_filter:

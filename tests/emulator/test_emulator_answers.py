@@ -11,7 +11,7 @@ import jsonschema_rs
 import orjson
 import pytest
 
-from emulator.answers import answer_request, extract_document, extract_schema_text
+from emulator.answers import FALLBACK_SCHEMA, answer_request, extract_document, extract_schema_text
 from emulator.docfacts import DocFacts
 from emulator.schema_plan import compile_schema, plan_for_text
 from pipeline.tokens import count_completion_tokens, count_prompt_tokens, count_text_tokens
@@ -174,10 +174,11 @@ def test_tools_mode_reads_the_schema_from_the_function_parameters() -> None:
     assert answer.instance["booking_id"] == "ABC-12345"
 
 
-def test_no_schema_answers_an_empty_object() -> None:
+def test_no_schema_answers_the_fallback_object() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
     answer = answer_request(body)
-    assert (answer.instance, answer.text) == ({}, "{}")
+    assert jsonschema_rs.validator_for(FALLBACK_SCHEMA).is_valid(answer.instance)
+    assert answer.instance["summary"] == "hello" and orjson.loads(answer.text) == answer.instance
 
 
 def test_a_reask_is_answered_from_the_same_schema_and_document() -> None:
