@@ -42,11 +42,24 @@ class AdaptiveLimiter:
         self._clock = clock
         self._last_decrease = -math.inf
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._watchers: list[Callable[[], None]] = []
 
     @property
     def limit(self) -> int:
         """Requests allowed in flight right now."""
         return max(self.min_limit, math.floor(self.window))
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a slot (ready to go as soon as one frees)."""
+        return len(self._waiters)
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever a slot is handed to a queued request (the queue shrank)."""
+        self._watchers.append(callback)
+
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        self._watchers.remove(callback)
 
     async def acquire(self) -> None:
         """Wait for a slot (FIFO)."""
@@ -96,8 +109,13 @@ class AdaptiveLimiter:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def _wake(self) -> None:
+        woken = False
         while self._waiters and self.in_flight < self.limit:
             future = self._waiters.popleft()
+            woken = True
             if not future.done():
                 self._take()
                 future.set_result(None)
+        if woken:
+            for callback in self._watchers:
+                callback()

@@ -29,8 +29,8 @@ from pipeline.settings import Settings
 from pipeline.stats import RunStats
 from pipeline.tables import RunColumns, assemble_shard, check_no_clash, extraction_dtype
 from pipeline.tasks import TaskSpec, bind_columns, load_task
+from pipeline.window import ShardWindow
 
-SHARDS_IN_FLIGHT = 2  # the next shard's requests start while the previous one's tail finishes
 Progress = Callable[[int], None]
 
 
@@ -132,20 +132,20 @@ async def run_extraction(
 
 async def run_shards(ctx: EngineContext, shards: Iterable[tuple[int, pl.DataFrame]], plan: io.OutputPlan, run_id: str,
                      on_progress: Progress | None = None) -> list[Path]:
-    """Process shards with a small overlap; write each as a part; raise RunAborted on a fatal error."""
+    """Process shards, the next one starting whenever the slots would otherwise run dry
+    (:class:`~pipeline.window.ShardWindow`); write each as a part; raise RunAborted on a fatal error."""
     assert ctx.abort is not None
-    window = asyncio.Semaphore(SHARDS_IN_FLIGHT)
     parts: dict[int, Path] = {}
     run = RunColumns(ctx.task.name, ctx.task.schema_id, ctx.task.prompt_version, run_id, ctx.task.output_prefix)
     dtype = extraction_dtype(ctx.task.schema)
 
-    async def one(index: int, frame: pl.DataFrame) -> None:
+    async def one(window: ShardWindow, index: int, frame: pl.DataFrame) -> None:
         try:
             metas = await process_shard(ctx, rows_of(frame, ctx.task))
         except FatalError:
             return  # recorded in ctx.fatal; other shards settle, then the run aborts
         finally:
-            window.release()
+            window.done()
         # off the event loop: a shard's assembly and write would stall in-flight requests for ~0.1 s
         table = await asyncio.to_thread(assemble_shard, frame, ctx.task.id_column, metas, dtype, run)
         ctx.stats.note_rows(table.get_column("_record_id").to_list(), metas)
@@ -153,13 +153,13 @@ async def run_shards(ctx: EngineContext, shards: Iterable[tuple[int, pl.DataFram
         if on_progress:
             on_progress(frame.height)
 
-    async with asyncio.TaskGroup() as group:
+    async with ShardWindow(ctx.limiter) as window, asyncio.TaskGroup() as group:
         for index, frame in shards:
-            await window.acquire()
+            await window.admit()
             if ctx.abort.is_set():
-                window.release()
+                window.done()
                 break
-            group.create_task(one(index, frame))
+            group.create_task(one(window, index, frame))
     if ctx.fatal is not None:
         raise RunAborted(f"run stopped: {ctx.fatal} — {ctx.fatal.hint}", code=ctx.fatal.code)
     return [parts[i] for i in sorted(parts)]

@@ -52,7 +52,8 @@ def glm_error(status: int, code: str, message: str = "error") -> httpx.Response:
 class FakeGLM:
     """Answers from a script (consumed in order), then from ``default`` for every further call.
 
-    ``requests`` and ``headers`` record what arrived (in arrival order); ``in_flight`` is how many
+    ``requests`` and ``headers`` record what arrived (in arrival order), ``answered`` the bodies
+    answered (in the order the answers left); ``in_flight`` is how many
     requests are on the wire now, ``max_in_flight`` the most at once; ``cancelled`` counts requests
     whose caller gave up while they were on the wire."""
 
@@ -61,6 +62,7 @@ class FakeGLM:
     delay_s: Delay = DEFAULT_DELAY_S
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[httpx.Headers] = field(default_factory=list)
+    answered: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
     cancelled: int = 0
@@ -80,6 +82,7 @@ class FakeGLM:
             if isinstance(answer, _Hang):
                 await asyncio.Event().wait()  # until the caller cancels
                 raise AssertionError("unreachable")
+            self.answered.append(body)
             return answer
         except asyncio.CancelledError:
             self.cancelled += 1

@@ -194,6 +194,23 @@ def test_a_fatal_stop_cancels_requests_hung_on_the_wire(workspace: Path) -> None
     assert len(resumed.requests) == 40  # cancelled rows were never journaled as answered
 
 
+def test_rows_held_up_do_not_hold_the_next_shards_back(workspace: Path) -> None:
+    rows = 200
+    pl.DataFrame({"id": [f"s{i}" for i in range(rows)], "body": [f"doc {i}" for i in range(rows)]}).write_parquet(
+        workspace / "in.parquet")
+
+    def slow_first_of_each_shard(body: dict[str, Any]) -> float:  # e.g. a row waiting out a long answer
+        return 0.3 if int(document_of(body).split()[1]) % 10 == 0 else 0.002
+
+    fake = FakeGLM(default=good, delay_s=slow_first_of_each_shard)
+    summary = run(workspace, fake, concurrency=30, shard_size=10)
+    assert summary["status_counts"]["ok"] == rows
+    assert fake.max_in_flight == 30  # shard boundaries never leave slots idle
+    answered = [document_of(body) for body in fake.answered]
+    fast_before_first_slow = answered.index("doc 0")
+    assert fast_before_first_slow >= 50, answered[:fast_before_first_slow + 1]  # not just two shards' worth
+
+
 @pytest.mark.parametrize(
     ("mutate", "error", "needle"),
     [
