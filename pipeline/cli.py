@@ -175,10 +175,11 @@ def emulator(ctx: typer.Context) -> None:
 
 
 def _register_plugins() -> None:
-    from pipeline.commands import export, prefect
+    from pipeline.commands import export, journal, prefect
 
     export.register(app)
     prefect.register(app)
+    journal.register(app)
 
 
 def main() -> None:

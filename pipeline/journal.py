@@ -1,37 +1,62 @@
 """The journal: a SQLite (WAL) file of every answer this account has paid for, keyed by content.
 
-``results`` holds the verdict of a request key (status, parsed answer, usage); ``raw_answers``
-keeps the last raw response body apart from the parse, so a better validator can re-judge stored
-answers without paying again. Only *final* results are reused: a row that ran out of retries on a
-transient fault is recorded with ``final = 0`` and asked again on the next run.
+``results`` holds the final verdict of a request key: status, the parsed answer (compressed), what
+it cost when it was paid and when. Only final verdicts are stored: an outcome a rerun should ask
+again (a transient fault out of retries, the budget reached, the run stopped) is never journaled.
+The model's answer text is kept (compressed) only where it differs from the parsed answer, so
+``glm-extract rejudge`` can judge stored answers again without paying.
+
+``claims`` lets runs that share the file pay once: a run claims the keys it is about to send, with
+an expiry that the live run keeps pushing forward; another run waits for those answers instead of
+sending them, and takes a claim over once it has expired (its owner was killed).
 
 Writes are batched: callers ``add`` results and the journal commits everything added within one
 event-loop tick in one transaction (``flush``), so an answer is durable as soon as the loop turns.
+Every problem with the file itself raises :class:`JournalError` (one line naming the file).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
-SCHEMA_VERSION = 1
-_MIGRATIONS = (
-    """
-    CREATE TABLE IF NOT EXISTS results (
-        key TEXT PRIMARY KEY, status TEXT NOT NULL, final INTEGER NOT NULL,
-        data_json TEXT, error_code TEXT, error_message TEXT,
-        attempts INTEGER NOT NULL, reasks INTEGER NOT NULL,
-        prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-        latency_ms REAL, finish_reason TEXT, model TEXT, request_id TEXT,
-        task TEXT, schema_id TEXT, created_at REAL NOT NULL)
-    """,
-    "CREATE TABLE IF NOT EXISTS raw_answers (key TEXT PRIMARY KEY, body BLOB NOT NULL)",
-)
+import orjson
+
+from pipeline.errors import GlmExtractError
+
+SCHEMA_VERSION = 2  # PRAGMA user_version of a current journal; 0 with a ``results`` table is version 1
+CLAIM_TTL_S = 60.0  # a claim lapses this long after its owner last renewed it
 _LOOKUP_CHUNK = 500
+_RESULTS = """
+    CREATE TABLE IF NOT EXISTS results (
+        key TEXT PRIMARY KEY, status TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 1,
+        data BLOB, answer BLOB, error_code TEXT, error_message TEXT,
+        attempts INTEGER NOT NULL, reasks INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost_cny REAL,
+        latency_ms REAL, finish_reason TEXT, request_id TEXT,
+        origin INTEGER NOT NULL REFERENCES origins (id), paid_at REAL NOT NULL)
+"""
+_SCHEMA = (
+    _RESULTS,
+    """CREATE TABLE IF NOT EXISTS origins (
+        id INTEGER PRIMARY KEY, task TEXT, schema_id TEXT, model TEXT, UNIQUE (task, schema_id, model))""",
+    "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS claims_owner ON claims (owner)",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)",
+)
+_WHAT_TO_DO = "move it aside (or pass --journal NEW_PATH) and rerun; answers in it would be paid again"
+
+
+class JournalError(GlmExtractError):
+    """The journal file cannot be used: unreadable, corrupt, not a journal, or not writable."""
 
 
 @dataclass(frozen=True)
@@ -54,29 +79,63 @@ class JournalEntry:
     request_id: str | None
     task: str | None
     schema_id: str | None
+    cost_cny: float | None = None  # what the answer cost when it was paid (None: not recorded)
+    answer: str | None = None  # the model's last answer text, as read back from the journal
+    paid_at: float | None = None  # epoch seconds of the commit, as read back from the journal
 
 
-_COLUMNS = ", ".join(JournalEntry.__dataclass_fields__)
-_ROW_OF = attrgetter(*JournalEntry.__dataclass_fields__)  # ~40x cheaper than dataclasses.astuple
+@dataclass(frozen=True)
+class JournalStats:
+    """What ``glm-extract journal stats`` prints."""
+
+    path: Path
+    bytes_on_disk: int
+    rows: int
+    by_task_status: dict[tuple[str, str], int]
+    paid_cny: float
+    oldest: float | None
+    newest: float | None
+    live_claims: int
+
+
+def default_owner() -> str:
+    """This process's claim owner: host, pid and a random tag (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Journal:
-    """One connection per process (or per shard task); safe to share the file between processes."""
+    """One connection per process (or per shard task); safe to share the file between processes.
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    Opening checks the file: a corrupt file or one that is not a journal, and a journal that cannot
+    be written, raise :class:`JournalError` before anything is sent. A version-1 journal is
+    migrated in place (once, by whichever process opens it first).
+    """
+
+    def __init__(self, path: Path, *, owner: str | None = None, claim_ttl_s: float = CLAIM_TTL_S) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=60000")
-        for statement in _MIGRATIONS:
-            self._db.execute(statement)
+        self.owner = owner or default_owner()
+        self.claim_ttl_s = claim_ttl_s
         self._pending: list[tuple[JournalEntry, bytes | None]] = []
+        self._released: list[str] = []
+        self._origins: dict[tuple[str | None, str | None, str | None], int] = {}
+        self.failure: JournalError | None = None  # set once a commit failed; nothing more is accepted
+        self._db = _open(path)
+        try:
+            with self._guard("open"):
+                _prepare(self._db, path)
+        except BaseException:
+            self._db.close()
+            raise
+
+    # ---- life cycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
+        try:
+            if self.failure is None:
+                self.flush()
+                self.release(self.owner)
+        finally:
+            self._db.close()
 
     def __enter__(self) -> Journal:
         return self
@@ -84,43 +143,49 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # ---- answers ----------------------------------------------------------------------------
+
     def lookup(self, keys: Iterable[str]) -> dict[str, JournalEntry]:
-        """Final entries for ``keys`` (missing and non-final keys are absent)."""
+        """Final entries for ``keys`` (missing keys are absent)."""
         unique = list(dict.fromkeys(keys))
         queued = {e.key: e for e, _ in self._pending if e.final}  # answered, not yet committed
         found: dict[str, JournalEntry] = {k: queued[k] for k in unique if k in queued}
-        for start in range(0, len(unique), _LOOKUP_CHUNK):
-            chunk = unique[start : start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM results WHERE final = 1 AND key IN ({marks})", chunk
-            )
-            for row in rows:
-                entry = _entry_from_row(row)
-                found[entry.key] = entry
+        with self._guard("read"):
+            for start in range(0, len(unique), _LOOKUP_CHUNK):
+                chunk = unique[start : start + _LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(f"{_SELECT} WHERE r.key IN ({marks})", chunk).fetchall()
+                found.update((row[0], _entry_from_row(row)) for row in rows)
         return found
 
     def add(self, entry: JournalEntry, raw: bytes | None) -> None:
-        """Queue an entry; ``flush`` (or the caller's tick callback) commits it."""
-        self._pending.append((entry, raw))
+        """Queue a final entry (``raw``: the HTTP body of its last answer); ``flush`` commits it."""
+        if entry.final:
+            self._pending.append((entry, raw))
+        else:
+            self._released.append(entry.key)  # nothing to keep: let another run ask again
 
     def flush(self) -> int:
-        """Commit every queued entry in one transaction; return how many."""
-        pending = self._pending
-        if not pending:
+        """Commit every queued entry (and drop their claims) in one transaction; return how many.
+
+        A failed commit raises :class:`JournalError` and is remembered in ``failure``."""
+        if self.failure is not None:
+            raise self.failure
+        pending, released = self._pending, self._released
+        if not pending and not released:
             return 0
-        now = time.time()
-        marks = ",".join("?" * (len(JournalEntry.__dataclass_fields__) + 1))
-        with _transaction(self._db):
-            self._db.executemany(
-                f"INSERT OR REPLACE INTO results ({_COLUMNS}, created_at) VALUES ({marks})",
-                [(*_ROW_OF(e), now) for e, _ in pending],
-            )
-            self._db.executemany(
-                "INSERT OR REPLACE INTO raw_answers (key, body) VALUES (?, ?)",
-                [(e.key, raw) for e, raw in pending if raw is not None],
-            )
-        self._pending = []  # only once committed: a failed commit keeps them for the next flush
+        try:
+            with self._guard("commit to"), _transaction(self._db):
+                now = time.time()
+                rows = [self._row_of(entry, raw, now) for entry, raw in pending]
+                self._db.executemany(f"INSERT OR REPLACE INTO results ({_COLUMNS}) VALUES ({_MARKS})", rows)
+                gone = [(e.key,) for e, _ in pending] + [(key,) for key in released]
+                self._db.executemany("DELETE FROM claims WHERE key = ?", gone)
+        except JournalError as exc:
+            self.failure = exc
+            self._origins.clear()  # ids taken in the rolled-back transaction are not in the file
+            raise
+        self._pending, self._released = [], []  # only once committed
         return len(pending)
 
     @property
@@ -128,12 +193,275 @@ class Journal:
         return len(self._pending)
 
     def count(self, *, final_only: bool = True) -> int:
-        where = " WHERE final = 1" if final_only else ""
-        return int(self._db.execute(f"SELECT count(*) FROM results{where}").fetchone()[0])
+        del final_only  # every stored entry is final
+        with self._guard("read"):
+            return int(self._db.execute("SELECT count(*) FROM results").fetchone()[0])
 
-    def raw_answer(self, key: str) -> bytes | None:
-        row = self._db.execute("SELECT body FROM raw_answers WHERE key = ?", (key,)).fetchone()
-        return bytes(row[0]) if row else None
+    # ---- claims -----------------------------------------------------------------------------
+
+    def claim(self, keys: Iterable[str], owner: str | None = None, ttl_s: float | None = None,
+              *, now: float | None = None) -> set[str]:
+        """Claim ``keys`` for ``owner`` until ``now + ttl_s``; return the keys granted.
+
+        Granted: not answered yet, and not claimed by another owner whose claim is still live (an
+        expired claim is taken over; the owner's own claims are renewed)."""
+        owner = owner or self.owner
+        now = time.time() if now is None else now
+        until = now + (self.claim_ttl_s if ttl_s is None else ttl_s)
+        wanted = list(dict.fromkeys(keys))
+        granted: set[str] = set()
+        with self._guard("claim in"), _transaction(self._db):
+            for start in range(0, len(wanted), _LOOKUP_CHUNK):
+                chunk = wanted[start : start + _LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                answered = {r[0] for r in self._db.execute(f"SELECT key FROM results WHERE key IN ({marks})", chunk)}
+                held = {r[0] for r in self._db.execute(
+                    f"SELECT key FROM claims WHERE key IN ({marks}) AND owner != ? AND expires_at > ?",
+                    [*chunk, owner, now])}
+                mine = [k for k in chunk if k not in answered and k not in held]
+                self._db.executemany("INSERT OR REPLACE INTO claims (key, owner, expires_at) VALUES (?, ?, ?)",
+                                     [(k, owner, until) for k in mine])
+                granted.update(mine)
+        return granted
+
+    def renew(self, owner: str | None = None, ttl_s: float | None = None, *, now: float | None = None) -> int:
+        """Push the expiry of every claim ``owner`` holds to ``now + ttl_s``; return how many."""
+        now = time.time() if now is None else now
+        until = now + (self.claim_ttl_s if ttl_s is None else ttl_s)
+        with self._guard("renew claims in"), _transaction(self._db):
+            cursor = self._db.execute("UPDATE claims SET expires_at = ? WHERE owner = ?", (until, owner or self.owner))
+            return cursor.rowcount
+
+    def release(self, owner: str | None = None, keys: Iterable[str] | None = None) -> None:
+        """Drop ``owner``'s claims (all of them, or only ``keys``)."""
+        owner = owner or self.owner
+        with self._guard("release claims in"), _transaction(self._db):
+            if keys is None:
+                self._db.execute("DELETE FROM claims WHERE owner = ?", (owner,))
+            else:
+                self._db.executemany("DELETE FROM claims WHERE owner = ? AND key = ?", [(owner, k) for k in keys])
+
+    # ---- operations -------------------------------------------------------------------------
+
+    def stats(self) -> JournalStats:
+        """Rows, size on disk and paid total, for operators."""
+        with self._guard("read"):
+            groups = self._db.execute(
+                "SELECT o.task, r.status, count(*) FROM results r JOIN origins o ON o.id = r.origin "
+                "GROUP BY o.task, r.status ORDER BY o.task, r.status").fetchall()
+            rows, paid, oldest, newest = self._db.execute(
+                "SELECT count(*), coalesce(sum(cost_cny), 0), min(paid_at), max(paid_at) FROM results").fetchone()
+            claims = self._db.execute("SELECT count(*) FROM claims WHERE expires_at > ?", (time.time(),)).fetchone()
+        size = sum(p.stat().st_size for p in _files_of(self.path) if p.exists())
+        return JournalStats(self.path, size, int(rows), {(str(t), str(s)): int(n) for t, s, n in groups},
+                            float(paid), oldest, newest, int(claims[0]))
+
+    def prune(self, before: float, *, dry_run: bool = False) -> int:
+        """Delete answers paid before ``before`` (epoch seconds) and expired claims; return how many
+        answers (would) go. The file shrinks (VACUUM) unless ``dry_run``."""
+        with self._guard("prune"):
+            if dry_run:
+                return int(self._db.execute("SELECT count(*) FROM results WHERE paid_at < ?", (before,)).fetchone()[0])
+            with _transaction(self._db):
+                gone = self._db.execute("DELETE FROM results WHERE paid_at < ?", (before,)).rowcount
+                self._db.execute("DELETE FROM claims WHERE expires_at <= ?", (time.time(),))
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(gone)
+
+    def entries(self, task: str) -> Iterator[JournalEntry]:
+        """Every stored entry of ``task`` (for re-judging)."""
+        with self._guard("read"):
+            rows = self._db.execute(f"{_SELECT} WHERE o.task = ?", (task,)).fetchall()
+        return (_entry_from_row(row) for row in rows)
+
+    def replace_verdicts(self, entries: Sequence[JournalEntry]) -> None:
+        """Store new verdicts for existing keys, keeping what they cost and when they were paid."""
+        self._origins.clear()  # a failed earlier transaction may have left ids that are not in the file
+        with self._guard("commit to"), _transaction(self._db):
+            self._db.executemany(
+                "UPDATE results SET status = ?, data = ?, answer = ?, error_code = ?, error_message = ?, origin = ? "
+                "WHERE key = ?",
+                [(e.status, _pack(e.data_json), _pack(_kept_answer(e.answer, e.data_json)), e.error_code,
+                  e.error_message, self._origin(e.task, e.schema_id, e.model), e.key) for e in entries])
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _row_of(self, entry: JournalEntry, raw: bytes | None, now: float) -> tuple[object, ...]:
+        answer = _kept_answer(entry.answer if entry.answer is not None else answer_text(raw), entry.data_json)
+        return (entry.key, entry.status, _pack(entry.data_json), _pack(answer), entry.error_code,
+                entry.error_message, entry.attempts, entry.reasks, entry.prompt_tokens, entry.completion_tokens,
+                entry.cost_cny, entry.latency_ms, entry.finish_reason, entry.request_id,
+                self._origin(entry.task, entry.schema_id, entry.model), entry.paid_at or now)
+
+    def _origin(self, task: str | None, schema_id: str | None, model: str | None) -> int:
+        """The id of a (task, schema, model) triple, stored once rather than on every row."""
+        triple = (task, schema_id, model)
+        found = self._origins.get(triple)
+        if found is None:
+            self._db.execute("INSERT OR IGNORE INTO origins (task, schema_id, model) VALUES (?, ?, ?)", triple)
+            row = self._db.execute("SELECT id FROM origins WHERE task IS ? AND schema_id IS ? AND model IS ?",
+                                   triple).fetchone()
+            found = self._origins[triple] = int(row[0])
+        return found
+
+    def _guard(self, doing: str) -> _Guard:
+        return _Guard(self.path, doing)
+
+
+class _Guard:
+    """Turn any SQLite error into one line naming the journal file and what to do."""
+
+    def __init__(self, path: Path, doing: str) -> None:
+        self._path, self._doing = path, doing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None or isinstance(exc, JournalError):
+            return
+        if isinstance(exc, sqlite3.Error | OSError | zlib.error | UnicodeDecodeError | ValueError):
+            raise _explain(self._path, self._doing, exc) from None
+
+
+def _explain(path: Path, doing: str, exc: BaseException) -> JournalError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    lowered = reason.lower()
+    if "readonly" in lowered or "read-only" in lowered or "permission" in lowered or "unable to open" in lowered \
+            or "not permitted" in lowered or "disk i/o" in lowered:
+        return JournalError(f"journal {path} is not writable ({reason}): make the file and its folder "
+                            "writable, or pass --journal with a writable path")
+    if "full" in lowered:
+        return JournalError(f"journal {path}: the disk is full ({reason}); free space and rerun "
+                            "(answers already committed are kept)")
+    if "locked" in lowered or "busy" in lowered:
+        return JournalError(f"journal {path} is locked by another process ({reason}); rerun when it is free")
+    return JournalError(f"journal {path} is corrupt or not a glm-extract journal ({reason}): {_WHAT_TO_DO}")
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not path.is_file():
+            raise JournalError(f"journal {path} is not a file: pass --journal with a file path")
+        db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    except OSError as exc:
+        raise _explain(path, "open", exc) from None
+    except sqlite3.Error as exc:
+        raise _explain(path, "open", exc) from None
+    return db
+
+
+def _prepare(db: sqlite3.Connection, path: Path) -> None:
+    """Check the file is a journal, migrate it, and prove it writable (a write in a transaction)."""
+    db.execute("PRAGMA busy_timeout=60000")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    with _transaction(db):  # taking the write lock is itself the writability check
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if version == 0 and "results" in tables:
+            _check_columns(db, path, _V1_COLUMNS)
+            _migrate_v1(db)
+        elif version == 0 and tables:
+            raise JournalError(f"journal {path} holds other tables ({', '.join(sorted(tables))}), "
+                               f"not a glm-extract journal: {_WHAT_TO_DO}")
+        elif version > SCHEMA_VERSION:
+            raise JournalError(f"journal {path} has version {version}, newer than this glm-extract understands "
+                               f"({SCHEMA_VERSION}): upgrade glm-extract or pass --journal NEW_PATH")
+        for statement in _SCHEMA:
+            db.execute(statement)
+        _check_columns(db, path, _COLUMN_NAMES)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('last_opened', ?)", (str(time.time()),))
+
+
+def _check_columns(db: sqlite3.Connection, path: Path, expected: Sequence[str]) -> None:
+    have = {r[1] for r in db.execute("PRAGMA table_info(results)")}
+    missing = [c for c in expected if c not in have]
+    if missing:
+        raise JournalError(f"journal {path}: table 'results' lacks column(s) {', '.join(missing)}: {_WHAT_TO_DO}")
+
+
+_V1_COLUMNS = ("key", "status", "final", "data_json", "error_code", "error_message", "attempts", "reasks",
+               "prompt_tokens", "completion_tokens", "latency_ms", "finish_reason", "model", "request_id",
+               "task", "schema_id", "created_at")
+
+
+def _migrate_v1(db: sqlite3.Connection) -> None:
+    """Version 1 → 2, inside the caller's transaction: compress answers, keep only final verdicts,
+    store (task, schema, model) once, keep the answer text only where the parse does not say it all.
+    What an answer cost was not recorded in version 1 (``cost_cny`` stays NULL: priced at read time)."""
+    db.execute("ALTER TABLE results RENAME TO results_v1")
+    db.execute(_RESULTS)
+    for statement in _SCHEMA[1:]:
+        db.execute(statement)
+    origins: dict[tuple[object, ...], int] = {}
+    has_raw = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'raw_answers'").fetchone() is not None
+    raw_join = "LEFT JOIN raw_answers a ON a.key = r.key" if has_raw else ""
+    raw_col = "a.body" if has_raw else "NULL"
+    cursor = db.execute(
+        f"SELECT r.key, r.status, r.data_json, {raw_col}, r.error_code, r.error_message, r.attempts, r.reasks, "
+        "r.prompt_tokens, r.completion_tokens, r.latency_ms, r.finish_reason, r.request_id, r.task, r.schema_id, "
+        f"r.model, r.created_at FROM results_v1 r {raw_join} WHERE r.final = 1")
+    while batch := cursor.fetchmany(2000):
+        rows = []
+        for (key, status, data_json, body, code, message, attempts, reasks, prompt, completion, latency, finish,
+             request_id, task, schema, model, created) in batch:
+            triple = (task, schema, model)
+            if triple not in origins:
+                db.execute("INSERT OR IGNORE INTO origins (task, schema_id, model) VALUES (?, ?, ?)", triple)
+                origins[triple] = int(db.execute(
+                    "SELECT id FROM origins WHERE task IS ? AND schema_id IS ? AND model IS ?", triple).fetchone()[0])
+            answer = _kept_answer(answer_text(bytes(body) if body is not None else None), data_json)
+            rows.append((key, status, _pack(data_json), _pack(answer), code, message, attempts, reasks, prompt,
+                         completion, None, latency, finish, request_id, origins[triple], created))
+        db.executemany(f"INSERT OR REPLACE INTO results ({_COLUMNS}) VALUES ({_MARKS})", rows)
+    db.execute("DROP TABLE results_v1")
+    if has_raw:
+        db.execute("DROP TABLE raw_answers")
+
+
+def answer_text(raw: bytes | None) -> str | None:
+    """The answer text (message content, or the tool call's arguments) of a completion body."""
+    if raw is None:
+        return None
+    try:
+        message = orjson.loads(raw)["choices"][0].get("message") or {}
+        calls = message.get("tool_calls") or []
+        value = (calls[0].get("function") or {}).get("arguments") if calls else message.get("content")
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+        return raw.decode("utf-8", errors="replace")
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _kept_answer(answer: str | None, data_json: str | None) -> str | None:
+    """The answer text worth storing: none when the parsed answer says it all."""
+    if answer is not None and data_json is not None and _same_answer(answer, data_json):
+        return None
+    return answer
+
+
+def _same_answer(answer: str, data_json: str) -> bool:
+    try:
+        return bool(orjson.loads(answer) == orjson.loads(data_json))
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _pack(text: str | None) -> bytes | None:
+    return None if text is None else zlib.compress(text.encode(), 6)
+
+
+def _unpack(blob: bytes | None) -> str | None:
+    return None if blob is None else zlib.decompress(blob).decode()
+
+
+def _files_of(path: Path) -> list[Path]:
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
 
 
 class _transaction:
@@ -144,10 +472,30 @@ class _transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        else:
+            self._db.execute("COMMIT")
 
 
-def _entry_from_row(row: Sequence[object]) -> JournalEntry:
-    values = list(row)
-    values[2] = bool(values[2])
-    return JournalEntry(*values)  # type: ignore[arg-type]
+_COLUMN_NAMES = ("key", "status", "data", "answer", "error_code", "error_message", "attempts", "reasks",
+                 "prompt_tokens", "completion_tokens", "cost_cny", "latency_ms", "finish_reason", "request_id",
+                 "origin", "paid_at")
+_COLUMNS = ", ".join(_COLUMN_NAMES)
+_MARKS = ",".join("?" * len(_COLUMN_NAMES))
+_SELECT = (
+    "SELECT r.key, r.status, r.data, r.answer, r.error_code, r.error_message, r.attempts, r.reasks, "
+    "r.prompt_tokens, r.completion_tokens, r.cost_cny, r.latency_ms, r.finish_reason, r.request_id, "
+    "o.task, o.schema_id, o.model, r.paid_at FROM results r JOIN origins o ON o.id = r.origin"
+)
+
+def _entry_from_row(row: Any) -> JournalEntry:
+    (key, status, data, answer, code, message, attempts, reasks, prompt, completion, cost, latency, finish,
+     request_id, task, schema_id, model, paid_at) = row
+    return JournalEntry(
+        key=key, status=status, final=True, data_json=_unpack(data), error_code=code, error_message=message,
+        attempts=attempts, reasks=reasks, prompt_tokens=prompt, completion_tokens=completion, latency_ms=latency,
+        finish_reason=finish, model=model, request_id=request_id, task=task, schema_id=schema_id, cost_cny=cost,
+        answer=_unpack(answer), paid_at=paid_at,
+    )

@@ -35,6 +35,9 @@ META_SCHEMA: dict[str, pl.DataType] = {
     "_prompt_tokens": pl.Int64(),
     "_completion_tokens": pl.Int64(),
     "_cost_cny": pl.Float64(),
+    "_paid_prompt_tokens": pl.Int64(),
+    "_paid_completion_tokens": pl.Int64(),
+    "_paid_cost_cny": pl.Float64(),
     "_latency_ms": pl.Float64(),
     "_finish_reason": pl.String(),
     "_model": pl.String(),
@@ -132,6 +135,9 @@ class RowMeta:
     key: str | None
     from_journal: bool
     data_json: str | None  # the valid answer as JSON text, only when status == ok
+    paid_prompt_tokens: int = 0  # what the answer cost when it was paid, reused or not
+    paid_completion_tokens: int = 0
+    paid_cost_cny: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,9 @@ def assemble_shard(
             "_prompt_tokens": [m.prompt_tokens for m in metas],
             "_completion_tokens": [m.completion_tokens for m in metas],
             "_cost_cny": [m.cost_cny for m in metas],
+            "_paid_prompt_tokens": [m.paid_prompt_tokens for m in metas],
+            "_paid_completion_tokens": [m.paid_completion_tokens for m in metas],
+            "_paid_cost_cny": [m.paid_cost_cny for m in metas],
             "_latency_ms": [m.latency_ms for m in metas],
             "_finish_reason": [m.finish_reason for m in metas],
             "_model": [m.model for m in metas],

@@ -33,6 +33,7 @@ FATAL_HINTS = {
     "1004": "authentication failed: check ZHIPUAI_API_KEY",
     "1211": "the model does not exist: check --model",
     "1304": "the daily call quota is used up: rerun tomorrow (the journal keeps finished rows)",
+    "journal_write_failed": "answers committed before are kept; rerun once the journal can be written",
 }
 
 

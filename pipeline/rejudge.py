@@ -1,0 +1,94 @@
+"""Judge stored answers again under a task's current schema and validator, without paying.
+
+The journal keeps each answer's parsed form and, where it differs, the model's own text; both
+are judged exactly as a live answer is (:func:`pipeline.validate.judge`). There is no re-ask: an
+answer the current schema refuses ends ``invalid`` (a re-ask would be a new, paid request).
+Only ``ok`` and ``invalid`` verdicts are judged again; a platform verdict (filtered, failed) stays.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import jsonschema_rs
+import orjson
+
+from pipeline.journal import Journal, JournalEntry
+from pipeline.tables import extraction_dtype, has_free_form, json_text_for
+from pipeline.tasks import TaskSpec
+from pipeline.validate import Filtered, Valid, compile_validator, judge
+
+JUDGED_STATUSES = frozenset({"ok", "invalid"})
+
+
+@dataclass
+class RejudgeReport:
+    """How the stored verdicts of one task moved."""
+
+    task: str
+    judged: int = 0
+    kept: int = 0  # platform verdicts, not judged again
+    moves: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def describe(self, *, dry_run: bool) -> str:
+        changed = sum(n for (old, new), n in self.moves.items() if old != new)
+        moves = ", ".join(f"{old}→{new}: {n}" for (old, new), n in sorted(self.moves.items()))
+        verb = "would change" if dry_run else "changed"
+        return (f"task {self.task}: judged {self.judged} stored answers again ({moves or 'none'}); "
+                f"{verb} {changed} verdicts; {self.kept} platform verdicts kept as they were")
+
+
+@dataclass(frozen=True)
+class _Judge:
+    validator: jsonschema_rs.Validator
+    answer_dtype: Any
+    free_form: bool
+    schema_id: str
+
+
+def rejudge_journal(journal: Journal, task: TaskSpec, *, dry_run: bool = False) -> RejudgeReport:
+    """Judge every stored ``ok``/``invalid`` answer of ``task`` again; write back what changed."""
+    judge_with = _Judge(compile_validator(task.schema), extraction_dtype(task.schema), has_free_form(task.schema),
+                        task.schema_id)
+    report = RejudgeReport(task.name)
+    changed: list[JournalEntry] = []
+    for entry in journal.entries(task.name):
+        if entry.status not in JUDGED_STATUSES:
+            report.kept += 1
+            continue
+        new = rejudged(entry, judge_with)
+        report.judged += 1
+        report.moves[(entry.status, new.status)] += 1
+        if _differs(entry, new):
+            changed.append(new)
+    if changed and not dry_run:
+        journal.replace_verdicts(changed)
+    return report
+
+
+def rejudged(entry: JournalEntry, judge_with: _Judge) -> JournalEntry:
+    """``entry`` with the verdict the current validator gives its stored answer."""
+    text = entry.answer if entry.answer is not None else entry.data_json
+    verdict = judge(text, entry.finish_reason, judge_with.validator)
+    if isinstance(verdict, Valid):
+        data = json_text_for(verdict.data, judge_with.answer_dtype) if judge_with.free_form else verdict.data
+        return replace(entry, status="ok", data_json=orjson.dumps(data).decode(), error_code=None,
+                       error_message=None, schema_id=judge_with.schema_id, answer=text)
+    if isinstance(verdict, Filtered):
+        return replace(entry, status="filtered", data_json=None, error_code=verdict.code,
+                       error_message=verdict.message, schema_id=judge_with.schema_id, answer=text)
+    message = f"{verdict.code} when judged again (no re-ask): {'; '.join(verdict.errors)[:500]}"
+    return replace(entry, status="invalid", data_json=None, error_code=verdict.code, error_message=message,
+                   schema_id=judge_with.schema_id, answer=text)
+
+
+def _differs(old: JournalEntry, new: JournalEntry) -> bool:
+    if (old.status, old.schema_id) != (new.status, new.schema_id):
+        return True
+    if new.status == "ok":
+        if old.data_json is None or new.data_json is None:
+            return True
+        return bool(orjson.loads(old.data_json) != orjson.loads(new.data_json))
+    return old.error_code != new.error_code
