@@ -26,8 +26,9 @@ DATE_PLACEHOLDER = "{partition_date}"
 DEFAULT_SECRET_BLOCK = "glm-api-key"
 # A URI scheme other than file:// is not readable yet; reject it in the form, not mid-run.
 _LOCAL_PATH = r"^(?![A-Za-z][A-Za-z0-9+.-]*://)|^file://"
-# A password inside a warehouse URL would be stored with the run's parameters: forbid it.
-_NO_PASSWORD = r"^(?!.*://[^/@:]*:[^/@]*@)"
+# A password inside a warehouse target would be stored with the run's parameters: forbid it, whether
+# in a URL's user part, a ``password=`` query parameter or libpq's key=value form (any case).
+_NO_PASSWORD = r"^(?!.*://[^/@:]*:[^@]*@)(?!.*[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]\s*=)"
 
 
 def default_schemas_dir() -> Path:
@@ -74,17 +75,17 @@ class ExtractParams(BaseModel):
                           description="online: chat-completion requests now, under the account's cap.")
     model: str = Field(title="Model", default=DEFAULT_MODEL, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                        json_schema_extra=_at(5),
-                       description="GLM model; also names the account-wide concurrency limit glm:<model>.")
+                       description="GLM model; also names the account-wide concurrency limit `glm:MODEL`.")
     concurrency: int = Field(title="Concurrency", default=30, ge=1, le=200, json_schema_extra=_at(6),
                              description="Requests in flight for this run at most; all runs together "
-                                         "stay under the global concurrency limit glm:<model>.")
+                                         "stay under the global concurrency limit `glm:MODEL`.")
     budget_cny: float | None = Field(title="Budget (CNY)", default=None, ge=0, json_schema_extra=_at(7),
                                      description="Stop sending new requests once this much (CNY) is spent; "
                                                  "rows past it end `skipped`. Empty: no budget.")
     export_to: str | None = Field(
         title="Export to warehouse", default=None, min_length=1, pattern=_NO_PASSWORD, json_schema_extra=_at(8),
         description="Warehouse to merge the output into: a .duckdb path, duckdb:///path, "
-                    "postgresql://user@host/db (password from PGPASSWORD, never here) or dlt:<destination>. "
+                    "`postgresql://USER@HOST/DB` (password from PGPASSWORD, never here) or `dlt:DESTINATION`. "
                     "Empty: no export.",
     )
     estimate_only: bool = Field(title="Estimate only", default=False, json_schema_extra=_at(9),
@@ -93,6 +94,15 @@ class ExtractParams(BaseModel):
                                pattern=r"^[a-z0-9][a-z0-9-]*$", json_schema_extra=_at(10),
                                description="Prefect Secret block holding the GLM API key "
                                            "(falls back to ZHIPUAI_API_KEY in the worker's environment).")
+    columns: dict[str, str] = Field(
+        title="Column mapping", default_factory=dict, json_schema_extra=_at(11),
+        description="Task column → input column, e.g. {\"text\": \"content\"} when the document is in a column "
+                    "named content (the task's columns: `glm-extract tasks`). Empty: the task's own names.",
+    )
+    output_prefix: str = Field(
+        title="Output prefix", default="", max_length=32, pattern=r"^([^\W\d]\w*)?$", json_schema_extra=_at(12),
+        description="Put before every extraction column, e.g. x_, when a schema field has an input column's name.",
+    )
 
 
 def yesterday_in_shanghai(now: datetime | None = None) -> date:

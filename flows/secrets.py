@@ -15,6 +15,8 @@ from prefect.blocks.system import Secret
 from prefect.logging.filters import redact_substr
 from pydantic import SecretStr
 
+from pipeline.errors import GlmExtractError
+
 KeySource = Literal["secret block", "environment", "none"]
 
 
@@ -36,7 +38,9 @@ def describe_key_source(from_block: SecretStr | None, env_key: SecretStr | None)
 
 
 async def save_secret_key(block_name: str, key: str) -> None:
-    """Store ``key`` in Secret block ``block_name`` (overwrites)."""
+    """Store ``key`` in Secret block ``block_name`` (overwrites); an empty or blank key is refused."""
+    if not key.strip():
+        raise GlmExtractError(f"refusing to store an empty API key in Secret block {block_name}")
     await Secret(value=SecretStr(key)).asave(block_name, overwrite=True)
 
 

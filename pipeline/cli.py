@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -11,14 +10,16 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from pipeline.endpoints import OFFLINE_BANNER, needs_emulator, resolve_target
 from pipeline.errors import GlmExtractError
+from pipeline.interrupts import Terminated, run_stoppable
 from pipeline.runner import PreparedRun, RunRequest, prepare_run, run_extraction
 from pipeline.settings import Settings
-from pipeline.tasks import list_tasks, load_task
+from pipeline.tasks import bind_columns, load_task, parse_column_mapping, search_path, survey_tasks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLM-4-Air structured extraction over Parquet.")
 out = Console()
@@ -36,8 +37,31 @@ def _settings(**overrides: Any) -> Settings:
         raise GlmExtractError(f"invalid setting {where}: {first['msg']}") from None
 
 
+ColumnOption = Annotated[list[str] | None, typer.Option(
+    "--column", "-c", metavar="NAME=INPUT_COLUMN",
+    help="read the task's column NAME (see `glm-extract tasks`) from INPUT_COLUMN; repeatable")]
+OutputPrefixOption = Annotated[str, typer.Option(
+    help="put this before every extraction column, e.g. x_ (when a schema field has an input column's name)")]
+
+
+def user_error(group: BaseExceptionGroup[Any]) -> GlmExtractError:
+    """The first error of ours inside ``group`` (re-raise the group when it holds none)."""
+    mine = group.subgroup(GlmExtractError)
+    while mine is not None:
+        first = mine.exceptions[0]
+        if isinstance(first, GlmExtractError):
+            return first
+        mine = first.subgroup(GlmExtractError) if isinstance(first, BaseExceptionGroup) else None
+    raise group
+
+
+def plural(count: int, word: str) -> str:
+    """``1 row``, ``2 rows``."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def fail(exc: GlmExtractError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(exc.exit_code)
 
 
@@ -48,13 +72,17 @@ def run(
     output: Annotated[Path, typer.Option("--output", "-o", help="enriched Parquet to write")],
     concurrency: Annotated[int | None, typer.Option(help="requests in flight at most (account tier)")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint instead of GLM")] = None,
-    model: Annotated[str | None, typer.Option()] = None,
+    model: Annotated[str | None, typer.Option(help="GLM model id (default glm-4-air-250414); part of every "
+                                                   "request, so another model never reuses these answers")] = None,
     mode: Annotated[str | None, typer.Option(help="json (response_format) or tools (function call)")] = None,
     shard_size: Annotated[int | None, typer.Option(help="rows per shard")] = None,
     journal: Annotated[Path | None, typer.Option(help="SQLite journal of paid answers")] = None,
     schemas_dir: Annotated[Path | None, typer.Option(help="folder of task definitions")] = None,
     budget_cny: Annotated[float | None, typer.Option(help="stop sending new requests once spent")] = None,
-    max_reasks: Annotated[int | None, typer.Option()] = None,
+    max_reasks: Annotated[int | None, typer.Option(help="re-asks (each paid) after an answer that fails the "
+                                                        "schema, before the row ends `invalid` (default 2)")] = None,
+    column: ColumnOption = None,
+    output_prefix: OutputPrefixOption = "",
     emulator_latency: Annotated[str, typer.Option(help="offline emulator latency spec")] = "lognormal:0.15,0.3",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
@@ -63,12 +91,19 @@ def run(
         settings = _settings(concurrency=concurrency, base_url=base_url, model=model, mode=mode,
                              shard_size=shard_size, journal_path=journal, schemas_dir=schemas_dir,
                              budget_cny=budget_cny, max_reasks=max_reasks)
-        prepared = prepare_run(RunRequest(task, input, output), settings)  # refuse bad input before anything
+        request = RunRequest(task, input, output, columns=parse_column_mapping(column or []),
+                             output_prefix=output_prefix)
+        prepared = prepare_run(request, settings)  # refuse bad input before anything
         if needs_emulator(settings):
             out.print(f"[bold yellow]{OFFLINE_BANNER}[/]", highlight=False)
         summary = _run_with_progress(prepared, settings, emulator_latency, quiet)
+    except Terminated as exc:  # SIGTERM, handled like Ctrl-C
+        err.print(escape(str(exc)), highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
     except GlmExtractError as exc:
         raise fail(exc) from None
+    except ExceptionGroup as group:  # a shard task's error (e.g. the disk filled while writing a part)
+        raise fail(user_error(group)) from None
     except KeyboardInterrupt:
         err.print("interrupted: answers so far are kept in the journal; rerun the same command to resume")
         raise typer.Exit(INTERRUPTED_EXIT) from None
@@ -80,11 +115,11 @@ def _run_with_progress(prepared: PreparedRun, settings: Settings, latency: str, 
     request = prepared.request
     with resolve_target(settings, emulator_latency=latency) as target:
         if quiet:
-            return asyncio.run(run_extraction(request, settings, target, prepared=prepared))
+            return run_stoppable(run_extraction(request, settings, target, prepared=prepared))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err, transient=True) as bar:
             job = bar.add_task(f"{request.task}", total=None)
-            return asyncio.run(
+            return run_stoppable(
                 run_extraction(request, settings, target, prepared=prepared,
                                on_progress=lambda n: bar.advance(job, n))
             )
@@ -105,14 +140,16 @@ def print_summary(summary: dict[str, Any]) -> None:
                      f"reasks={requests['reasks']}"),
         ("tokens", f"prompt={summary['tokens']['prompt']} completion={summary['tokens']['completion']}"),
         ("cost", f"{summary['cost_cny']:.6f} CNY"),
-        ("latency", f"p50={latency['p50']} ms p95={latency['p95']} ms"),
+        ("latency", "no request answered" if latency["p50"] is None
+         else f"p50={latency['p50']} ms p95={latency['p95']} ms"),
         ("throughput", f"{summary['rows_per_second']} rows/s in {summary['seconds']} s"),
         ("output", f"{summary['output']} (+ .summary.json)"),
     ]
     for name, value in rows:
         table.add_row(name, value)
     for error in summary["errors"][:5]:
-        table.add_row(f"error {error['code']}", f"{error['count']} rows, e.g. {', '.join(error['example_ids'])}")
+        examples = ", ".join(error["example_ids"])
+        table.add_row(f"error {error['code']}", f"{plural(error['count'], 'row')}, e.g. {examples}")
     out.print(table)
 
 
@@ -121,48 +158,73 @@ def _exit_on_failure_ratio(summary: dict[str, Any], settings: Settings) -> None:
     attempted = summary["rows"] - counts.get("skipped", 0)
     failed = counts.get("failed", 0)
     if attempted >= 10 and failed / attempted > settings.fatal_failure_ratio:
-        err.print(f"[bold red]error:[/] {failed} of {attempted} rows failed "
+        err.print(f"[bold red]error:[/] {failed} of {plural(attempted, 'row')} failed "
                   f"(over {settings.fatal_failure_ratio:.0%}); see the errors above")
         raise typer.Exit(FAILURE_EXIT)
 
 
 @app.command()
 def tasks(
-    schemas_dir: Annotated[Path, typer.Option(help="folder of task definitions")] = Path("schemas"),
+    schemas_dir: Annotated[Path | None, typer.Option(help="folder of your own tasks (searched before the "
+                                                          "bundled ones)")] = None,
 ) -> None:
-    """List the tasks found under schemas/."""
-    table = Table("task", "id column", "text column", "prompt version", "fields")
-    table.columns[0].no_wrap = True
+    """List the tasks: the input columns each needs and reads, or why it does not load (exit 2 then)."""
     try:
-        for name in list_tasks(schemas_dir):
-            spec = load_task(name, schemas_dir)
-            table.add_row(name, spec.id_column, spec.text_column, spec.prompt_version, str(len(spec.output_fields)))
+        folders = search_path(_settings(schemas_dir=schemas_dir).schemas_dir)
     except GlmExtractError as exc:
         raise fail(exc) from None
+    table = Table("task", "required input columns", "optional input columns (default when absent)",
+                  "prompt version", "fields", title=f"tasks in {', '.join(str(f) for f in folders)}")
+    table.columns[0].no_wrap = True
+    listings = survey_tasks(folders)
+    for item in listings:
+        spec = item.spec
+        if spec is None:
+            table.add_row(item.name, f"[red]does not load:[/] {item.error}", "", "", "")
+            continue
+        optional = ", ".join(f"{name} ({spec.default_for(name)!r})" for name in spec.optional_columns)
+        table.add_row(item.name, f"{spec.id_column} (id), {spec.text_column} (text)", optional or "–",
+                      spec.prompt_version, str(len(spec.output_fields)))
     out.print(table)
+    if not listings:
+        raise fail(GlmExtractError(f"no task found in {', '.join(str(f) for f in folders)}"))
+    out.print("Map a column of another name with --column NAME=INPUT_COLUMN (e.g. --column text=content).")
+    broken = [item for item in listings if item.spec is None]
+    if broken:
+        raise fail(GlmExtractError(f"{plural(len(broken), 'task')} do not load: {', '.join(i.name for i in broken)}"))
 
 
 @app.command()
 def evaluate(
-    task: Annotated[str, typer.Option(help="task whose [gold] mapping to use")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="an enriched Parquet written by `run`")],
-    schemas_dir: Annotated[Path, typer.Option(help="folder of task definitions")] = Path("schemas"),
+    task: Annotated[str, typer.Option(help="task whose [gold] mapping and fields to use")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="an enriched Parquet written by `run`")] = None,
+    gold: Annotated[list[str] | None, typer.Option(
+        metavar="FIELD=COLUMN", help="score output FIELD against gold COLUMN (repeatable; overrides [gold])")] = None,
+    gold_file: Annotated[Path | None, typer.Option(
+        help="Parquet holding the gold columns, joined on the task's id column (see --column)")] = None,
+    column: ColumnOption = None,
+    output_prefix: OutputPrefixOption = "",
+    compare: Annotated[tuple[Path, Path] | None, typer.Option(
+        metavar="A B", help="instead of scoring: per-field changes between two outputs of the task")] = None,
+    changes: Annotated[Path | None, typer.Option(
+        help="with --compare: write every changed value here (.parquet)")] = None,
+    schemas_dir: Annotated[Path | None, typer.Option(help="folder of your own tasks")] = None,
 ) -> None:
-    """Score an enriched table against its gold_* columns (field-level, Markdown)."""
-    import polars as pl
-
-    from pipeline.evaluate import parse_gold_table, render_markdown, score_table
+    """Score an enriched table against gold columns, or compare two outputs (field-level, Markdown)."""
+    from pipeline.evaluation_command import compare_report, evaluation_report
 
     try:
-        spec = load_task(task, schemas_dir)
-        if not output.is_file():
-            raise GlmExtractError(f"output not found: {output}")
-        evaluation = score_table(pl.read_parquet(output), parse_gold_table(spec.gold))
-    except ValueError as exc:
-        raise fail(GlmExtractError(f"{output}: {exc}")) from None
+        spec = bind_columns(load_task(task, _settings(schemas_dir=schemas_dir).schemas_dir),
+                            parse_column_mapping(column or []), output_prefix)
+        if compare is not None:
+            report = compare_report(spec, compare, changes)
+        elif output is None:
+            raise GlmExtractError("evaluate needs --output (an enriched table) or --compare A B")
+        else:
+            report = evaluation_report(spec, output, parse_column_mapping(gold or [], "--gold"), gold_file)
     except GlmExtractError as exc:
         raise fail(exc) from None
-    out.print(render_markdown(evaluation), highlight=False, soft_wrap=True)
+    out.print(report, highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -175,11 +237,11 @@ def emulator(ctx: typer.Context) -> None:
 
 
 def _register_plugins() -> None:
-    from pipeline.commands import export, journal, prefect
+    from pipeline.commands import export, journal, plugins
 
     export.register(app)
-    prefect.register(app)
     journal.register(app)
+    plugins.register_installed(app)  # prefect-setup, serve: flows.commands via the entry point
 
 
 def main() -> None:

@@ -30,8 +30,8 @@ from typer.testing import CliRunner
 
 from emulator.config import EmulatorConfig, LatencySpec
 from emulator.process import EmulatorProcess, start_emulator
+from flows.commands import register
 from flows.limits import limit_name, read_limit_response
-from pipeline.commands.prefect import register
 from pipeline.settings import DEFAULT_MODEL
 from tests.conftest import REPO, SAMPLE, SCHEMAS
 from tests.flows.inputs import write_tickets
@@ -41,7 +41,7 @@ CAP = 4  # the account's cap: the emulator answers 1302 past it, the global limi
 LATENCY = "fixed:1.0"  # slow answers: two runs started seconds apart still overlap for many seconds
 GCL = limit_name(DEFAULT_MODEL)
 PREFECT = str(Path(sys.executable).parent / "prefect")
-SERVE_APP = ("import typer; from pipeline.commands.prefect import register; "
+SERVE_APP = ("import typer; from flows.commands import register; "
              "app = typer.Typer(); register(app); app()")
 ON_DEMAND = "extract-documents/financial-report-extraction"
 NIGHTLY = "extract-documents/nightly-ticket-qa"

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from emulator.config import EmulatorConfig, LatencySpec
 from emulator.process import serve_in_thread
 from flows.artifacts import OFFLINE_NOTE, artifact_key, error_rows, outputs_markdown, summary_rows
+from flows.commands import register
 from flows.deployments import build_deployments
 from flows.estimate import estimate_run
 from flows.extract import (
@@ -44,7 +45,6 @@ from flows.params import ExtractParams, fill_date, local_path, partition_day, ye
 from flows.reports import evaluate_output, failure_message
 from flows.secrets import RedactFilter, describe_key_source
 from pipeline import io
-from pipeline.commands.prefect import register
 from pipeline.errors import InputError, RunAborted
 from pipeline.glm.client import Endpoint
 from pipeline.glm.transport import build_transport

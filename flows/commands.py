@@ -1,8 +1,10 @@
 """``glm-extract prefect-setup`` and ``glm-extract serve``: run the flows under a Prefect server.
 
-Thin: options in, :mod:`flows.setup` / :mod:`flows.deployments` called, one line per outcome.
-``flows`` is imported inside the commands so the rest of the CLI starts without Prefect's import
-cost. See docs/operations.md.
+These commands belong to the application (``flows``), not to the library (``pipeline``): the
+``glm-extract`` command finds them through the ``glm_extract.commands`` entry point declared in
+pyproject.toml, so ``pipeline`` never imports ``flows``. Thin: options in, :mod:`flows.setup` /
+:mod:`flows.deployments` called, one line per outcome. Prefect itself is imported inside the
+commands, so every other command starts without Prefect's import cost. See docs/operations.md.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline.errors import GlmExtractError
 from pipeline.settings import DEFAULT_MODEL, Settings
@@ -30,13 +34,13 @@ class Tier(StrEnum):
     V3 = "V3"
 
 
-ModelOpt = Annotated[str, typer.Option(help="model; the global limit is named glm:<model>")]
+ModelOpt = Annotated[str, typer.Option(help="model; the global limit is named glm:MODEL")]
 TierOpt = Annotated[Tier, typer.Option(help="account tier: V0..V3 caps 30/40/50/60 requests in flight")]
 LimitOpt = Annotated[int | None, typer.Option(min=1, help="explicit cap (overrides --tier)")]
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``prefect-setup`` and ``serve`` to ``app``."""
+    """Add ``prefect-setup`` and ``serve`` to ``app`` (the ``glm_extract.commands`` entry point)."""
     app.command("prefect-setup")(prefect_setup)
     app.command("serve")(serve)
 
@@ -54,10 +58,8 @@ def prefect_setup(
     from flows.setup import SetupRequest, require_server, set_up_account
 
     try:
+        key = key_to_save() if save_key else None  # refused before anything is contacted
         url = require_server()
-        key = Settings().api_key if save_key else None
-        if save_key and key is None:
-            raise GlmExtractError("--save-key: ZHIPUAI_API_KEY is not set in this shell")
         request = SetupRequest(model, cap_for(tier, limit), key_block=key_block, key=key, work_pool=work_pool)
         lines = asyncio.run(set_up_account(request))
     except GlmExtractError as exc:
@@ -95,6 +97,18 @@ def serve(
     prefect_serve(*build_deployments(paths), limit=runs, pause_on_shutdown=False)
 
 
+def key_to_save() -> SecretStr:
+    """The key ``--save-key`` stores: ZHIPUAI_API_KEY of this shell, refused when unset or blank."""
+    key = Settings().api_key
+    if key is None:
+        raise GlmExtractError("--save-key: ZHIPUAI_API_KEY is not set in this shell; nothing was saved")
+    if not key.get_secret_value().strip():
+        raise GlmExtractError(
+            "--save-key: ZHIPUAI_API_KEY is empty in this shell; export the key first, nothing was saved"
+        )
+    return key
+
+
 def cap_for(tier: Tier, limit: int | None) -> int:
     """The global limit's size: explicit, else the tier's cap."""
     from flows.limits import TIER_CAPS
@@ -103,5 +117,5 @@ def cap_for(tier: Tier, limit: int | None) -> int:
 
 
 def _fail(exc: GlmExtractError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(exc.exit_code)
