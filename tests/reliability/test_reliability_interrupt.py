@@ -1,4 +1,5 @@
-"""Ctrl-C: an interrupted run exits 130 quietly, keeps its journal, and the rerun resumes.
+"""Ctrl-C and SIGTERM: an interrupted run exits 130 (143 for SIGTERM) with one line, keeps its
+journal, leaves no lock or part files, and the rerun resumes.
 
 Cancellation reaches every task waiting for a concurrency slot; the limiter must give the slot
 back (or forget the waiter) without raising anything but ``CancelledError``.
@@ -31,6 +32,7 @@ from tests.reliability.support import (
 ROWS = 600
 CAP = 8
 INTERRUPTED_EXIT = 130
+TERMINATED_EXIT = 143
 EXIT_WITHIN_S = 15
 
 
@@ -81,3 +83,38 @@ def test_ctrl_c_exits_130_without_a_traceback_and_the_rerun_resumes(tmp_path: Pa
         assert emu.stats()["requests_received"] == ROWS - kept
     assert proc.returncode == INTERRUPTED_EXIT, stderr[-2000:]
     assert "Traceback" not in stderr and "Error" not in stderr, stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
+    source = write_tickets(tmp_path / "in.parquet", ROWS)
+    output, journal = tmp_path / "out.parquet", tmp_path / "journal.sqlite"
+    config = EmulatorConfig(concurrency=4 * CAP, latency=LatencySpec.parse("fixed:0.05"), seed=6)
+    with start_emulator(config) as emu:
+        argv = run_argv(source, output, emu.base_url, CAP, "--shard-size", "100")
+        env = cli_env(journal)
+        with subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as proc:
+            deadline = time.monotonic() + 120
+            while journal_count(journal) < 100:
+                assert proc.poll() is None and time.monotonic() < deadline, "the run ended before SIGTERM"
+                time.sleep(0.02)
+            assert (tmp_path / f".{output.name}.lock").exists()  # the run holds its output lock
+            proc.send_signal(signal.SIGTERM)
+            try:
+                _, stderr = proc.communicate(timeout=EXIT_WITHIN_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                pytest.fail(f"SIGTERM did not end the run within {EXIT_WITHIN_S} s")
+        sent, kept = emu.stats()["requests_received"], journal_count(journal)
+        assert journal_integrity(journal) == "ok"
+        assert not output.exists() and leftovers(tmp_path, output) == []  # no lock, no parts
+        assert sent - kept <= CAP  # every answer received was committed
+        emu.reset()
+        rerun = run_cli(argv, env)
+        assert rerun.returncode == 0, rerun.stderr
+        assert emu.stats()["requests_received"] == ROWS - kept
+    assert proc.returncode == TERMINATED_EXIT, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "SIGTERM" in lines[0] and "resume" in lines[0], stderr[-2000:]
