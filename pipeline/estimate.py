@@ -7,8 +7,8 @@ is calibrated on them (:class:`Calibration`). Prices, cache and batch rules: doc
 (cost) and docs/glm_platform.md.
 
 - *online*: every prompt and completion token at the online price;
-- *cached*: the part of a prompt shared with the previous request (the fixed system message comes
-  first, so every request but the first shares it) at the cached-token price;
+- *cached*: the leading messages a prompt shares with the previous request (the fixed system
+  message comes first, so every request but the first shares it) at the cached-token price;
 - *batch*: the batch API charges half the online price (no cache assumed).
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from pipeline.prompts import RenderOptions, document_text, render_request, system_message
 from pipeline.tasks import TaskSpec
-from pipeline.tokens import count_completion_tokens, count_prompt_tokens, count_text_tokens, message_text
+from pipeline.tokens import count_completion_tokens, count_prompt_tokens, count_text_tokens
 
 BATCH_PRICE_FACTOR = 0.5
 #: A cached prompt token is priced at this share of the online price unless a price is configured.
@@ -60,28 +60,18 @@ def needs_request(task: TaskSpec, row: Mapping[str, Any]) -> bool:
     return not (task.max_input_chars is not None and isinstance(text, str) and len(text) > task.max_input_chars)
 
 
-def prompt_text(body: Mapping[str, Any]) -> str:
-    """The prompt's text in the order the model reads it (what a prefix cache can match)."""
-    return "\n".join(message_text(m) for m in body.get("messages", ()))
-
-
-def shared_prefix_tokens(previous: str | None, current: str) -> int:
-    """Tokens of the longest prefix ``current`` shares with ``previous`` (0 for the first request)."""
-    if not previous:
+def shared_prefix_tokens(previous: Mapping[str, Any] | None, body: Mapping[str, Any]) -> int:
+    """Prompt tokens ``body`` shares with ``previous`` as a prefix the cache can serve: the tool
+    definitions and the leading whole messages both send alike (none for the first request, none
+    when only the tools match). GLM does not document its cache's granularity; whole messages is
+    also the emulator's rule (docs/emulator.md)."""
+    if previous is None or previous.get("tools") != body.get("tools"):
         return 0
-    return count_text_tokens(current[: _common_prefix_length(previous, current)])
-
-
-def _common_prefix_length(a: str, b: str) -> int:
-    """Binary search over slice comparisons (C-speed), not a character loop."""
-    low, high = 0, min(len(a), len(b))
-    while low < high:
-        middle = (low + high + 1) // 2
-        if a[:middle] == b[:middle]:
-            low = middle
-        else:
-            high = middle - 1
-    return low
+    before, now = previous.get("messages", ()), body.get("messages", ())
+    same = 0
+    while same < min(len(before), len(now)) and before[same] == now[same]:
+        same += 1
+    return count_prompt_tokens(now[:same], body.get("tools")) if same else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,18 +103,17 @@ def sample_costs(task: TaskSpec, rows: Sequence[Mapping[str, Any]], answers: Seq
     system = system if system is not None else system_message(task, options.mode)
     prompt = overhead = document = completion = cached = 0
     sent = 0
-    previous: str | None = None
+    previous: Mapping[str, Any] | None = None
     for row, answer in zip(rows, answers, strict=True):
         if not needs_request(task, row):
             continue
         body = render_request(task, row, options, system)
         tokens = count_prompt_tokens(body["messages"], body.get("tools"))
         doc = count_text_tokens(document_text(task, row))
-        text = prompt_text(body)
         prompt, document, overhead = prompt + tokens, document + doc, overhead + tokens - doc
-        cached += shared_prefix_tokens(previous, text)
+        cached += shared_prefix_tokens(previous, body)
         completion += count_completion_tokens(answer)
-        previous, sent = text, sent + 1
+        previous, sent = body, sent + 1
     n = max(sent, 1)
     floor = (document + completion) / n
     paid_cached = (prompt - cached + completion) + cached * prices.cached / prices.online if prices.online else 0.0
@@ -243,7 +232,7 @@ class EstimateWalk:
     """State carried across shards: the previous prompt (for the shared prefix) and the calibration
     pairs read from the journal."""
 
-    previous: str | None = None
+    previous: Mapping[str, Any] | None = None
     pairs: list[tuple[int, int, int]] = field(default_factory=list)
 
 
@@ -262,11 +251,10 @@ def add_rows(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, rows: Seque
             if entry.attempts == 1 and entry.reasks == 0:
                 walk.pairs.append((counted, entry.prompt_tokens, entry.completion_tokens))
             continue
-        text = prompt_text(body)
         estimate.requests += 1
         estimate._counted_prompt += counted
-        estimate._counted_cached += shared_prefix_tokens(walk.previous, text)
-        walk.previous = text
+        estimate._counted_cached += shared_prefix_tokens(walk.previous, body)
+        walk.previous = body
 
 
 def finish(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, prices: Prices) -> Estimate:
