@@ -18,6 +18,7 @@ from pipeline.keys import request_key
 from pipeline.prompts import RenderOptions, render_request, system_message
 from pipeline.runner import PreparedRun
 from pipeline.settings import Settings
+from pipeline.tables import prompt_rows
 from pipeline.tasks import TaskSpec
 from pipeline.tokens import count_prompt_tokens
 
@@ -73,7 +74,7 @@ def add_shard(estimate: Estimate, task: TaskSpec, settings: Settings, spec: io.S
     options = RenderOptions(model=settings.model, mode=settings.mode, max_tokens=settings.max_tokens)
     system = system_message(task, settings.mode)
     bodies: dict[str, dict[str, Any]] = {}
-    rows = io.read_shard(spec).to_dicts()
+    rows = prompt_rows(io.read_shard(spec), task)  # keyed by template name, mapped columns applied
     for row in rows:
         if needs_request(task, row):
             body = render_request(task, row, options, system)

@@ -174,7 +174,8 @@ def build_request(params: ExtractParams, day: date) -> RunRequest:
     output = Path(local_path(fill_date(params.output, day)))
     if DATE_PLACEHOLDER in params.output:
         output.parent.mkdir(parents=True, exist_ok=True)
-    return RunRequest(params.task.value, local_path(fill_date(params.input, day)), output, new_run_id())
+    return RunRequest(params.task.value, local_path(fill_date(params.input, day)), output, new_run_id(),
+                      columns=params.columns, output_prefix=params.output_prefix)
 
 
 async def extract_all(prepared: PreparedRun, settings: Settings, gate: Gate, shards: Sequence[io.ShardSpec],

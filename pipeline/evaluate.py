@@ -108,14 +108,95 @@ def score_table(table: pl.DataFrame, gold: Sequence[GoldField]) -> Evaluation:
     """Score every gold field of an enriched table (contracts §3) against its gold column."""
     if STATUS_COLUMN not in table.columns:
         raise ValueError(f"the table has no {STATUS_COLUMN!r} column: is it an enriched table?")
-    for spec in gold:
-        check_path(table.schema, spec.column, role="gold column")
-        check_path(table.schema, spec.field, role="output field")
+    problems = gold_problems(table.schema, gold)
+    if problems:
+        raise ValueError(f"{len(problems)} problem(s) with the gold mapping: " + "; ".join(problems))
     ok = table.filter(pl.col(STATUS_COLUMN) == "ok")
     fields = tuple(_score_field(ok, spec) for spec in gold)
     scored = [f.score for f in fields if f.score is not None]
     macro = sum(scored) / len(scored) if scored else None
     return Evaluation(rows=table.height, rows_ok=ok.height, fields=fields, macro=macro)
+
+
+def gold_problems(schema: Mapping[str, pl.DataType], gold: Sequence[GoldField]) -> list[str]:
+    """Every reason ``gold`` cannot be scored on a table of ``schema``, all at once: unknown
+    columns or paths, and dtypes the metric cannot compare (a list metric against a JSON-text
+    column would otherwise score 0 without a word)."""
+    problems: list[str] = []
+    for spec in gold:
+        kinds = []
+        for path, role in ((spec.field, "output field"), (spec.column, "gold column")):
+            try:
+                kinds.append(value_kind(check_path(schema, path, role=role), path))
+            except ValueError as exc:
+                problems.append(str(exc))
+        if len(kinds) == 2 and (reason := _metric_mismatch(spec, kinds[0], kinds[1])):
+            problems.append(reason)
+    return problems
+
+
+def value_kind(dtype: pl.DataType, path: str) -> str:
+    """What one row's value at ``path`` is: ``list`` (a list dtype or a path through ``[]``),
+    ``struct``, ``number``, ``string``, ``boolean`` or ``other``."""
+    if "[]" in path or isinstance(dtype, pl.List | pl.Array):
+        return "list"
+    if isinstance(dtype, pl.Struct):
+        return "struct"
+    if dtype.is_numeric():
+        return "number"
+    if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
+        return "string"
+    return "boolean" if dtype == pl.Boolean else "other"
+
+
+_METRIC_KINDS: Mapping[Metric, frozenset[str]] = {
+    "exact": frozenset({"string", "number", "boolean", "list"}),
+    "number": frozenset({"number", "string"}),
+    "contains": frozenset({"string", "number"}),
+    "set_f1": frozenset({"list"}),
+}
+
+
+def _metric_mismatch(spec: GoldField, answer: str, gold: str) -> str | None:
+    allowed = _METRIC_KINDS[spec.metric]
+    for side, path, kind in (("output field", spec.field, answer), ("gold column", spec.column, gold)):
+        if kind not in allowed:
+            json_text = spec.metric == "set_f1" and kind == "string"
+            hint = " (JSON text? decode it into a list column first)" if json_text else ""
+            return (f"{side} {path!r} holds {kind} values, which metric {spec.metric} cannot score "
+                    f"(it compares {' or '.join(sorted(allowed))}){hint}")
+    if spec.metric == "exact" and (answer == "list") != (gold == "list"):
+        return (f"metric exact compares {spec.field!r} ({answer}) with {spec.column!r} ({gold}): "
+                "both must be lists or neither")
+    return None
+
+
+def override_gold(gold: Sequence[GoldField], mapping: Mapping[str, str]) -> tuple[GoldField, ...]:
+    """``gold`` with the gold column of each field in ``mapping`` replaced (``--gold FIELD=COLUMN``);
+    a field without a ``[gold]`` entry is added with metric ``exact``."""
+    by_field = {spec.field: spec for spec in gold}
+    for field, column in mapping.items():
+        parse_path(field)
+        parse_path(column)
+        base = by_field.get(field)
+        by_field[field] = GoldField(field=field, column=column, metric=base.metric if base else "exact")
+    return tuple(by_field.values())
+
+
+def attach_gold(table: pl.DataFrame, gold: pl.DataFrame, id_column: str, columns: Iterable[str]) -> pl.DataFrame:
+    """``table`` with the gold ``columns`` of ``gold`` joined on the id (``gold[id_column]`` as text
+    against ``_record_id``); a table column of the same name is replaced. Rows without gold get nulls."""
+    if id_column not in gold.columns:
+        raise ValueError(f"the gold file has no id column {id_column!r} (columns: {', '.join(gold.columns)})")
+    wanted = [c for c in dict.fromkeys(columns) if c in gold.columns and c != id_column]
+    keyed = gold.select(pl.col(id_column).cast(pl.String).alias(RECORD_ID), *wanted)
+    duplicated = keyed.filter(pl.col(RECORD_ID).is_duplicated())
+    if duplicated.height:
+        raise ValueError(f"the gold file has id {duplicated[RECORD_ID][0]!r} more than once")
+    return table.drop([c for c in wanted if c in table.columns]).join(keyed, on=RECORD_ID, how="left")
+
+
+RECORD_ID = "_record_id"
 
 
 def check_path(schema: Mapping[str, pl.DataType], path: str, *, role: str) -> pl.DataType:

@@ -3,7 +3,10 @@ atomically. The only module of the library that touches data files."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
+import functools
 import glob as globlib
 import os
 import shutil
@@ -18,23 +21,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError, OutputError
+from pipeline.schema_union import conform, is_string, unify_schemas
 
 # pyarrow's default allocator (mimalloc) keeps what it freed: streaming a 1M-row input in 1,000-row
 # batches left +90 MB of RSS behind, the system allocator +11 MB, at the same speed
 # (docs/performance.md §3). This process's pyarrow allocations only; polars has its own allocator.
 pa.set_memory_pool(pa.system_memory_pool())
 
-_STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
 _IGNORED_PREFIXES = (".", "_")
 
 
 @dataclass(frozen=True)
 class InputInfo:
-    """What the contract check learned about the input."""
+    """What the contract check learned about the input (``schema``: all files read as one table)."""
 
     files: tuple[Path, ...]
     rows: int
     columns: tuple[str, ...]
+    schema: pa.Schema | None = None
 
 
 def resolve_inputs(spec: str) -> tuple[Path, ...]:
@@ -72,27 +76,38 @@ def _ignored(path: Path, root: Path) -> bool:
 def check_input(
     files: Sequence[Path], *, id_column: str, text_column: str, needed: Sequence[str]
 ) -> InputInfo:
-    """Check the input contract; raise :class:`InputError` naming the file, column or row."""
-    schema: pa.Schema | None = None
-    rows = 0
-    for path in files:
-        file_schema, file_rows = _parquet_meta(path)
-        if schema is not None and file_schema.names != schema.names:
-            raise InputError(f"{path}: columns {file_schema.names} differ from {files[0]}: {schema.names}")
-        if schema is not None and not file_schema.equals(schema):
-            bad = next(f.name for f in schema if file_schema.field(f.name).type != f.type)
-            raise InputError(f"{path}: column {bad!r} has type {file_schema.field(bad).type}, "
-                             f"but {files[0]} has {schema.field(bad).type}")
-        schema, rows = schema or file_schema, rows + file_rows
-    assert schema is not None
+    """Check the input contract; raise :class:`InputError` naming the file, column or row.
+
+    Files are read as one table (:func:`unify_schemas`): columns matched by name, types widened
+    where no value changes, a column some files lack is null there."""
+    metas = [_parquet_meta(path) for path in files]
+    schema = unify_schemas([(path, meta[0]) for path, meta in zip(files, metas, strict=True)])
+    rows = sum(meta[1] for meta in metas)
     for column in dict.fromkeys([id_column, text_column, *needed]):
-        if column not in schema.names:
-            raise InputError(f"{files[0]}: missing column {column!r} (columns: {', '.join(schema.names)})")
+        lacking = [path for path, (file_schema, _) in zip(files, metas, strict=True)
+                   if column not in file_schema.names]
+        if lacking:
+            names = metas[files.index(lacking[0])][0].names
+            raise InputError(f"{lacking[0]}: missing column {column!r} (columns: {', '.join(names)})")
     text_type = schema.field(text_column).type
-    if text_type not in _STRING_TYPES and not pa.types.is_null(text_type):
+    if not is_string(text_type) and not pa.types.is_null(text_type):
         raise InputError(f"{files[0]}: text column {text_column!r} has type {text_type}, expected string")
-    _check_ids(files, id_column)
-    return InputInfo(files=tuple(files), rows=rows, columns=tuple(schema.names))
+    id_type = schema.field(id_column).type
+    if pa.types.is_nested(id_type) or pa.types.is_dictionary(id_type):
+        raise InputError(f"{files[0]}: id column {id_column!r} has type {id_type}; "
+                         "ids must be strings or integers")
+    _check_ids(files, id_column, [meta[1] for meta in metas])
+    return InputInfo(files=tuple(files), rows=rows, columns=tuple(schema.names), schema=schema)
+
+
+def input_schema(files: Sequence[Path | str]) -> pa.Schema:
+    """The unified schema of ``files`` (footers only), cached per process."""
+    return _input_schema(tuple(str(f) for f in files))
+
+
+@functools.lru_cache(maxsize=8)
+def _input_schema(files: tuple[str, ...]) -> pa.Schema:
+    return unify_schemas([(Path(f), _parquet_meta(Path(f))[0]) for f in files])
 
 
 def _parquet_meta(path: Path) -> tuple[pa.Schema, int]:
@@ -103,10 +118,12 @@ def _parquet_meta(path: Path) -> tuple[pa.Schema, int]:
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from exc
 
 
-def _check_ids(files: Sequence[Path], id_column: str) -> None:
+def _check_ids(files: Sequence[Path], id_column: str, file_rows: Sequence[int]) -> None:
     """Every id present and unique. Counted on 64-bit hashes, streamed: 8 bytes a row instead of
-    the ids themselves (+145 MB at 1M rows before); a hash clash only costs the exact pass below."""
-    ids = pl.scan_parquet(list(files)).select(pl.col(id_column))
+    the ids themselves (+145 MB at 1M rows before); a hash clash only costs the exact pass below.
+    Each file is scanned on its own and cast to the unified type, so mixed writers agree."""
+    kind = pl.from_arrow(input_schema(files).empty_table().select([id_column])).schema[id_column]  # type: ignore[union-attr]
+    ids = pl.concat([pl.scan_parquet(path).select(pl.col(id_column).cast(kind)) for path in files])
     try:
         counts = ids.select(pl.len(), pl.col(id_column).null_count().alias("nulls"),
                             pl.col(id_column).hash().n_unique().alias("unique")).collect(engine="streaming")
@@ -115,33 +132,47 @@ def _check_ids(files: Sequence[Path], id_column: str) -> None:
     rows, nulls, unique = counts.row(0)
     if nulls:
         row = int(ids.with_row_index().filter(pl.col(id_column).is_null()).select("index").head(1).collect().item())
-        raise InputError(f"id column {id_column!r} is null at row {row} (every row needs an id)")
+        raise InputError(f"id column {id_column!r} is null at {_where(files, file_rows, row)} (every row needs an id)")
     if unique < rows:  # duplicates, or (rarely) two ids with one hash: find the first real duplicate
         first = ids.with_row_index().filter(pl.col(id_column).is_duplicated()).head(1).collect()
         if first.height:
-            row, value = first.row(0)
-            raise InputError(f"id column {id_column!r} has duplicate value {value!r} (first at row {row})")
+            value = first.item(0, id_column)
+            rows_of = ids.with_row_index().filter(pl.col(id_column) == value).select("index").head(2).collect()
+            where = " and ".join(_where(files, file_rows, int(r)) for r in rows_of["index"])
+            raise InputError(f"id column {id_column!r} has duplicate value {value!r} at {where}")
+
+
+def _where(files: Sequence[Path], file_rows: Sequence[int], row: int) -> str:
+    """``row <n> of <file>`` for global row ``row`` (``n`` counts within that file, from 0)."""
+    offset = 0
+    for path, count in zip(files, file_rows, strict=True):
+        if row < offset + count:
+            return f"row {row - offset} of {path}"
+        offset += count
+    return f"row {row} of {files[-1]}"
 
 
 def iter_shards(files: Sequence[Path], size: int) -> Iterator[pl.DataFrame]:
-    """Frames of exactly ``size`` rows (the last one shorter), streamed, in input order.
-    An input without rows yields one empty, typed frame, so the output still gets its columns."""
+    """Frames of exactly ``size`` rows (the last one shorter), streamed, in input order, every one
+    with the input's unified schema. An input without rows yields one empty, typed frame, so the
+    output still gets its columns."""
+    schema = input_schema(files)
     buffer: list[pa.RecordBatch] = []
     held, emitted = 0, False
     for path in files:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
-            buffer.append(batch)
+            buffer.extend(conform(pa.Table.from_batches([batch]), schema).to_batches())
             held += batch.num_rows
             while held >= size:
-                table = pa.Table.from_batches(buffer)
+                table = pa.Table.from_batches(buffer, schema=schema)
                 yield _frame(table.slice(0, size))
                 emitted = True
                 rest = table.slice(size)
                 buffer, held = rest.to_batches(), rest.num_rows
     if held:
-        yield _frame(pa.Table.from_batches(buffer))
+        yield _frame(pa.Table.from_batches(buffer, schema=schema))
     elif not emitted:
-        yield _frame(pq.ParquetFile(files[0]).schema_arrow.empty_table())
+        yield _frame(schema.empty_table())
 
 
 def _frame(table: pa.Table) -> pl.DataFrame:
@@ -204,17 +235,35 @@ def summary_path_for(output: Path) -> Path:
     return output.with_name(output.name + ".summary.json")
 
 
-def plan_output(output: Path, run_id: str) -> OutputPlan:
-    """Check the output can be written before any money is spent; create the parts folder."""
+def check_output_target(output: Path, inputs: Sequence[Path] = ()) -> None:
+    """Refuse an output that cannot or must not be written, before anything starts: not .parquet,
+    a directory, a missing or read-only folder, or one of the input files (under any path)."""
     parent = output.parent if str(output.parent) else Path(".")
     if output.suffix != ".parquet":
-        raise OutputError(f"output {output}: must end in .parquet")
+        raise OutputError(f"output {output}: must end in .parquet (the output is always Parquet)")
     if output.is_dir():
         raise OutputError(f"output {output} is a directory; name a .parquet file")
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {parent} is not writable")
+    for path in inputs:
+        if _same_path(output, path):
+            raise OutputError(f"output {output} is the input file {path}: the run would replace its own input; "
+                              "pick another --output")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def plan_output(output: Path, run_id: str, inputs: Sequence[Path] = ()) -> OutputPlan:
+    """Check the output can be written before any money is spent; create the parts folder."""
+    check_output_target(output, inputs)
+    parent = output.parent if str(output.parent) else Path(".")
     lock = OutputLock(output)  # before touching stale files: they may be another live run's
     try:
         for stale in parent.glob(f".{output.name}.parts-*"):
@@ -235,21 +284,53 @@ OUTPUT_ROW_GROUP_BYTES = 16 * 2**20  # ~16k rows of ticket_qa; bounds the join's
 
 def write_part(plan: OutputPlan, index: int, frame: pl.DataFrame) -> Path:
     path = plan.parts_dir / f"part-{index:06d}.parquet"
-    frame.write_parquet(path)
+    with disk_errors(plan.target):  # pyarrow's writer reports a full disk as OSError(ENOSPC); polars' may not
+        pq.write_table(frame.to_arrow(), path, compression="zstd")
     return path
 
 
 def finish_output(plan: OutputPlan, parts: Sequence[Path], summary: dict[str, object]) -> None:
-    """Concatenate the parts (streaming) into a temp file, fsync, rename over the target."""
-    tmp = _temp_next_to(plan.target)
+    """Concatenate the parts (streaming) into a temp file and write the summary beside it, fsync
+    both, then rename them over the targets: a full disk leaves neither half-written."""
+    tmp: Path | None = None
+    summary_tmp: Path | None = None
     try:
-        concat_parts(parts, tmp)
-        _fsync(tmp)
-        os.replace(tmp, plan.target)
-        write_json_atomic(plan.summary_path, summary)
+        with disk_errors(plan.target):
+            tmp = _temp_next_to(plan.target)
+            concat_parts(parts, tmp)
+            _fsync(tmp)
+            summary_tmp = _json_temp(plan.summary_path, summary)
+            os.replace(tmp, plan.target)
+            os.replace(summary_tmp, plan.summary_path)
     finally:
-        tmp.unlink(missing_ok=True)
+        for leftover in (tmp, summary_tmp):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
         discard_parts(plan)
+
+
+@contextlib.contextmanager
+def disk_errors(target: Path) -> Iterator[None]:
+    """Turn a failed write (disk full, quota, I/O error) into one :class:`OutputError` line naming
+    ``target``. Polars reports a failed write as its own error type carrying the OS message."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(_write_failure(target, exc.strerror or _first_line(exc), exc.errno)) from None
+    except pl.exceptions.PolarsError as exc:
+        text = _first_line(exc)
+        if not any(sign in text for sign in _DISK_FULL_SIGNS):
+            raise
+        raise OutputError(_write_failure(target, text, errno.ENOSPC)) from None
+
+
+_DISK_FULL_SIGNS = ("No space left", "Disk quota exceeded", "os error 28", "os error 122", "IO error")
+
+
+def _write_failure(target: Path, reason: str, code: int | None) -> str:
+    what = "the disk is full" if code in (errno.ENOSPC, errno.EDQUOT) else "the write failed"
+    return (f"output {target}: {what} ({reason}); nothing was written there and the answers are kept in "
+            "the journal: free space (or pick another --output) and rerun the same command")
 
 
 def concat_parts(parts: Sequence[Path], target: Path, rows_per_group: int = OUTPUT_ROW_GROUP_ROWS,
@@ -288,13 +369,23 @@ def discard_parts(plan: OutputPlan) -> None:
 
 
 def write_json_atomic(path: Path, value: dict[str, object]) -> None:
+    tmp = _json_temp(path, value)
+    try:
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _json_temp(path: Path, value: dict[str, object]) -> Path:
+    """``value`` as indented JSON in a fsynced temp file next to ``path`` (removed on failure)."""
     tmp = _temp_next_to(path)
     try:
         tmp.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
         _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def _temp_next_to(path: Path) -> Path:
@@ -318,27 +409,36 @@ def _first_line(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """A slice of one input file: small enough to pass between processes (Prefect tasks)."""
+    """A slice of one input file: small enough to pass between processes (Prefect tasks).
+    ``inputs`` lists every file of the run's input, so the slice is read with their unified schema."""
 
     index: int
     file: str
     offset: int
     rows: int
+    inputs: tuple[str, ...] = ()
 
 
 def plan_shards(info: InputInfo, size: int) -> list[ShardSpec]:
     """Cut every file into slices of at most ``size`` rows, in input order."""
     specs: list[ShardSpec] = []
+    inputs = tuple(str(path) for path in info.files) if len(info.files) > 1 else ()
     for path in info.files:
         total = pq.ParquetFile(path).metadata.num_rows
         for offset in range(0, total, size):
-            specs.append(ShardSpec(len(specs), str(path), offset, min(size, total - offset)))
-    return specs or [ShardSpec(0, str(info.files[0]), 0, 0)]  # an empty input still yields a typed table
+            specs.append(ShardSpec(len(specs), str(path), offset, min(size, total - offset), inputs))
+    return specs or [ShardSpec(0, str(info.files[0]), 0, 0, inputs)]  # an empty input still yields a typed table
 
 
 def read_shard(spec: ShardSpec) -> pl.DataFrame:
-    """The rows of one shard (reads only the row groups that hold them)."""
-    return pl.scan_parquet(spec.file).slice(spec.offset, spec.rows).collect()
+    """The rows of one shard (reads only the row groups that hold them), in the input's unified schema."""
+    frame = pl.scan_parquet(spec.file).slice(spec.offset, spec.rows).collect()
+    if not spec.inputs:
+        return frame
+    target = pl.from_arrow(input_schema(spec.inputs).empty_table())
+    assert isinstance(target, pl.DataFrame)
+    return frame.select([pl.col(name).cast(kind) if name in frame.columns else pl.lit(None, dtype=kind).alias(name)
+                         for name, kind in target.schema.items()])
 
 
 def plan_output_parts(output: Path, run_id: str) -> OutputPlan:

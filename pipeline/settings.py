@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
     price_cny_per_mtok: float = Field(default=0.5, ge=0)
     shard_size: int = Field(default=1000, ge=1, le=100_000)
-    schemas_dir: Path = Path("schemas")
+    schemas_dir: Path = Field(default=Path("schemas"), description="tasks here first, then the bundled ones",
+                              validation_alias=AliasChoices("GLM_EXTRACT_SCHEMAS", "GLM_EXTRACT_SCHEMAS_DIR"))
     journal_path: Path = Path(".glm-extract/journal.sqlite")
     budget_cny: float | None = Field(default=None, ge=0, description="stop sending once spent")
     fatal_failure_ratio: float = Field(default=0.5, gt=0, le=1)

@@ -16,6 +16,7 @@ import orjson
 import polars as pl
 
 from pipeline.errors import TaskError
+from pipeline.tasks import TaskSpec
 
 _SCALARS: dict[str, pl.DataType] = {
     "string": pl.String(),
@@ -103,17 +104,57 @@ def json_text_for(value: Any, dtype: Any) -> Any:
     return value
 
 
-def check_no_clash(input_columns: Sequence[str], fields: Sequence[str], task_name: str) -> None:
-    """Extraction and meta columns must not collide with input columns."""
-    for name in fields:
-        if name in input_columns:
-            raise TaskError(
-                f"task {task_name!r}: output field {name!r} collides with input column {name!r}; "
-                "rename the input column or the schema property"
-            )
+def check_no_clash(input_columns: Sequence[str], fields: Sequence[str], task_name: str, prefix: str = "") -> None:
+    """Extraction columns (``prefix`` + field) and meta columns must not collide with input columns.
+    The message names the option that resolves a collision, so no input is refused for a name."""
+    taken = set(input_columns)
+    clashes = [name for name in fields if prefix + name in taken]
+    if clashes:
+        name = clashes[0]
+        suggestion = _free_prefix(taken, fields, prefix)
+        raise TaskError(
+            f"task {task_name!r}: output field {prefix + name!r} collides with input column {prefix + name!r}; "
+            f"pass --output-prefix {suggestion} to name the extraction columns {suggestion}{name} …"
+            + (f" (also colliding: {', '.join(clashes[1:])})" if len(clashes) > 1 else "")
+        )
     meta = [c for c in input_columns if c in META_SCHEMA]
     if meta:
         raise TaskError(f"input column {meta[0]!r} is reserved for meta columns (names starting '_')")
+
+
+def _free_prefix(taken: set[str], fields: Sequence[str], current: str) -> str:
+    for candidate in ("x_", "ext_", "glm_", "out_"):
+        prefix = current + candidate if current else candidate
+        if not any(prefix + name in taken for name in fields):
+            return prefix
+    return "extracted_"
+
+
+#: Characters that show nothing: a text made only of these (and whitespace) is blank, so the row is
+#: skipped instead of paid for. Zero-width space/joiners, word joiner, BOM, soft hyphen, Mongolian
+#: vowel separator.
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"
+_BLANK = rf"^[\s{INVISIBLE}]*$"
+
+
+def _blank_to_null(text: pl.Expr) -> pl.Expr:
+    return pl.when(text.str.contains(_BLANK)).then(None).otherwise(text)
+
+
+def prompt_rows(frame: pl.DataFrame, task: TaskSpec) -> list[dict[str, Any]]:
+    """The values the prompt template reads, as dicts keyed by template name: each from its mapped
+    input column, or the task's default for an optional column the input lacks."""
+    present = set(frame.columns)
+    exprs = []
+    for name in dict.fromkeys([*task.template_columns, task.text_column]):
+        source = task.source(name)
+        if name == task.text_column and frame.schema.get(source) == pl.String:
+            exprs.append(_blank_to_null(pl.col(source)).alias(name))
+        elif source in present:
+            exprs.append(pl.col(source).alias(name))
+        else:  # only optional columns can be absent: the input check requires the text column
+            exprs.append(pl.lit(task.default_for(name), dtype=pl.String).alias(name))
+    return frame.select(exprs).to_dicts()
 
 
 @dataclass(frozen=True)
@@ -148,6 +189,7 @@ class RunColumns:
     schema_id: str
     prompt_version: str
     run_id: str
+    output_prefix: str = ""  # before every extraction column (resolves a clash with an input column)
 
 
 def assemble_shard(
@@ -162,6 +204,8 @@ def assemble_shard(
         raise ValueError(f"shard has {shard.height} rows but {len(metas)} outcomes")
     answers = pl.Series("_answer", [m.data_json for m in metas], dtype=pl.String)
     extracted = answers.str.json_decode(answer_dtype).struct.unnest()
+    if run.output_prefix:
+        extracted = extracted.rename({name: run.output_prefix + name for name in extracted.columns})
     n = shard.height
     meta = pl.DataFrame(
         {

@@ -1,10 +1,18 @@
-"""Load a task (JSON Schema + prompt template + settings) from ``schemas/<name>/`` and check it."""
+"""Load a task (JSON Schema + prompt template + settings) from ``schemas/<name>/`` and check it;
+map its columns onto an input's columns.
+
+Tasks are looked up in the configured folder first (``--schemas-dir``, ``GLM_EXTRACT_SCHEMAS`` or
+``GLM_EXTRACT_SCHEMAS_DIR``, default ``./schemas``), then in the tasks shipped with the package, so
+the bundled tasks are found wherever the command runs (docs/schema_authoring.md).
+"""
 
 from __future__ import annotations
 
+import re
 import string
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -16,11 +24,22 @@ from pipeline.errors import TaskError
 from pipeline.keys import content_hash, schema_id
 
 TASK_FILES = ("task.toml", "schema.json", "prompt.txt")
+#: The tasks shipped with glm-extract (``schemas/`` beside the package).
+BUNDLED_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+#: The value a template column other than the text takes when the input lacks it and the task's
+#: ``[defaults]`` table names none.
+FALLBACK_DEFAULT = "unknown"
+_DOC_OPEN, _DOC_CLOSE = "<document>", "</document>"
+_FRAME_TAGS = re.compile(re.escape(_DOC_OPEN) + "|" + re.escape(_DOC_CLOSE))
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A loaded, checked task. ``schema_id`` and ``prompt_version`` go on every output row."""
+    """A loaded, checked task. ``schema_id`` and ``prompt_version`` go on every output row.
+
+    Column names: ``text_column`` and ``template_columns`` are the template's names for its values;
+    ``id_column`` is the input column of the id. :func:`bind_columns` maps template names onto other
+    input columns (``sources``) and prefixes the extraction columns (``output_prefix``)."""
 
     name: str
     description: str
@@ -34,6 +53,9 @@ class TaskSpec:
     schema_id: str
     max_input_chars: int | None
     gold: dict[str, Any]
+    defaults: Mapping[str, str] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
+    output_prefix: str = ""
 
     @cached_property
     def template(self) -> string.Template:
@@ -42,13 +64,36 @@ class TaskSpec:
 
     @cached_property
     def template_columns(self) -> tuple[str, ...]:
-        """Input columns the prompt template reads."""
-        return tuple(self.template.get_identifiers())
+        """Names the prompt template reads (``${name}``), in order of first use."""
+        return tuple(dict.fromkeys(self.template.get_identifiers()))
+
+    @property
+    def optional_columns(self) -> tuple[str, ...]:
+        """Template names other than the text: an input without them gets :meth:`default_for`."""
+        return tuple(c for c in self.template_columns if c != self.text_column)
+
+    def default_for(self, name: str) -> str:
+        """The documented value of an optional template column the input lacks."""
+        return self.defaults.get(name, FALLBACK_DEFAULT)
+
+    def source(self, name: str) -> str:
+        """The input column that feeds template name ``name``."""
+        return self.sources.get(name, name)
+
+    @property
+    def text_source(self) -> str:
+        """The input column holding the document."""
+        return self.source(self.text_column)
 
     @property
     def output_fields(self) -> tuple[str, ...]:
-        """Top-level schema properties: the extraction columns of the output table."""
+        """Top-level schema properties: the answer's keys."""
         return tuple(self.schema.get("properties", {}))
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """The extraction columns of the output table (``output_prefix`` + field)."""
+        return tuple(self.output_prefix + name for name in self.output_fields)
 
     @property
     def fingerprint(self) -> str:
@@ -57,19 +102,68 @@ class TaskSpec:
         return content_hash("\x00".join(parts).encode())
 
 
-def list_tasks(schemas_dir: Path) -> list[str]:
-    """Names of the task folders under ``schemas_dir``."""
-    if not schemas_dir.is_dir():
-        return []
-    return sorted(p.name for p in schemas_dir.iterdir() if (p / "task.toml").is_file())
+# -- where tasks live ---------------------------------------------------------------------------
 
 
-def load_task(name: str, schemas_dir: Path) -> TaskSpec:
-    """Read and check ``schemas_dir/name``; raise :class:`TaskError` with one clear line."""
-    folder = schemas_dir / name
-    if not (folder / "task.toml").is_file():
-        known = ", ".join(list_tasks(schemas_dir)) or "none"
-        raise TaskError(f"unknown task {name!r} (no {folder}/task.toml); known tasks: {known}")
+def search_path(schemas_dir: Path | Sequence[Path]) -> tuple[Path, ...]:
+    """The folders searched for tasks: the configured one(s), then the bundled tasks."""
+    folders = [schemas_dir] if isinstance(schemas_dir, Path) else list(schemas_dir)
+    unique: dict[Path, Path] = {}
+    for folder in [*folders, BUNDLED_SCHEMAS]:
+        unique.setdefault(folder.resolve(), folder)
+    return tuple(unique.values())
+
+
+def list_tasks(schemas_dir: Path | Sequence[Path]) -> list[str]:
+    """Names of the tasks found on the search path (the first folder holding a name wins)."""
+    return sorted(find_tasks(schemas_dir))
+
+
+def find_tasks(schemas_dir: Path | Sequence[Path]) -> dict[str, Path]:
+    """Task name → its folder, over the search path."""
+    found: dict[str, Path] = {}
+    for folder in search_path(schemas_dir):
+        if folder.is_dir():
+            for sub in sorted(folder.iterdir()):
+                if (sub / "task.toml").is_file():
+                    found.setdefault(sub.name, sub)
+    return found
+
+
+@dataclass(frozen=True)
+class TaskListing:
+    """One line of ``glm-extract tasks``: a task that loads, or the one-line reason it does not."""
+
+    name: str
+    folder: Path
+    spec: TaskSpec | None
+    error: str | None
+
+
+def survey_tasks(schemas_dir: Path | Sequence[Path]) -> list[TaskListing]:
+    """Every task on the search path; a broken one is listed with its error, not raised."""
+    listings = []
+    for name, folder in sorted(find_tasks(schemas_dir).items()):
+        try:
+            listings.append(TaskListing(name, folder, load_task_folder(name, folder), None))
+        except TaskError as exc:
+            listings.append(TaskListing(name, folder, None, str(exc)))
+    return listings
+
+
+def load_task(name: str, schemas_dir: Path | Sequence[Path]) -> TaskSpec:
+    """Find and check task ``name``; raise :class:`TaskError` with one clear line."""
+    found = find_tasks(schemas_dir)
+    if name not in found:
+        looked = ", ".join(str(f) for f in search_path(schemas_dir))
+        known = ", ".join(sorted(found)) or "none"
+        raise TaskError(f"unknown task {name!r}: looked in {looked}; known tasks: {known} "
+                        "(set --schemas-dir or GLM_EXTRACT_SCHEMAS to a folder of tasks)")
+    return load_task_folder(name, found[name])
+
+
+def load_task_folder(name: str, folder: Path) -> TaskSpec:
+    """Read and check the task in ``folder``."""
     for file_name in TASK_FILES:
         if not (folder / file_name).is_file():
             raise TaskError(f"task {name!r}: missing file {folder / file_name}")
@@ -90,9 +184,52 @@ def load_task(name: str, schemas_dir: Path) -> TaskSpec:
         schema_id=schema_id(schema),
         max_input_chars=_optional_int(meta, "max_input_chars", folder),
         gold=dict(meta.get("gold", {})),
+        defaults=_defaults(meta, folder),
     )
     _check_template(spec, folder / "prompt.txt")
+    unknown = sorted(set(spec.defaults) - set(spec.optional_columns))
+    if unknown:
+        raise TaskError(f"{folder}/task.toml: [defaults] names {unknown[0]!r}, which is not a template column "
+                        f"other than the text ({', '.join(spec.optional_columns) or 'none'})")
     return spec
+
+
+# -- mapping a task's columns onto an input -----------------------------------------------------
+
+
+def parse_column_mapping(items: Iterable[str], option: str = "--column") -> dict[str, str]:
+    """``["text=content", "channel=source"]`` → ``{"text": "content", "channel": "source"}``."""
+    mapping: dict[str, str] = {}
+    for item in items:
+        name, sep, column = item.partition("=")
+        name, column = name.strip(), column.strip()
+        if not sep or not name or not column:
+            raise TaskError(f"{option} expects NAME=INPUT_COLUMN, got {item!r}")
+        if name in mapping and mapping[name] != column:
+            raise TaskError(f"{option} maps {name!r} twice ({mapping[name]!r} and {column!r})")
+        mapping[name] = column
+    return mapping
+
+
+def bind_columns(task: TaskSpec, mapping: Mapping[str, str], output_prefix: str = "") -> TaskSpec:
+    """``task`` reading its columns from the input columns ``mapping`` names (template name or id
+    column → input column), with ``output_prefix`` before every extraction column."""
+    names = (task.id_column, *task.template_columns)
+    for name in mapping:
+        if name not in names:
+            raise TaskError(f"--column {name}=…: task {task.name!r} has no column {name!r} "
+                            f"(its columns: {', '.join(dict.fromkeys(names))})")
+    if output_prefix and not re.fullmatch(r"[^\W\d]\w*", output_prefix):
+        raise TaskError(f"--output-prefix {output_prefix!r}: use letters, digits and '_', not starting with a digit")
+    if output_prefix.startswith("_"):
+        raise TaskError(f"--output-prefix {output_prefix!r}: names starting with '_' are the meta columns")
+    sources = {k: v for k, v in mapping.items() if k in task.template_columns}
+    gold = {output_prefix + path: entry for path, entry in task.gold.items()}
+    return replace(task, id_column=mapping.get(task.id_column, task.id_column), sources=sources,
+                   output_prefix=output_prefix, gold=gold)
+
+
+# -- checks ---------------------------------------------------------------------------------------
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -118,7 +255,39 @@ def _parse_schema(path: Path, text: str) -> dict[str, Any]:
         raise TaskError(f"{path}: unresolvable $schema or $ref: {exc}") from exc
     if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict):
         raise TaskError(f"{path}: the top level must be {{\"type\": \"object\", \"properties\": …}}")
+    problem = schema_problem(schema)
+    if problem:
+        raise TaskError(f"{path}: {problem}")
     return schema
+
+
+def schema_problem(node: Mapping[str, Any], where: str = "$") -> str | None:
+    """The first breach of the authoring rules the model relies on, or None: every property has a
+    description (it is the field's prompt), and a nullable enum lists ``null`` among its values
+    (else a model's ``null`` fails validation and is paid for again as a re-ask)."""
+    kinds = node.get("type")
+    enum = node.get("enum")
+    if isinstance(kinds, list) and "null" in kinds and isinstance(enum, list) and None not in enum:
+        return f"{where}: a nullable enum must list null among its values (\"enum\": [..., null])"
+    properties = node.get("properties")
+    if isinstance(properties, dict):
+        for name, child in properties.items():
+            if not isinstance(child, dict):
+                continue
+            description = child.get("description")
+            if not isinstance(description, str) or not description.strip():
+                return f"{where}.{name}: every property needs a description (it tells the model what the field is)"
+            problem = schema_problem(child, f"{where}.{name}")
+            if problem:
+                return problem
+    items = node.get("items")
+    if isinstance(items, dict):
+        return schema_problem(items, f"{where}[]")
+    for group in ("$defs", "definitions"):
+        for name, child in (node.get(group) or {}).items():
+            if isinstance(child, dict) and (problem := schema_problem(child, f"{where}.{group}.{name}")):
+                return problem
+    return None
 
 
 def _check_template(spec: TaskSpec, path: Path) -> None:
@@ -127,8 +296,32 @@ def _check_template(spec: TaskSpec, path: Path) -> None:
         raise TaskError(f"{path}: invalid placeholder (use ${{column}}; write $$ for a dollar sign)")
     if spec.text_column not in spec.template_columns:
         raise TaskError(f"{path}: the template never uses the text column ${{{spec.text_column}}}")
-    if spec.prompt_template.count("<document>") != 1 or spec.prompt_template.count("</document>") != 1:
-        raise TaskError(f"{path}: the template must hold exactly one <document> … </document> frame")
+    problem = frame_problem(spec.prompt_template, spec.text_column)
+    if problem:
+        raise TaskError(f"{path}: {problem}")
+
+
+def frame_problem(template: str, text_column: str) -> str | None:
+    """Each use of the text placeholder must sit inside a ``<document>`` … ``</document>`` frame:
+    the nearest frame tag before it opens, the nearest after it closes. Prose elsewhere may mention
+    the tags."""
+    tags = [(m.start(), m.group()) for m in _FRAME_TAGS.finditer(template)]
+    placeholder = re.compile(r"\$(?:\{" + re.escape(text_column) + r"\}|" + re.escape(text_column) + r"(?!\w))")
+    for use in placeholder.finditer(template):
+        if template[: use.start()].endswith("$"):
+            continue  # "$${text}" is an escaped dollar sign, not a placeholder
+        before = [tag for pos, tag in tags if pos < use.start()]
+        after = [tag for pos, tag in tags if pos >= use.end()]
+        if not before or before[-1] != _DOC_OPEN or not after or after[0] != _DOC_CLOSE:
+            return f"the template must put ${{{text_column}}} inside a {_DOC_OPEN} … {_DOC_CLOSE} frame"
+    return None
+
+
+def _defaults(meta: dict[str, Any], folder: Path) -> dict[str, str]:
+    table = meta.get("defaults", {})
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise TaskError(f"{folder}/task.toml: [defaults] must map template columns to strings")
+    return dict(table)
 
 
 def _required_str(meta: dict[str, Any], key: str, folder: Path) -> str:

@@ -227,8 +227,8 @@ def test_rows_held_up_do_not_hold_the_next_shards_back(workspace: Path) -> None:
         (lambda ws: (ws / "schemas" / "mini" / "schema.json").write_text("{nope"), TaskError, "not valid JSON"),
         (lambda ws: (ws / "schemas" / "mini" / "schema.json").write_text('{"type": 5}'), TaskError,
          "not a valid JSON Schema"),
-        (lambda ws: (ws / "schemas" / "mini" / "prompt.txt").write_text("<document>${body} ${nope}</document>"),
-         InputError, "missing column 'nope'"),
+        (lambda ws: (ws / "schemas" / "mini" / "prompt.txt").write_text("Document: ${body}\n"),
+         TaskError, "inside a <document>"),
     ],
 )
 def test_bad_input_is_one_clear_error_and_writes_nothing(

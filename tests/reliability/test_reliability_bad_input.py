@@ -81,11 +81,17 @@ def truncated_parquet(tmp: Path) -> Case:
     return Case("not a readable Parquet file")
 
 
-def files_with_different_columns(tmp: Path) -> Case:
+def files_whose_column_types_conflict(tmp: Path) -> Case:
     (tmp / "parts").mkdir()
     ticket_frame(3).write_parquet(tmp / "parts" / "a.parquet")
-    ticket_frame(3, start=3).drop("channel").write_parquet(tmp / "parts" / "b.parquet")
-    return Case("differ from", input="parts")
+    ticket_frame(3, start=3).with_columns(pl.Series("channel", [1, 2, 3])).write_parquet(tmp / "parts" / "b.parquet")
+    return Case(f"b.parquet: column 'channel' has type int64, but {tmp}/parts/a.parquet has", input="parts")
+
+
+def list_typed_id_column(tmp: Path) -> Case:
+    ticket_frame(3).with_columns(pl.Series("ticket_id", [["a"], ["b"], ["c"]])).write_parquet(tmp / "in.parquet")
+    return Case("in.parquet: id column 'ticket_id' has type large_list<element: large_string>; "
+                "ids must be strings or integers")
 
 
 def missing_id_column(tmp: Path) -> Case:
@@ -112,12 +118,20 @@ def duplicate_ids(tmp: Path) -> Case:
 def null_ids(tmp: Path) -> Case:
     frame = ticket_frame(4)
     frame.with_columns(pl.Series("ticket_id", ["a", None, "c", "d"], dtype=pl.String)).write_parquet(tmp / "in.parquet")
-    return Case("'ticket_id' is null at row 1")
+    return Case(f"id column 'ticket_id' is null at row 1 of {tmp}/in.parquet")
+
+
+def duplicate_id_in_the_second_file(tmp: Path) -> Case:
+    (tmp / "parts").mkdir()
+    ticket_frame(3).write_parquet(tmp / "parts" / "a.parquet")
+    ticket_frame(3, start=1).write_parquet(tmp / "parts" / "b.parquet")
+    return Case(f"id column 'ticket_id' has duplicate value 't-000001' at row 1 of {tmp}/parts/a.parquet and "
+                f"row 0 of {tmp}/parts/b.parquet", input="parts")
 
 
 def input_column_clashes_with_output_field(tmp: Path) -> Case:
     ticket_frame(3).with_columns(pl.lit("x").alias("summary")).write_parquet(tmp / "in.parquet")
-    return Case("output field 'summary' collides with input column 'summary'")
+    return Case("output field 'summary' collides with input column 'summary'; pass --output-prefix x_")
 
 
 def unknown_task(tmp: Path) -> Case:
@@ -143,17 +157,30 @@ def task_toml_not_toml(tmp: Path) -> Case:
     return Case("task.toml: not valid TOML", schemas=True)
 
 
-def template_names_unknown_column(tmp: Path) -> Case:
+def column_mapped_to_a_missing_column(tmp: Path) -> Case:
     good(tmp)
-    prompt = own_task(tmp) / "prompt.txt"
-    prompt.write_text(prompt.read_text().replace("(channel: ${channel})", "(customer: ${customer_name})"))
-    return Case("missing column 'customer_name'", schemas=True)
+    return Case("missing column 'customer_name'", extra=["--column", "channel=customer_name"])
+
+
+def column_mapping_without_equals(tmp: Path) -> Case:
+    good(tmp)
+    return Case("--column expects NAME=INPUT_COLUMN, got 'content'", extra=["--column", "content"])
+
+
+def column_mapping_of_an_unknown_name(tmp: Path) -> Case:
+    good(tmp)
+    return Case("task 'ticket_qa' has no column 'body'", extra=["--column", "body=text"])
+
+
+def output_prefix_starting_with_underscore(tmp: Path) -> Case:
+    good(tmp)
+    return Case("names starting with '_' are the meta columns", extra=["--output-prefix", "_x"])
 
 
 def template_without_document_frame(tmp: Path) -> Case:
     good(tmp)
     (own_task(tmp) / "prompt.txt").write_text("Inspect this conversation: ${text}\n")
-    return Case("prompt.txt: the template must", schemas=True)
+    return Case("prompt.txt: the template must put ${text} inside a <document>", schemas=True)
 
 
 def output_folder_missing(tmp: Path) -> Case:
@@ -186,10 +213,12 @@ def output_folder_not_writable(tmp: Path) -> Case:
 
 CASES: list[Callable[[Path], Case]] = [
     missing_file, folder_of_mixed_files, empty_folder, glob_matching_nothing, not_parquet, truncated_parquet,
-    files_with_different_columns, missing_id_column, missing_text_column, non_string_text_column, duplicate_ids,
-    null_ids, input_column_clashes_with_output_field, unknown_task, schema_not_json, schema_not_json_schema,
-    task_toml_not_toml, template_names_unknown_column, template_without_document_frame, output_folder_missing,
-    output_not_parquet, output_is_a_directory, output_folder_not_writable,
+    files_whose_column_types_conflict, list_typed_id_column, duplicate_id_in_the_second_file, missing_id_column,
+    missing_text_column, non_string_text_column, duplicate_ids, null_ids, input_column_clashes_with_output_field,
+    unknown_task, schema_not_json, schema_not_json_schema, task_toml_not_toml, column_mapped_to_a_missing_column,
+    column_mapping_without_equals, column_mapping_of_an_unknown_name, output_prefix_starting_with_underscore,
+    template_without_document_frame, output_folder_missing, output_not_parquet, output_is_a_directory,
+    output_folder_not_writable,
 ]  # fmt: skip
 
 
@@ -233,18 +262,19 @@ def test_row_level_problems_end_as_row_statuses_without_a_request(
     tmp_path: Path, runner: CliRunner, emulator: EmulatorThread
 ) -> None:
     too_long = "Customer: " + "我的订单还没到。" * 15_000  # 120k characters > max_input_chars = 100,000
-    texts: list[str | None] = ["Customer: where is order ORD-1?", too_long, None, "   ", "Customer: refund ORD-2"]
+    texts: list[str | None] = ["Customer: where is order ORD-1?", too_long, None, "   ", "Customer: refund ORD-2",
+                               "\u200b\u200d\ufeff \u2060"]  # zero-width characters only: nothing to read
     ticket_frame(len(texts), texts=texts).write_parquet(tmp_path / "in.parquet")
     output = tmp_path / "out.parquet"
     result = runner.invoke(app, ["run", "--task", "ticket_qa", "--input", str(tmp_path / "in.parquet"),
                                  "--output", str(output), "-q", "--base-url", emulator.base_url])
     assert result.exit_code == 0, (result.exception, result.stderr)
     table = pl.read_parquet(output)
-    assert table["_status"].to_list() == ["ok", "failed", "skipped", "skipped", "ok"]
-    assert table["_error_code"].to_list() == [None, "input_too_long", "empty_text", "empty_text", None]
+    assert table["_status"].to_list() == ["ok", "failed", "skipped", "skipped", "ok", "skipped"]
+    assert table["_error_code"].to_list() == [None, "input_too_long", "empty_text", "empty_text", None, "empty_text"]
     message = table["_error_message"][1]
     assert f"{len(too_long)} characters" in message and "max_input_chars=100000" in message
-    assert table["_attempts"].to_list() == [1, 0, 0, 0, 1]
+    assert table["_attempts"].to_list() == [1, 0, 0, 0, 1, 0]
     assert emulator.stats()["requests_received"] == 2  # nothing is paid for the refused rows
 
 
