@@ -23,8 +23,10 @@ from pipeline.glm.errors import FatalError
 from pipeline.glm.retry import RetryPolicy
 from pipeline.glm.transport import build_transport
 from pipeline.journal import Journal
+from pipeline.keys import SYNTHETIC_ENDPOINT
 from pipeline.limiter import AdaptiveLimiter
 from pipeline.prompts import RenderOptions
+from pipeline.redact import without_credentials
 from pipeline.settings import Settings
 from pipeline.stats import RunStats
 from pipeline.tables import RunColumns, assemble_shard, check_no_clash, extraction_dtype
@@ -40,6 +42,7 @@ class Target:
 
     endpoint: Endpoint
     kind: Literal["glm", "emulator", "custom"]
+    synthetic: bool = False  # an emulator answers (bundled, or found at a custom URL by its header)
 
 
 @dataclass(frozen=True)
@@ -81,14 +84,16 @@ def build_context(prepared: PreparedRun, settings: Settings, target: Target, tra
                   limiter: AdaptiveLimiter, journal: Journal, shared: RunShared | None = None) -> EngineContext:
     """A shard's context: a client for ``target`` over ``transport`` with the settings' timeouts."""
     timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
-    emulator = target.kind == "emulator"
+    emulator = target.kind == "emulator" or target.synthetic
     return EngineContext(
         task=prepared.task,
         options=RenderOptions(model=settings.model, mode=settings.mode, max_tokens=settings.max_tokens),
         client=GLMClient(transport, target.endpoint, timeout), limiter=limiter, journal=journal,
         policy=RetryPolicy(settings.max_attempts, settings.backoff_initial_s, settings.backoff_max_s),
         stats=RunStats(), max_reasks=settings.max_reasks, price_cny_per_mtok=settings.price_cny_per_mtok,
-        budget_cny=settings.budget_cny, shared=shared or RunShared(), endpoint_id="emulator" if emulator else "",
+        budget_cny=settings.budget_cny, shared=shared or RunShared(),
+        endpoint_id=SYNTHETIC_ENDPOINT if emulator else "",
+        price_cached_cny_per_mtok=settings.price_cached_cny_per_mtok,
     )
 
 
@@ -202,13 +207,14 @@ def build_summary(prepared: PreparedRun, stats: RunStats, settings: Settings, ta
         "seconds": round(seconds, 3), "rows": stats.rows, "status_counts": stats.status_table(),
         "requests": {"sent": stats.requests_sent, "answered": stats.answered, "from_journal": stats.from_journal,
                      "retries": stats.retries, "rate_limited": stats.rate_limited, "reasks": stats.reasks},
-        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens},
+        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "cached": stats.cached_tokens},
         "cost_cny": round(stats.cost_cny, 6), "answers_cost_cny": round(stats.answers_cost_cny, 6),
         "cost_split": stats.cost_split(),
         "latency_ms": {"p50": stats.percentile_ms(0.5), "p95": stats.percentile_ms(0.95)},
         "rows_per_second": round(stats.rows / seconds, 2) if seconds > 0 else None,
         "model": settings.model, "prompt_version": task.prompt_version, "schema_id": task.schema_id,
-        "endpoint": target.kind, "base_url": target.endpoint.base_url,
+        "endpoint": target.kind, "base_url": without_credentials(target.endpoint.base_url),
         "offline_emulator": target.kind == "emulator", "limiter": limiter_label,
+        "synthetic": target.kind == "emulator" or target.synthetic or stats.synthetic_answers > 0,
         "concurrency": settings.concurrency, "errors": stats.errors(),
     }

@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from pipeline.glm.errors import ApiError, TransientError, error_from_body
+from pipeline.redact import Redactor, without_credentials
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,12 @@ class ChatAnswer:
     request_id: str
     latency_ms: float
     raw: bytes
+    cached_tokens: int = 0  # of prompt_tokens, served from the platform's prefix cache
+    synthetic: bool = False  # answered by an emulator (its X-GLM-Emulator header), not by a model
+
+
+#: What an emulator puts on every response; an answer carrying it is synthetic wherever it came from.
+SYNTHETIC_HEADER = "X-GLM-Emulator"
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class Endpoint:
     api_key: str | None = None
 
     def __repr__(self) -> str:  # never show the key
-        return f"Endpoint(base_url={self.base_url!r}, api_key={'***' if self.api_key else None})"
+        return f"Endpoint(base_url={without_credentials(self.base_url)!r}, api_key={'***' if self.api_key else None})"
 
 
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=8.0)
@@ -71,6 +78,7 @@ class GLMClient:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
         self._headers = httpx.Headers(headers)
         self._extensions = {"timeout": timeout.as_dict()}
+        self._redact = Redactor.for_endpoint(endpoint.base_url, endpoint.api_key)  # a server may echo them
 
     async def chat(self, body: Mapping[str, Any]) -> ChatAnswer:
         """POST the body once; return the answer or raise an :class:`ApiError` subclass."""
@@ -90,12 +98,14 @@ class GLMClient:
         except httpx.TransportError as exc:
             raise TransientError(f"{type(exc).__name__}", code="network", request_id=request_id) from exc
         latency_ms = (time.perf_counter() - started) * 1000
+        if self._redact:
+            content = self._redact.raw(content)
         if response.status_code != 200:
             raise error_from_body(response.status_code, content, request_id)
-        return parse_answer(content, request_id, latency_ms)
+        return parse_answer(content, request_id, latency_ms, synthetic=SYNTHETIC_HEADER in response.headers)
 
 
-def parse_answer(raw: bytes, request_id: str, latency_ms: float) -> ChatAnswer:
+def parse_answer(raw: bytes, request_id: str, latency_ms: float, *, synthetic: bool = False) -> ChatAnswer:
     """Read a 200 body; a body that is not a completion is a transient fault of the server."""
     try:
         data = orjson.loads(raw)
@@ -117,7 +127,15 @@ def parse_answer(raw: bytes, request_id: str, latency_ms: float) -> ChatAnswer:
         request_id=str(data.get("request_id") or request_id),
         latency_ms=latency_ms,
         raw=raw,
+        cached_tokens=_cached_tokens(usage),
+        synthetic=synthetic,
     )
+
+
+def _cached_tokens(usage: Mapping[str, Any]) -> int:
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
+    return cached if isinstance(cached, int) and not isinstance(cached, bool) and cached > 0 else 0
 
 
 def _content_of(message: Mapping[str, Any]) -> str | None:
@@ -131,4 +149,4 @@ def _content_of(message: Mapping[str, Any]) -> str | None:
     return content if isinstance(content, str) else None
 
 
-__all__ = ["ApiError", "ChatAnswer", "Endpoint", "GLMClient", "parse_answer"]
+__all__ = ["SYNTHETIC_HEADER", "ApiError", "ChatAnswer", "Endpoint", "GLMClient", "parse_answer"]

@@ -8,9 +8,13 @@ with advice, and without echoing either key.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
+import threading
 import traceback
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -117,3 +121,84 @@ def test_settings_targets_errors_and_logs_never_show_the_key(
     assert "check ZHIPUAI_API_KEY" in str(raised.value)
     assert SENTINEL not in shown and SENTINEL not in caplog.text
     assert files_holding(tmp_path, SENTINEL) == []
+
+
+class EchoingGateway:
+    """A gateway that puts the request's Authorization header into its error bodies: a JSON 1261
+    (a final row error, kept in the journal) for even documents, a plain-text 404 for odd ones, or
+    a JSON 401/1002 (fatal) for every request when ``fatal``."""
+
+    def __init__(self, *, fatal: bool = False) -> None:
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)))
+                gateway.seen.append(self.headers.get("Authorization", ""))
+                auth = self.headers.get("Authorization")
+                if gateway.fatal:
+                    status, reply = 401, {"error": {"code": "1002", "message": f"token rejected: {auth}"}}
+                elif len(body["messages"][-1]["content"]) % 2 == 0:
+                    status, reply = 400, {"error": {"code": "1261", "message": f"too long, headers: {auth}"}}
+                else:
+                    status, reply = 404, f"no route for POST {self.path} with Authorization: {auth}"
+                data = json.dumps(reply).encode() if isinstance(reply, dict) else reply.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.fatal = fatal
+        self.seen: list[str] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+
+    def __enter__(self) -> EchoingGateway:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+URL_SECRET = f"pw-{uuid.uuid4().hex}"
+
+
+@pytest.mark.parametrize("where", ["env key", "url credentials"])
+def test_a_key_echoed_by_a_gateway_is_never_stored_or_printed(tmp_path: Path, where: str) -> None:
+    source = write_tickets(tmp_path / "in.parquet", 40)
+    output, journal = tmp_path / "out.parquet", tmp_path / "journal.sqlite"
+    with EchoingGateway() as gateway:
+        if where == "env key":
+            base_url, env = f"http://127.0.0.1:{gateway.port}/api/paas/v4", cli_env(journal, ZHIPUAI_API_KEY=SENTINEL)
+            secrets: tuple[str, ...] = (SENTINEL,)
+        else:
+            base_url, env = f"http://robot:{URL_SECRET}@127.0.0.1:{gateway.port}/api/paas/v4", cli_env(journal)
+            secrets = (URL_SECRET, base64.b64encode(f"robot:{URL_SECRET}".encode()).decode())
+        argv = [a for a in run_argv(source, output, base_url, CAP) if a != "-q"]
+        done = run_cli(argv, env)
+    assert any(secrets[-1] in seen for seen in gateway.seen)  # the gateway did get (and echo) the secret
+    assert done.returncode == 4, done.stderr  # every row failed: the run says so after writing the output
+    summary = summary_of(output)
+    assert {e["code"] for e in summary["errors"]} == {"1261", "404"}
+    assert journal_count(journal) > 0  # the 1261 messages are journaled
+    assert summary["base_url"] == f"http://127.0.0.1:{gateway.port}/api/paas/v4"
+    assert not any(s in done.stdout + done.stderr for s in secrets)
+    assert files_holding(tmp_path, *secrets) == []
+
+
+def test_a_fatal_answer_echoing_the_key_stops_the_run_without_showing_it(tmp_path: Path) -> None:
+    source = write_tickets(tmp_path / "in.parquet", 20)
+    output = tmp_path / "out.parquet"
+    with EchoingGateway(fatal=True) as gateway:
+        base_url = f"http://127.0.0.1:{gateway.port}/api/paas/v4"
+        done = run_cli(run_argv(source, output, base_url, CAP),
+                       cli_env(tmp_path / "journal.sqlite", ZHIPUAI_API_KEY=SENTINEL))
+    assert done.returncode == 3, done.stderr
+    line = one_error_line(done.stderr)
+    assert "1002" in line and "token rejected: Bearer ***" in line, line
+    assert SENTINEL not in done.stdout + done.stderr and files_holding(tmp_path, SENTINEL) == []
