@@ -218,8 +218,6 @@ async def _answer_into(ctx: EngineContext, key: str, body: dict[str, Any], out: 
     except BaseException as exc:
         ctx.shared.inflight.pop(key).set_exception(exc)
         raise
-    if entry.cost_cny is None:  # what this answer cost, kept with it for the runs that reuse it
-        entry = replace(entry, cost_cny=ctx.cost(entry.prompt_tokens, entry.completion_tokens))
     out[key] = entry
     ctx.shared.inflight.pop(key).set_result(entry)
     ctx.journal.add(entry, raw)  # a non-final entry is not kept: only its claim is released
@@ -253,6 +251,7 @@ class _Tally:
     reasks: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_cny: float = 0.0
 
 
 #: The prompt-token count of a request is estimated by the rule of thumb (pipeline.tokens); the
@@ -317,6 +316,7 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
         tally.completion_tokens += answer.completion_tokens
         cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens)
         ctx.shared.budget.settle(log.reserved, cost)
+        tally.cost_cny += cost
         ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost,
                               spent_on=_spent_on(tally, log))
         verdict = judge(answer.content, answer.finish_reason, ctx.validator)
@@ -355,6 +355,7 @@ def _entry(ctx: EngineContext, key: str, status: str, tally: _Tally, *, final: b
         attempts=tally.attempts, reasks=tally.reasks, prompt_tokens=tally.prompt_tokens,
         completion_tokens=tally.completion_tokens, latency_ms=None, finish_reason=None,
         model=ctx.options.model, request_id=None, task=ctx.task.name, schema_id=ctx.task.schema_id,
+        cost_cny=tally.cost_cny,
     )
 
 
