@@ -237,8 +237,9 @@ def emulator(ctx: typer.Context) -> None:
 
 
 def _register_plugins() -> None:
-    from pipeline.commands import export, journal, plugins
+    from pipeline.commands import estimate, export, journal, plugins
 
+    estimate.register(app)
     export.register(app)
     journal.register(app)
     plugins.register_installed(app)  # prefect-setup, serve: flows.commands via the entry point

@@ -237,19 +237,19 @@ class EstimateWalk:
 
 
 def add_rows(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, rows: Sequence[Mapping[str, Any]],
-             bodies: Mapping[str, Mapping[str, Any]], known: Mapping[str, Any]) -> None:
-    """Add one shard: ``bodies`` by request key (rows that need a request), ``known`` the journal's
-    real answers among those keys (objects with ``attempts``, ``reasks``, ``prompt_tokens``,
-    ``completion_tokens``)."""
+             bodies: Mapping[str, Mapping[str, Any]], hits: Mapping[str, Any], real: Mapping[str, Any]) -> None:
+    """Add one shard: ``bodies`` by request key (the rows that need a request), ``hits`` the journal's
+    final answers a run would reuse, ``real`` the answers a real endpoint gave to these requests
+    (objects with ``attempts``, ``reasks``, ``prompt_tokens``, ``completion_tokens``)."""
     estimate.rows += len(rows)
     estimate.skipped += sum(not needs_request(task, row) for row in rows)
     for key, body in bodies.items():
         counted = count_prompt_tokens(body["messages"], body.get("tools"))
-        entry = known.get(key)
-        if entry is not None:
+        answer = real.get(key)
+        if answer is not None and answer.attempts == 1 and answer.reasks == 0:
+            walk.pairs.append((counted, answer.prompt_tokens, answer.completion_tokens))
+        if key in hits:
             estimate.from_journal += 1
-            if entry.attempts == 1 and entry.reasks == 0:
-                walk.pairs.append((counted, entry.prompt_tokens, entry.completion_tokens))
             continue
         estimate.requests += 1
         estimate._counted_prompt += counted

@@ -1,0 +1,150 @@
+"""``glm-extract estimate``: what a run over INPUT would send and cost, sending and writing nothing.
+
+The IO edge of :mod:`pipeline.estimate`: it checks the input like a run does, reads it shard by
+shard, renders every row exactly as the engine does (so request keys match the journal's), looks
+the keys up in the journal, and hands the counts to the pure estimator. The Prefect flow's
+estimate-only run uses :func:`estimate_shards` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline import io
+from pipeline.endpoints import needs_emulator, online_target
+from pipeline.errors import GlmExtractError
+from pipeline.estimate import Estimate, EstimateWalk, Prices, add_rows, finish, needs_request
+from pipeline.journal import Journal, JournalEntry
+from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
+from pipeline.prompts import RenderOptions, render_request, system_message
+from pipeline.settings import Settings
+from pipeline.tables import prompt_rows
+from pipeline.tasks import TaskSpec, bind_columns, load_task, parse_column_mapping
+
+out = Console()
+err = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``estimate`` command to ``app``."""
+    app.command("estimate")(estimate)
+
+
+def prices_for(settings: Settings) -> Prices:
+    return Prices(online=settings.price_cny_per_mtok, cached=settings.price_cached_cny_per_mtok)
+
+
+def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards: Sequence[io.ShardSpec]) -> Estimate:
+    """Render every row shard by shard; count requests, journal hits and tokens; price them.
+
+    A run without a key or endpoint answers from the emulator (so does an endpoint that says it is
+    one), whose answers are journaled apart from real ones: the hits are looked up under the key
+    such a run would use, while only real answers calibrate the token counts.
+    """
+    estimate = Estimate(task.name, input_label, shards=len(shards))
+    walk = EstimateWalk()
+    endpoint_id = SYNTHETIC_ENDPOINT if needs_emulator(settings) or online_target(settings).synthetic else ""
+    options = RenderOptions(model=settings.model, mode=settings.mode, max_tokens=settings.max_tokens)
+    system = system_message(task, settings.mode)
+    journal = Journal(settings.journal_path) if settings.journal_path.is_file() else None
+    try:
+        for spec in shards:
+            rows = prompt_rows(io.read_shard(spec), task)
+            bodies = [render_request(task, row, options, system) for row in rows if needs_request(task, row)]
+            keyed = {request_key(body, endpoint_id): body for body in bodies}
+            hits = journal.lookup(keyed) if journal is not None else {}
+            real = _real_answers(journal, keyed, endpoint_id, hits)
+            add_rows(estimate, walk, task, rows, keyed, hits, real)
+    finally:
+        if journal is not None:
+            journal.close()
+    return finish(estimate, walk, task, prices_for(settings))
+
+
+def _real_answers(journal: Journal | None, keyed: dict[str, dict[str, Any]], endpoint_id: str,
+                  hits: dict[str, JournalEntry]) -> dict[str, JournalEntry]:
+    """The journal's answers from a real endpoint to these requests (by the run's key), ok ones only."""
+    if journal is None:
+        return {}
+    if endpoint_id:
+        real_key = {request_key(body): key for key, body in keyed.items()}
+        hits = {real_key[k]: entry for k, entry in journal.lookup(real_key).items()}
+    return {key: entry for key, entry in hits.items() if entry.status == "ok"}
+
+
+def estimate_input(task_name: str, input_spec: str, settings: Settings, columns: dict[str, str]) -> Estimate:
+    """Check INPUT as a run would (one-line errors), then estimate it."""
+    task = bind_columns(load_task(task_name, settings.schemas_dir), columns)
+    files = io.resolve_inputs(input_spec)
+    mapped = [task.source(name) for name in task.sources if name != task.text_column]
+    info = io.check_input(files, id_column=task.id_column, text_column=task.text_source, needed=mapped)
+    return estimate_shards(task, input_spec, settings, io.plan_shards(info, settings.shard_size))
+
+
+def estimate(
+    task: Annotated[str, typer.Option(help="task name (see `glm-extract tasks`)")],
+    input: Annotated[str, typer.Option("--input", "-i", help="Parquet file, glob or folder")],
+    column: Annotated[list[str] | None, typer.Option(
+        "--column", "-c", metavar="NAME=INPUT_COLUMN",
+        help="read the task's column NAME from INPUT_COLUMN; repeatable")] = None,
+    journal: Annotated[Path | None, typer.Option(help="SQLite journal of paid answers (read only)")] = None,
+    model: Annotated[str | None, typer.Option(help="GLM model id; part of every request key")] = None,
+    mode: Annotated[str | None, typer.Option(help="json or tools, as the run would use")] = None,
+    base_url: Annotated[str | None, typer.Option(help="the endpoint the run would use (real answers)")] = None,
+    schemas_dir: Annotated[Path | None, typer.Option(help="folder of your own tasks")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the estimate as one JSON object")] = False,
+) -> None:
+    """Rows, requests still to pay (after journal hits), tokens and CNY online / with the cache /
+    batch, for a run over INPUT. Nothing is sent, nothing is written."""
+    try:
+        overrides: dict[str, Any] = {"journal_path": journal, "model": model, "mode": mode, "base_url": base_url,
+                                     "schemas_dir": schemas_dir}
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        found = estimate_input(task, input, settings, parse_column_mapping(column or []))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        err.print(f"[bold red]error:[/] invalid setting {'.'.join(str(p) for p in first['loc'])}: "
+                  f"{escape(str(first['msg']))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except GlmExtractError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    if as_json:
+        out.print(orjson.dumps(found.as_dict()).decode(), highlight=False, soft_wrap=True, markup=False)
+        return
+    out.print(render(found.as_dict()))
+
+
+def render(data: dict[str, Any]) -> Table:
+    """The estimate as a table a person reads."""
+    table = Table(title=f"estimate · {data['task']} · {data['input']} (nothing sent, nothing written)",
+                  show_header=False)
+    calibration = (f"on {data['calibrated_on']} real answers in the journal: prompt x{data['prompt_scale']}, "
+                   f"{data['completion_per_request']} completion tokens per answer" if data["calibrated_on"]
+                   else f"none (no real answers in the journal); {data['completion_per_request']} completion "
+                        "tokens per answer guessed from the schema")
+    rows = [
+        ("rows", f"{data['rows']} in {data['shards']} shard(s), {data['skipped']} not sent (blank or too long)"),
+        ("requests", f"{data['requests']} to pay ({data['from_journal']} answered in the journal)"),
+        ("after packing", data["requests_after_packing"]),
+        ("after chunking", data["requests_after_chunking"]),
+        ("tokens", f"prompt ≈ {data['prompt_tokens']} (cached ≈ {data['cached_tokens']}), "
+                   f"completion ≈ {data['completion_tokens']}"),
+        ("CNY online", f"{data['cost_cny']:.4f} at {data['price_cny_per_mtok']} per million tokens"),
+        ("CNY with cache", f"{data['cost_cny_cached']:.4f} (cached tokens at {data['price_cached_cny_per_mtok']}, "
+                           "unconfirmed)"),
+        ("CNY batch", f"{data['cost_cny_batch']:.4f} (half the online price)"),
+        ("calibration", calibration),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    return table

@@ -1,0 +1,161 @@
+"""`glm-extract estimate` as a user runs it: from outside the repository, on the sample, against the
+journal a run leaves behind, and calibrated on answers from a real (non-emulator) endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from emulator.answers import answer_request
+from pipeline.tokens import count_prompt_tokens
+from tests.conftest import SAMPLE
+
+TICKETS = SAMPLE / "tickets.parquet"
+CLI = [sys.executable, "-m", "pipeline.cli"]
+
+
+def cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "GLM_EXTRACT_EMULATOR_PROFILE": "clean", **env}
+    return subprocess.run([*CLI, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300,
+                          check=False)  # fmt: skip
+
+
+def estimate_json(cwd: Path, *args: str) -> dict[str, Any]:
+    done = cli(["estimate", "--task", "ticket_qa", "--input", str(TICKETS), "--json", *args], cwd)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def distinct_requests(frame: pl.DataFrame) -> int:
+    sent = frame.filter(pl.col("text").is_not_null() & (pl.col("text").str.strip_chars() != ""))
+    return sent.select("channel", "text").unique().height
+
+
+def test_estimate_reports_rows_requests_tokens_and_prices_and_writes_nothing(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite"
+    found = estimate_json(tmp_path, "--journal", str(journal))
+    frame = pl.read_parquet(TICKETS)
+    assert found["rows"] == frame.height
+    assert found["requests"] == distinct_requests(frame) and found["from_journal"] == 0
+    assert found["skipped"] == frame.height - frame.filter(
+        pl.col("text").is_not_null() & (pl.col("text").str.strip_chars() != "")).height
+    assert found["prompt_tokens"] > found["cached_tokens"] > 0 and found["completion_tokens"] > 0
+    assert found["cost_cny_cached"] < found["cost_cny"]
+    assert found["cost_cny_batch"] == pytest.approx(found["cost_cny"] / 2, abs=1e-6)
+    assert found["requests_after_packing"] == "not yet" and found["calibrated_on"] == 0
+    assert list(tmp_path.iterdir()) == []  # no journal created, no output, nothing else
+
+
+def test_the_table_says_what_is_not_there_yet(tmp_path: Path) -> None:
+    done = cli(["estimate", "--task", "ticket_qa", "--input", str(TICKETS)], tmp_path,
+               GLM_EXTRACT_JOURNAL_PATH=str(tmp_path / "j.sqlite"))
+    assert done.returncode == 0, done.stderr
+    assert "after packing" in done.stdout and "not yet" in done.stdout and "CNY batch" in done.stdout
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (["--input", "missing.parquet"], "missing.parquet"),
+    (["--input", str(TICKETS), "--column", "text=body"], "body"),
+    (["--input", str(TICKETS), "--column", "nonsense"], "NAME=INPUT_COLUMN"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], names: str) -> None:
+    done = cli(["estimate", "--task", "ticket_qa", *args], tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and names in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_column_mapping_reads_the_text_from_another_column(tmp_path: Path) -> None:
+    renamed = tmp_path / "in" / "renamed.parquet"
+    renamed.parent.mkdir()
+    pl.read_parquet(TICKETS).rename({"text": "body"}).write_parquet(renamed)
+    done = cli(["estimate", "--task", "ticket_qa", "--input", str(renamed), "--column", "text=body", "--json"],
+               tmp_path, GLM_EXTRACT_JOURNAL_PATH=str(tmp_path / "j.sqlite"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["prompt_tokens"] == estimate_json(tmp_path / "in")["prompt_tokens"]
+
+
+def test_estimate_is_within_15_percent_of_the_run_and_then_sees_its_answers(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite"
+    before = estimate_json(tmp_path, "--journal", str(journal))
+    output = tmp_path / "out.parquet"
+    done = cli(["run", "--task", "ticket_qa", "--input", str(TICKETS), "--output", str(output), "-q",
+                "--journal", str(journal), "--emulator-latency", "fixed:0.01"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(output.with_name(output.name + ".summary.json").read_text())
+    actual = summary["tokens"]["prompt"] + summary["tokens"]["completion"]
+    predicted = before["prompt_tokens"] + before["completion_tokens"]
+    assert abs(predicted - actual) / actual <= 0.15, (predicted, actual)
+    after = estimate_json(tmp_path, "--journal", str(journal))
+    assert after["requests"] == 0 and after["from_journal"] == before["requests"]
+    assert after["cost_cny"] == 0 and after["calibrated_on"] == 0  # the emulator's answers teach nothing
+
+
+class _RealishGLM(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that is not the emulator: schema-valid answers, and usage that
+    counts twice our rule of thumb for the prompt and exactly 100 tokens per answer."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        answer = answer_request(body)
+        prompt = 2 * count_prompt_tokens(body["messages"], body.get("tools"))
+        payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                   "choices": [{"index": 0, "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": answer.text}}],
+                   "usage": {"prompt_tokens": prompt, "completion_tokens": 100, "total_tokens": prompt + 100}}
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@contextmanager
+def realish_glm() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RealishGLM)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_estimate_calibrates_on_real_answers_in_the_journal(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite"
+    first = tmp_path / "first.parquet"
+    pl.read_parquet(TICKETS).head(20).write_parquet(first)
+    with realish_glm() as base_url:
+        done = cli(["run", "--task", "ticket_qa", "--input", str(first), "--output", str(tmp_path / "o.parquet"),
+                    "-q", "--journal", str(journal), "--base-url", base_url], tmp_path)
+        assert done.returncode == 0, done.stderr
+        uncalibrated = estimate_json(tmp_path, "--base-url", base_url, "--journal", str(tmp_path / "none.sqlite"))
+        calibrated = estimate_json(tmp_path, "--base-url", base_url, "--journal", str(journal))
+    answered = distinct_requests(pl.read_parquet(first))
+    assert calibrated["from_journal"] == answered
+    assert calibrated["requests"] == uncalibrated["requests"] - answered
+    assert calibrated["calibrated_on"] == answered
+    assert calibrated["prompt_scale"] == pytest.approx(2.0, rel=0.01)
+    assert calibrated["completion_per_request"] == 100
+    assert calibrated["completion_tokens"] == 100 * calibrated["requests"]
+    # the same rows the uncalibrated estimate counted once are counted twice now (scale 2)
+    per_request = uncalibrated["prompt_tokens"] / uncalibrated["requests"]
+    assert calibrated["prompt_tokens"] == pytest.approx(2 * per_request * calibrated["requests"], rel=0.05)
