@@ -101,13 +101,21 @@ def check_input(
 
 
 def input_schema(files: Sequence[Path | str]) -> pa.Schema:
-    """The unified schema of ``files`` (footers only), cached per process."""
-    return _input_schema(tuple(str(f) for f in files))
+    """The unified schema of ``files`` (footers only), cached per process while the files are unchanged."""
+    return _input_schema(tuple(_identity(Path(f)) for f in files))
+
+
+def _identity(path: Path) -> tuple[str, int, int]:
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
 
 
 @functools.lru_cache(maxsize=8)
-def _input_schema(files: tuple[str, ...]) -> pa.Schema:
-    return unify_schemas([(Path(f), _parquet_meta(Path(f))[0]) for f in files])
+def _input_schema(files: tuple[tuple[str, int, int], ...]) -> pa.Schema:
+    return unify_schemas([(Path(f), _parquet_meta(Path(f))[0]) for f, _, _ in files])
 
 
 def _parquet_meta(path: Path) -> tuple[pa.Schema, int]:
