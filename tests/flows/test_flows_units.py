@@ -232,6 +232,33 @@ def test_concurrent_shard_tasks_pay_once_for_a_document_they_share(tmp_path: Pat
     assert frame.filter(pl.col("text") == "Customer: refund order 7").get_column("_request_id").n_unique() == 1
 
 
+class CountingTransport(httpx.AsyncBaseTransport):
+    """Passes requests through; ``on_wire(n)`` is set once ``n`` requests have been sent."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, n: int) -> None:
+        self.inner, self.n, self.sent, self.on_wire = inner, n, 0, asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += 1
+        if self.sent >= self.n:
+            self.on_wire.set()
+        return await self.inner.handle_async_request(request)
+
+
+class WatchedInflight(dict[str, "asyncio.Future[Any]"]):
+    """The run's in-flight requests; ``borrowed`` is set when a shard finds one another shard is sending."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.borrowed = asyncio.Event()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = super().get(key, default)
+        if found is not None:
+            self.borrowed.set()
+        return found
+
+
 def test_a_shard_waiting_on_a_cancelled_shard_pays_itself(tmp_path: Path) -> None:
     texts = ["Customer: refund order 7", "Customer: hello", "Customer: bye", "Customer: refund order 7"]
     source = write_mini_tickets(tmp_path / "in.parquet", texts)
@@ -239,12 +266,15 @@ def test_a_shard_waiting_on_a_cancelled_shard_pays_itself(tmp_path: Path) -> Non
     with serve_in_thread(config) as emulator:
         async def go() -> dict[str, Any]:
             async with build_transport(concurrency=8) as transport:
-                job, shards = shard_job(tmp_path, source, emulator.base_url, transport)
+                counting = CountingTransport(transport, 3)
+                job, shards = shard_job(tmp_path, source, emulator.base_url, counting)
+                inflight = WatchedInflight()
+                job.shared.inflight = inflight
                 with disable_run_logger():
                     first = asyncio.ensure_future(extract_shard.fn(job, shards[0]))
-                    await asyncio.sleep(0.1)  # the first shard has its requests on the wire
+                    await counting.on_wire.wait()  # the first shard has its 3 requests on the wire
                     second = asyncio.ensure_future(extract_shard.fn(job, shards[1]))
-                    await asyncio.sleep(0.1)  # the second now waits on the first for the shared text
+                    await inflight.borrowed.wait()  # the second now waits on the first for the shared text
                     first.cancel()
                     with pytest.raises(asyncio.CancelledError):
                         await first
