@@ -4,6 +4,12 @@ The summary (docs/contracts.md §4, ``<output>.summary.json``) is the authority 
 missing — a table copied without its summary, an older run — the row is derived from the meta
 columns of the enriched table (counts, tokens, cost, latency percentiles, model …); what only the
 summary knows (times, retries, endpoint, limiter) stays null and ``derived_from`` says ``table``.
+
+Two bills per run: ``cost_cny`` / ``prompt_tokens`` / ``completion_tokens`` are what this run spent
+(0 on a rerun answered from the journal), ``answers_cost_cny`` / ``answers_prompt_tokens`` /
+``answers_completion_tokens`` what the answers it used cost when they were paid, by whichever run
+(the summary's ``answers_cost_cny``, the rows' ``_paid_*`` columns). What the summary lacks of the
+second bill is summed from the table's rows of that run.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ RUNS_SCHEMA = pa.schema(
     + [pa.field("started_at", _TS), pa.field("finished_at", _TS), pa.field("seconds", pa.float64())]
     + [pa.field(name, pa.int64()) for name in ("rows", "ok", "invalid", "failed", "filtered", "skipped")]
     + [pa.field(name, pa.int64()) for name in ("requests_sent", "from_journal", "retries", "reasks")]
-    + [pa.field("prompt_tokens", pa.int64()), pa.field("completion_tokens", pa.int64())]
-    + [pa.field(name, pa.float64()) for name in ("cost_cny", "p50_ms", "p95_ms")]
+    + [pa.field(name, pa.int64()) for name in ("prompt_tokens", "completion_tokens")]
+    + [pa.field(name, pa.int64()) for name in ("answers_prompt_tokens", "answers_completion_tokens")]
+    + [pa.field(name, pa.float64()) for name in ("cost_cny", "answers_cost_cny", "p50_ms", "p95_ms")]
     + [pa.field(name, pa.string()) for name in ("model", "prompt_version", "schema_id", "endpoint")]
     + [pa.field("offline_emulator", pa.bool_()), pa.field("limiter", pa.string())]
     + [pa.field("table_name", pa.string()), pa.field("derived_from", pa.string())]
@@ -62,7 +69,10 @@ class RunRecord:
     reasks: int | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    answers_prompt_tokens: int | None = None
+    answers_completion_tokens: int | None = None
     cost_cny: float | None = None
+    answers_cost_cny: float | None = None
     p50_ms: float | None = None
     p95_ms: float | None = None
     model: str | None = None
@@ -98,7 +108,8 @@ def run_records(
 ) -> list[RunRecord]:
     """The runs rows this export writes: the summary's run, or one per ``_run_id`` in the table."""
     if summary is not None and summary.get("run_id"):
-        return [from_summary(summary, table=table, exported_at=now)]
+        record = from_summary(summary, table=table, exported_at=now)
+        return [_with_paid_totals(record, source)]
     return from_table(source, table=table, exported_at=now)
 
 
@@ -127,6 +138,7 @@ def from_summary(summary: Mapping[str, Any], *, table: str, exported_at: dt.date
         prompt_tokens=_int(tokens.get("prompt")),
         completion_tokens=_int(tokens.get("completion")),
         cost_cny=_float(summary.get("cost_cny")),
+        answers_cost_cny=_float(summary.get("answers_cost_cny")),
         p50_ms=_float(latency.get("p50")),
         p95_ms=_float(latency.get("p95")),
         model=_str(summary.get("model")),
@@ -167,6 +179,7 @@ def _aggregations(names: set[str]) -> list[pl.Expr]:
     sums = {"_attempts": "requests_sent", "_from_journal": "from_journal", "_reasks": "reasks"}
     sums |= {"_prompt_tokens": "prompt_tokens", "_completion_tokens": "completion_tokens"}
     exprs += [pl.col(c).sum().cast(pl.Int64).alias(alias) for c, alias in sums.items() if c in names]
+    exprs += _paid_aggregations(names)
     if "_cost_cny" in names:
         exprs.append(pl.col("_cost_cny").sum().cast(pl.Float64).alias("cost_cny"))
     if "_latency_ms" in names:
@@ -175,6 +188,33 @@ def _aggregations(names: set[str]) -> list[pl.Expr]:
     firsts = {"_model": "model", "_prompt_version": "prompt_version", "_schema_id": "schema_id"}
     exprs += [pl.col(c).cast(pl.String).drop_nulls().first().alias(a) for c, a in firsts.items() if c in names]
     return exprs
+
+
+def _paid_aggregations(names: set[str]) -> list[pl.Expr]:
+    """The second bill: what the rows' answers cost when they were paid (``_paid_*`` columns)."""
+    exprs = [
+        pl.col(c).sum().cast(pl.Int64).alias(alias)
+        for c, alias in (("_paid_prompt_tokens", "answers_prompt_tokens"),
+                         ("_paid_completion_tokens", "answers_completion_tokens"))
+        if c in names
+    ]
+    if "_paid_cost_cny" in names:
+        exprs.append(pl.col("_paid_cost_cny").sum().cast(pl.Float64).alias("answers_cost_cny"))
+    return exprs
+
+
+def _with_paid_totals(record: RunRecord, source: EnrichedSource) -> RunRecord:
+    """``record`` with the parts of the paid bill the summary lacks, summed from the run's rows."""
+    names = set(source.columns)
+    exprs = _paid_aggregations(names)
+    if not exprs:
+        return record
+    frame = pl.scan_parquet(source.path)
+    if RUN_ID_COLUMN in names:
+        frame = frame.filter(pl.col(RUN_ID_COLUMN).cast(pl.String) == record.run_id)
+    totals = frame.select(exprs).collect().to_dicts()[0]
+    missing = {k: v for k, v in totals.items() if getattr(record, k) is None and v is not None}
+    return dataclasses.replace(record, **missing) if missing else record
 
 
 def _read_json(path: Path) -> Mapping[str, Any]:
