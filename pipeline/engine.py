@@ -22,7 +22,7 @@ from pipeline.glm.client import GLMClient
 from pipeline.glm.errors import FatalError, RowError, TransientError
 from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStop, RunStopping, send_with_retry
 from pipeline.journal import Journal, JournalEntry, JournalError
-from pipeline.keys import request_key
+from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
 from pipeline.limiter import AdaptiveLimiter
 from pipeline.prompts import RenderOptions, render_request, system_message
 from pipeline.stats import RunStats
@@ -59,6 +59,7 @@ class EngineContext:
     stats: RunStats
     max_reasks: int = 2
     price_cny_per_mtok: float = 0.5
+    price_cached_cny_per_mtok: float | None = None  # None: cached prompt tokens cost the full price
     budget_cny: float | None = None
     abort: asyncio.Event | None = None
     fatal: FatalError | None = None
@@ -73,8 +74,11 @@ class EngineContext:
         if self.abort is None:
             self.abort = self.shared.stop
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens + completion_tokens) * self.price_cny_per_mtok / 1_000_000
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        cached_price = self.price_cached_cny_per_mtok
+        cached_price = self.price_cny_per_mtok if cached_price is None else cached_price
+        full = prompt_tokens - cached_tokens + completion_tokens
+        return (full * self.price_cny_per_mtok + cached_tokens * cached_price) / 1_000_000
 
 
 @dataclass(frozen=True)
@@ -314,7 +318,8 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
             return _entry(ctx, key, "skipped", tally, final=False, code="budget_reached", message=message), None
         tally.prompt_tokens += answer.prompt_tokens
         tally.completion_tokens += answer.completion_tokens
-        cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens)
+        cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
+        ctx.stats.note_cached(answer.cached_tokens, synthetic=answer.synthetic)
         ctx.shared.budget.settle(log.reserved, cost)
         tally.cost_cny += cost
         ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost,
@@ -328,6 +333,8 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
         entry = _judged_entry(ctx, key, verdict, tally)
         entry = replace(entry, latency_ms=answer.latency_ms, finish_reason=answer.finish_reason,
                         request_id=answer.request_id)
+        if answer.synthetic and ctx.endpoint_id != SYNTHETIC_ENDPOINT:  # never journaled under a real key
+            entry = replace(entry, final=False)
         return entry, answer.raw
 
 

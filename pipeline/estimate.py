@@ -275,11 +275,15 @@ def finish(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, prices: Price
     return estimate
 
 
-def estimate_error(estimate: Mapping[str, Any], actual_prompt: int, actual_completion: int) -> dict[str, Any]:
-    """How far an estimate's tokens were from a run's actual usage (signed, as a share of actual)."""
-    predicted = int(estimate.get("prompt_tokens", 0)) + int(estimate.get("completion_tokens", 0))
+def estimate_check(schema: Mapping[str, Any], rule_prompt_tokens: int, first_answers: int,
+                   actual_prompt: int, actual_completion: int) -> dict[str, Any]:
+    """For a run's summary: what an uncalibrated estimate of the requests it answered would have
+    said (their prompts by the rule of thumb, answers guessed from the schema) against the usage
+    the endpoint reported (re-asks included), as a signed share of actual."""
+    predicted = rule_prompt_tokens + skeleton_answer_tokens(schema) * first_answers
     actual = actual_prompt + actual_completion
     return {
+        "requests": first_answers,
         "estimated_tokens": predicted,
         "actual_tokens": actual,
         "error": round((predicted - actual) / actual, 4) if actual else None,

@@ -18,6 +18,7 @@ import polars as pl
 from pipeline import io
 from pipeline.engine import EngineContext, RunShared, process_shard, rows_of
 from pipeline.errors import RunAborted
+from pipeline.estimate import estimate_check
 from pipeline.glm.client import Endpoint, GLMClient
 from pipeline.glm.errors import FatalError
 from pipeline.glm.retry import RetryPolicy
@@ -217,4 +218,6 @@ def build_summary(prepared: PreparedRun, stats: RunStats, settings: Settings, ta
         "offline_emulator": target.kind == "emulator", "limiter": limiter_label,
         "synthetic": target.kind == "emulator" or target.synthetic or stats.synthetic_answers > 0,
         "concurrency": settings.concurrency, "errors": stats.errors(),
+        "estimate": estimate_check(task.schema, stats.rule_prompt_tokens, stats.first_answers,
+                                   stats.prompt_tokens, stats.completion_tokens),
     }

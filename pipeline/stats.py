@@ -37,6 +37,8 @@ class RunStats:
     reasks_cny: float = 0.0
     from_journal: int = 0
     rows: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, served from the platform's prefix cache
+    synthetic_answers: int = 0  # answers an emulator gave (X-GLM-Emulator), whatever the URL
     latencies_ms: array[float] = field(default_factory=lambda: array("d"))
     status_counts: Counter[str] = field(default_factory=Counter)
     error_counts: Counter[str] = field(default_factory=Counter)
@@ -46,6 +48,11 @@ class RunStats:
         self.requests_sent += log.attempts
         self.retries += max(0, log.attempts - 1)
         self.rate_limited += log.rate_limited
+
+    def note_cached(self, cached: int, *, synthetic: bool) -> None:
+        """Of an answer's prompt tokens, those served from the cache; whether an emulator gave it."""
+        self.cached_tokens += cached
+        self.synthetic_answers += synthetic
 
     def note_answer(self, latency_ms: float, prompt: int, completion: int, cost: float, *,
                     spent_on: str = "first_attempts") -> None:
@@ -106,7 +113,7 @@ class RunStats:
 
 _SCALAR_FIELDS = ("requests_sent", "answered", "retries", "rate_limited", "reasks", "prompt_tokens",
                   "completion_tokens", "cost_cny", "answers_cost_cny", "first_attempts_cny", "retries_cny",
-                  "reasks_cny", "from_journal", "rows")
+                  "reasks_cny", "from_journal", "rows", "cached_tokens", "synthetic_answers")
 
 
 def stats_to_dict(stats: RunStats) -> dict[str, Any]:
@@ -121,7 +128,7 @@ def stats_to_dict(stats: RunStats) -> dict[str, Any]:
 
 def stats_from_dict(data: dict[str, Any]) -> RunStats:
     """Inverse of :func:`stats_to_dict`."""
-    stats = RunStats(**{name: data[name] for name in _SCALAR_FIELDS})
+    stats = RunStats(**{name: data.get(name, 0) for name in _SCALAR_FIELDS})
     stats.latencies_ms.extend(data["latencies_ms"])
     stats.status_counts.update(data["status_counts"])
     stats.error_counts.update(data["error_counts"])

@@ -98,6 +98,9 @@ def test_estimate_is_within_15_percent_of_the_run_and_then_sees_its_answers(tmp_
     actual = summary["tokens"]["prompt"] + summary["tokens"]["completion"]
     predicted = before["prompt_tokens"] + before["completion_tokens"]
     assert abs(predicted - actual) / actual <= 0.15, (predicted, actual)
+    check = summary["estimate"]  # the run reports how far the estimate was from what it used
+    assert check["requests"] == before["requests"] and check["actual_tokens"] == actual
+    assert check["estimated_tokens"] == predicted and abs(check["error"]) <= 0.15
     after = estimate_json(tmp_path, "--journal", str(journal))
     assert after["requests"] == 0 and after["from_journal"] == before["requests"]
     assert after["cost_cny"] == 0 and after["calibrated_on"] == 0  # the emulator's answers teach nothing
@@ -147,6 +150,8 @@ def test_estimate_calibrates_on_real_answers_in_the_journal(tmp_path: Path) -> N
         done = cli(["run", "--task", "ticket_qa", "--input", str(first), "--output", str(tmp_path / "o.parquet"),
                     "-q", "--journal", str(journal), "--base-url", base_url], tmp_path)
         assert done.returncode == 0, done.stderr
+        check = json.loads((tmp_path / "o.parquet.summary.json").read_text())["estimate"]
+        assert check["error"] < -0.3, check  # this endpoint counts prompts twice our rule: the run says so
         uncalibrated = estimate_json(tmp_path, "--base-url", base_url, "--journal", str(tmp_path / "none.sqlite"))
         calibrated = estimate_json(tmp_path, "--base-url", base_url, "--journal", str(journal))
     answered = distinct_requests(pl.read_parquet(first))
