@@ -19,7 +19,7 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
-OFFLINE_NOTE = "offline emulator: answers are synthetic"
+OFFLINE_NOTE = "emulator: answers are synthetic"  # any emulator's, bundled or reached by --base-url
 MAX_ERROR_ROWS = 20
 
 
@@ -32,7 +32,12 @@ def artifact_key(task: str, kind: str) -> str:
 def endpoint_line(summary: Mapping[str, Any]) -> str:
     """Where requests went, loudly marked when the answers are synthetic."""
     where = f"{summary['endpoint']} {summary['base_url']}"
-    return f"{where} ({OFFLINE_NOTE})" if summary.get("offline_emulator") else where
+    return f"{where} ({OFFLINE_NOTE})" if is_synthetic(summary) else where
+
+
+def is_synthetic(summary: Mapping[str, Any]) -> bool:
+    """An emulator gave the answers (summaries older than the ``synthetic`` key: the bundled one)."""
+    return bool(summary.get("synthetic", summary.get("offline_emulator")))
 
 
 def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -69,7 +74,7 @@ def outputs_markdown(summary: Mapping[str, Any], *, evaluation: str | None, expo
     lines = [
         f"# {summary['task']} · run `{summary['run_id']}`",
         "",
-        f"**{OFFLINE_NOTE.upper()}**" if summary.get("offline_emulator") else f"Endpoint: {endpoint_line(summary)}",
+        f"**{OFFLINE_NOTE.upper()}**" if is_synthetic(summary) else f"Endpoint: {endpoint_line(summary)}",
         "",
         f"- input: `{summary['input']}`",
         f"- output: `{summary['output']}` ({summary['rows']} rows)",

@@ -83,7 +83,8 @@ def run(
                                                         "schema, before the row ends `invalid` (default 2)")] = None,
     column: ColumnOption = None,
     output_prefix: OutputPrefixOption = "",
-    emulator_latency: Annotated[str, typer.Option(help="offline emulator latency spec")] = "lognormal:0.15,0.3",
+    emulator_latency: Annotated[str | None, typer.Option(
+        help="offline emulator latency (default: its profile's, 'realistic' = tokens:0.4,20000,60,0.25)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Extract typed fields from every row of INPUT into OUTPUT (one row out per row in)."""
@@ -111,7 +112,7 @@ def run(
     _exit_on_failure_ratio(summary, settings)
 
 
-def _run_with_progress(prepared: PreparedRun, settings: Settings, latency: str, quiet: bool) -> dict[str, Any]:
+def _run_with_progress(prepared: PreparedRun, settings: Settings, latency: str | None, quiet: bool) -> dict[str, Any]:
     request = prepared.request
     with resolve_target(settings, emulator_latency=latency) as target:
         if quiet:
@@ -133,7 +134,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     latency = summary["latency_ms"]
     rows = [
         ("endpoint", f"{summary['endpoint']} {summary['base_url']}"
-         + ("  (offline emulator: answers are synthetic)" if summary["offline_emulator"] else "")),
+         + ("  (emulator: answers are synthetic)" if summary.get("synthetic") else "")),
         ("rows", f"{summary['rows']}  " + "  ".join(f"{k}={v}" for k, v in counts.items())),
         ("requests", f"sent={requests['sent']} answered={requests['answered']} "
                      f"from_journal={requests['from_journal']} retries={requests['retries']} "
@@ -227,9 +228,9 @@ def evaluate(
     out.print(report, highlight=False, soft_wrap=True, markup=False)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def emulator(ctx: typer.Context) -> None:
-    """Run the local GLM emulator (flags: see `glm-extract emulator --help-emulator`)."""
+    """Run the local GLM emulator (--profile, --tier, --latency, --fault …: see `glm-extract emulator --help`)."""
     from emulator.__main__ import main as emulator_main
 
     args = ["--help" if a == "--help-emulator" else a for a in ctx.args]

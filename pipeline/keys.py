@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 
 HASH_PREFIX = "sha256:"
+#: ``endpoint_id`` of answers an emulator gave (bundled, or recognised by its header): synthetic.
+SYNTHETIC_ENDPOINT = "emulator"
 _VOLATILE_FIELDS = frozenset({"request_id"})
 
 
@@ -25,8 +27,8 @@ def content_hash(data: bytes) -> str:
 def request_key(body: Mapping[str, Any], endpoint_id: str = "") -> str:
     """Key of a request body, ignoring fields that change per attempt (``request_id``).
 
-    ``endpoint_id`` separates answers that must never stand in for each other: the offline
-    emulator's synthetic answers use ``"emulator"``, real endpoints ``""``.
+    ``endpoint_id`` separates answers that must never stand in for each other: synthetic answers
+    (any emulator's) use :data:`SYNTHETIC_ENDPOINT`, real endpoints ``""``.
     """
     stable: dict[str, Any] = {k: v for k, v in body.items() if k not in _VOLATILE_FIELDS}
     if endpoint_id:

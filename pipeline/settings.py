@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     read_timeout_s: float = Field(default=120.0, gt=0)
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
     price_cny_per_mtok: float = Field(default=0.5, ge=0)
+    price_cached_cny_per_mtok: float = Field(
+        default=0.25, ge=0, description="prompt tokens the platform served from its cache; UNCONFIRMED default "
+        "(a third-party price table; docs/glm_platform.md)")
+    emulator_profile: Literal["clean", "realistic"] = Field(default="realistic", description="offline emulator")
+    emulator_tier: Literal["V0", "V1", "V2", "V3"] = Field(default="V0", description="offline emulator's cap")
     shard_size: int = Field(default=1000, ge=1, le=100_000)
     schemas_dir: Path = Field(default=Path("schemas"), description="tasks here first, then the bundled ones",
                               validation_alias=AliasChoices("GLM_EXTRACT_SCHEMAS", "GLM_EXTRACT_SCHEMAS_DIR"))
