@@ -318,12 +318,16 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
             return _entry(ctx, key, "skipped", tally, final=False, code="budget_reached", message=message), None
         tally.prompt_tokens += answer.prompt_tokens
         tally.completion_tokens += answer.completion_tokens
+        if not tally.reasks:  # the request as rendered: the summary checks the estimate against it
+            ctx.stats.first_answers += 1
+            ctx.stats.rule_prompt_tokens += count_prompt_tokens(body["messages"], body.get("tools"))
         cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
         ctx.stats.note_cached(answer.cached_tokens, synthetic=answer.synthetic)
         ctx.shared.budget.settle(log.reserved, cost)
         tally.cost_cny += cost
         ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost,
-                              spent_on=_spent_on(tally, log))
+                              spent_on=_spent_on(tally, log),
+                              cached_cny=ctx.cost(answer.cached_tokens, 0, answer.cached_tokens))
         verdict = judge(answer.content, answer.finish_reason, ctx.validator)
         if isinstance(verdict, Reask) and tally.reasks < ctx.max_reasks:
             current = build_reask(current, answer.content, verdict)

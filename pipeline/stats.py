@@ -15,8 +15,9 @@ MAX_EXAMPLES = 5
 
 
 #: What an answer's cost is booked to (the summary's ``cost_split``): the row's first request answered
-#: on its first attempt, an answer that came only after retries, or an answer to a re-ask.
-COST_KINDS = ("first_attempts", "retries", "reasks")
+#: on its first attempt, an answer that came only after retries, or an answer to a re-ask; the
+#: prompt tokens the platform served from its cache are booked apart, at the cached price.
+COST_KINDS = ("first_attempts", "retries", "reasks", "cached_tokens")
 
 
 @dataclass
@@ -35,10 +36,13 @@ class RunStats:
     first_attempts_cny: float = 0.0
     retries_cny: float = 0.0
     reasks_cny: float = 0.0
+    cached_tokens_cny: float = 0.0
     from_journal: int = 0
     rows: int = 0
     cached_tokens: int = 0  # of prompt_tokens, served from the platform's prefix cache
     synthetic_answers: int = 0  # answers an emulator gave (X-GLM-Emulator), whatever the URL
+    first_answers: int = 0  # answers to a request as rendered (not to a re-ask)
+    rule_prompt_tokens: int = 0  # their prompts by the rule of thumb: what `glm-extract estimate` counts
     latencies_ms: array[float] = field(default_factory=lambda: array("d"))
     status_counts: Counter[str] = field(default_factory=Counter)
     error_counts: Counter[str] = field(default_factory=Counter)
@@ -55,15 +59,17 @@ class RunStats:
         self.synthetic_answers += synthetic
 
     def note_answer(self, latency_ms: float, prompt: int, completion: int, cost: float, *,
-                    spent_on: str = "first_attempts") -> None:
-        """One paid answer; ``spent_on`` is one of :data:`COST_KINDS`."""
+                    spent_on: str = "first_attempts", cached_cny: float = 0.0) -> None:
+        """One paid answer; ``spent_on`` is one of :data:`COST_KINDS`, ``cached_cny`` the part of
+        ``cost`` that paid for cached prompt tokens."""
         self.answered += 1
         self.latencies_ms.append(latency_ms)
         self.prompt_tokens += prompt
         self.completion_tokens += completion
         self.cost_cny += cost
         name = f"{spent_on}_cny"
-        setattr(self, name, getattr(self, name) + cost)
+        setattr(self, name, getattr(self, name) + cost - cached_cny)
+        self.cached_tokens_cny += cached_cny
 
     def cost_split(self) -> dict[str, float]:
         """The run's cost by what it was spent on (sums to ``cost_cny``)."""
@@ -113,7 +119,8 @@ class RunStats:
 
 _SCALAR_FIELDS = ("requests_sent", "answered", "retries", "rate_limited", "reasks", "prompt_tokens",
                   "completion_tokens", "cost_cny", "answers_cost_cny", "first_attempts_cny", "retries_cny",
-                  "reasks_cny", "from_journal", "rows", "cached_tokens", "synthetic_answers")
+                  "reasks_cny", "cached_tokens_cny", "from_journal", "rows", "cached_tokens", "synthetic_answers",
+                  "first_answers", "rule_prompt_tokens")
 
 
 def stats_to_dict(stats: RunStats) -> dict[str, Any]:

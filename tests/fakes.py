@@ -32,7 +32,7 @@ DEFAULT_DELAY_S = 0.002
 
 
 def completion(content: str | None, *, finish_reason: str = "stop", prompt_tokens: int = 100,
-               completion_tokens: int = 20, tool_args: str | None = None) -> httpx.Response:
+               completion_tokens: int = 20, tool_args: str | None = None, cached_tokens: int = 0) -> httpx.Response:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if tool_args is not None:
         message = {"role": "assistant", "content": None, "tool_calls": [
@@ -40,7 +40,8 @@ def completion(content: str | None, *, finish_reason: str = "stop", prompt_token
     body = {"id": "task-1", "request_id": "r", "created": 1, "model": "glm-4-air-250414",
             "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}}
+                      "total_tokens": prompt_tokens + completion_tokens,
+                      "prompt_tokens_details": {"cached_tokens": cached_tokens}}}
     return httpx.Response(200, content=orjson.dumps(body))
 
 

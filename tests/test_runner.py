@@ -303,12 +303,14 @@ def test_summary_splits_cost_into_first_attempts_retries_and_reasks(workspace: P
             return glm_error(500, "500")  # answered on the second attempt
         reply = orjson.loads(good(body).content)["choices"][0]["message"]["content"]
         tokens = {"hello world": 10_000, "urgent!": 200_000, "third row": 30_000}[doc]
-        return completion(reply, prompt_tokens=tokens, completion_tokens=0)
+        cached = 40_000 if doc == "third row" else 0  # of the prompt tokens, served from the cache
+        return completion(reply, prompt_tokens=tokens + cached, completion_tokens=0, cached_tokens=cached)
 
     fake = FakeGLM(default=answers)
-    summary = run(workspace, fake)
-    assert summary["cost_split"] == {"first_attempts": 0.0055, "retries": 0.015, "reasks": 0.1}
-    assert summary["cost_cny"] == pytest.approx(0.0055 + 0.015 + 0.1)
+    summary = run(workspace, fake, price_cached_cny_per_mtok=0.1)
+    assert summary["cost_split"] == {"first_attempts": 0.0055, "retries": 0.015, "reasks": 0.1,
+                                     "cached_tokens": 0.004}
+    assert summary["cost_cny"] == pytest.approx(0.0055 + 0.015 + 0.1 + 0.004)
 
 
 def test_free_form_fields_become_json_text(workspace: Path) -> None:
