@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import httpx
 import typer
 from pydantic import SecretStr
 from rich.console import Console
@@ -20,6 +21,9 @@ from rich.markup import escape
 
 from pipeline.errors import GlmExtractError
 from pipeline.settings import DEFAULT_MODEL, Settings
+
+if TYPE_CHECKING:
+    from flows.setup import SetupRequest
 
 out = Console()
 err = Console(stderr=True)
@@ -54,14 +58,14 @@ def prefect_setup(
     key_block: Annotated[str, typer.Option(help="Secret block name for the API key")] = "glm-api-key",
     work_pool: Annotated[str | None, typer.Option(help="also create this process work pool (prefect.yaml)")] = None,
 ) -> None:
-    """Create or update the account's global concurrency limit glm:<model> (idempotent)."""
-    from flows.setup import SetupRequest, require_server, set_up_account
+    """Create or update the account's global concurrency limit glm:MODEL (idempotent)."""
+    from flows.setup import SetupRequest, require_server
 
     try:
         key = key_to_save() if save_key else None  # refused before anything is contacted
         url = require_server()
         request = SetupRequest(model, cap_for(tier, limit), key_block=key_block, key=key, work_pool=work_pool)
-        lines = asyncio.run(set_up_account(request))
+        lines = apply_setup(request, url)
     except GlmExtractError as exc:
         raise _fail(exc) from None
     out.print(f"Prefect API {url}", highlight=False)
@@ -82,12 +86,12 @@ def serve(
     from prefect import serve as prefect_serve
 
     from flows.deployments import DeploymentPaths, build_deployments
-    from flows.setup import SetupRequest, require_server, set_up_account
+    from flows.setup import SetupRequest, require_server
 
     try:
-        require_server()
+        url = require_server()
         request = SetupRequest(model, cap_for(tier, limit), overwrite_cap=False)
-        for line in asyncio.run(set_up_account(request)):
+        for line in apply_setup(request, url):
             out.print(f"[green]✓[/] {line}", highlight=False)
     except GlmExtractError as exc:
         raise _fail(exc) from None
@@ -95,6 +99,20 @@ def serve(
     paths = DeploymentPaths(nightly_input=nightly_input or defaults.nightly_input,
                             nightly_output=nightly_output or defaults.nightly_output)
     prefect_serve(*build_deployments(paths), limit=runs, pause_on_shutdown=False)
+
+
+def apply_setup(request: SetupRequest, url: str) -> list[str]:
+    """Run the set-up against the server at ``url``; an unreachable or refusing server is one line."""
+    from flows.setup import set_up_account
+
+    try:
+        return asyncio.run(set_up_account(request))
+    except httpx.HTTPError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GlmExtractError(
+            f"the Prefect API at {url} did not answer as expected: {detail} (is `prefect server start` running "
+            "there? see docs/operations.md)"
+        ) from None
 
 
 def key_to_save() -> SecretStr:

@@ -105,3 +105,14 @@ def test_the_secret_helper_itself_refuses_an_empty_key() -> None:
     """Belt and braces: whoever calls it, an empty key never becomes a stored Secret block."""
     with pytest.raises(GlmExtractError, match="empty API key"):
         asyncio.run(save_secret_key("glm-api-key", "  "))
+
+
+def test_setup_against_a_server_that_does_not_answer_is_one_line() -> None:
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    register(app)
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        done = CliRunner().invoke(app, ["prefect-setup", "--limit", "3"])
+    assert done.exit_code == 2, done.output
+    assert "http://127.0.0.1:9/api" in done.output and "prefect server start" in done.output
+    assert " ".join(done.output.split()).count("error:") == 1 and "Traceback" not in done.output
