@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline.warehouse import DEFAULT_TARGET, WarehouseError, export_table
 
@@ -35,6 +36,6 @@ def export(
     try:
         result = export_table(output, to, table=table)
     except WarehouseError as exc:
-        Console(stderr=True).print(f"[bold red]export failed:[/] {exc}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]export failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_EXPORT_FAILED) from exc
-    Console().print(f"[green]✓[/] {result.describe()}", highlight=False, soft_wrap=True)
+    Console().print(f"[green]✓[/] {escape(result.describe())}", highlight=False, soft_wrap=True)

@@ -26,7 +26,12 @@ from pipeline.warehouse.errors import TargetError
 SCHEMA_KEYS = ("schema", "dataset")
 MASK = "***"
 _URL_SCHEMES = ("postgresql://", "postgres://")
-_KEY_VALUE = re.compile(r"^\s*[A-Za-z_]+\s*=")
+# key=value strings are recognised by a first keyword of libpq's, so a DuckDB path such as
+# ``dt=2026/w.duckdb`` is not taken for one.
+_KEY_VALUE = re.compile(
+    r"^\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode|options|application_name"
+    r"|connect_timeout|target_session_attrs)\s*="
+)
 _QUERY_SECRET = re.compile(r"(?i)\b([a-z_]*password)=[^&#\s]*")
 _PAIR_SECRET = re.compile(r"""(?i)\b([a-z_]*password)\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)""")
 _QUOTED = re.compile(r'"[^"]*"')

@@ -77,3 +77,13 @@ def test_not_an_enriched_table(app: typer.Typer, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "not an enriched table: run `glm-extract run` first" in result.stderr
     assert result.stdout == ""
+
+
+def test_brackets_in_paths_are_printed_as_they_are(app: typer.Typer, make_table: MakeTable, tmp_path: Path) -> None:
+    """The terminal printer must not read ``[draft]`` in a file name as markup and drop it."""
+    missing = tmp_path / "[draft]" / "missing.parquet"
+    result = CliRunner().invoke(app, ["export", "--output", str(missing), "--to", str(tmp_path / "w.duckdb")])
+    assert result.exit_code == 2 and "[draft]" in result.stderr
+    warehouse = tmp_path / "[bold]" / "w.duckdb"
+    done = CliRunner().invoke(app, ["export", "--output", str(make_table()), "--to", str(warehouse)])
+    assert done.exit_code == 0 and "[bold]" in done.stdout

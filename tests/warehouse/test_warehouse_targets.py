@@ -59,3 +59,7 @@ def test_passwords_are_redacted_everywhere() -> None:
     with pytest.raises(TargetError) as info:
         parse_target("mysql://u:s3cret@h/db")
     assert "s3cret" not in str(info.value)
+
+
+def test_a_duckdb_path_with_an_equals_sign_stays_a_duckdb_path() -> None:
+    assert parse_target("dt=2026-11-25/w.duckdb") == DuckDBTarget(Path("dt=2026-11-25/w.duckdb"))
