@@ -19,7 +19,7 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
-OFFLINE_NOTE = "emulator: answers are synthetic"  # any emulator's, bundled or reached by --base-url
+OFFLINE_NOTE = "offline emulator: answers are synthetic"  # any emulator's, bundled or reached by --base-url
 MAX_ERROR_ROWS = 20
 
 
@@ -53,11 +53,19 @@ def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
         ("rate limited", requests.get("rate_limited", 0)), ("re-asks", requests["reasks"]),
         ("prompt tokens", tokens["prompt"]), ("completion tokens", tokens["completion"]),
         ("cost (CNY)", f"{summary['cost_cny']:.6f}"),
+        *((f"cost: {kind.replace('_', ' ')} (CNY)", f"{cny:.6f}")
+          for kind, cny in summary.get("cost_split", {}).items()),
         ("latency p50 (ms)", latency["p50"]), ("latency p95 (ms)", latency["p95"]),
         ("rows/s", summary["rows_per_second"]), ("seconds", summary["seconds"]),
         ("model", summary["model"]), ("shards", summary.get("shards", "")),
     ]
     return [{"metric": name, "value": "" if value is None else str(value)} for name, value in pairs]
+
+
+def cost_split_text(summary: Mapping[str, Any]) -> str:
+    """``first attempts 0.001200, retries 0.000000, …`` (CNY), from the summary's cost split."""
+    split = summary.get("cost_split", {})
+    return ", ".join(f"{kind.replace('_', ' ')} {cny:.6f}" for kind, cny in split.items()) or "no split"
 
 
 def error_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -80,7 +88,7 @@ def outputs_markdown(summary: Mapping[str, Any], *, evaluation: str | None, expo
         f"- output: `{summary['output']}` ({summary['rows']} rows)",
         f"- summary: `{summary['output']}.summary.json`",
         f"- warehouse: {export or 'not exported'}",
-        f"- cost: {summary['cost_cny']:.6f} CNY; limiter: {summary['limiter']}",
+        f"- cost: {summary['cost_cny']:.6f} CNY ({cost_split_text(summary)}); limiter: {summary['limiter']}",
     ]
     if evaluation:
         lines += ["", "## Evaluation against gold labels", "", evaluation]

@@ -145,12 +145,14 @@ def test_without_a_prefect_server_the_run_uses_a_local_limiter() -> None:
 
 def fake_summary(**extra: Any) -> dict[str, Any]:
     settings = Settings()
-    prepared = prepare_run(RunRequest("ticket_qa", str(TICKETS), Path("/x/out.parquet")), settings)
+    prepared = prepare_run(RunRequest("ticket_qa", str(TICKETS), Path("/tmp/out.parquet")), settings)
     stats = merge_results([])
     stats.rows = 3
     stats.status_counts.update({"ok": 2, "failed": 1})
     stats.error_counts.update({"1301": 1})
     stats.error_examples["1301"] = ["T-9"]
+    stats.note_answer(100.0, 1000, 200, 0.0006)
+    stats.note_answer(120.0, 1500, 200, 0.0009, spent_on="reasks", cached_cny=0.0001)
     target = Target(Endpoint("http://127.0.0.1:9/api/paas/v4"), "emulator")
     return {**build_summary(prepared, stats, settings, target, LOCAL_LABEL, 1.5), **extra}
 
@@ -160,10 +162,14 @@ def test_artifact_builders_say_what_a_person_needs() -> None:
     rows = {r["metric"]: r["value"] for r in summary_rows(summary)}
     assert OFFLINE_NOTE in rows["endpoint"] and rows["limiter"] == LOCAL_LABEL
     assert rows["rows failed"] == "1" and "cost (CNY)" in rows and "latency p95 (ms)" in rows
+    assert (rows["cost (CNY)"], rows["cost: first attempts (CNY)"], rows["cost: reasks (CNY)"],
+            rows["cost: retries (CNY)"], rows["cost: cached tokens (CNY)"]) == (
+        "0.001500", "0.000600", "0.000800", "0.000000", "0.000100")
     assert error_rows(summary) == [{"code": "1301", "rows": "1", "example ids": "T-9"}]
     assert error_rows({**summary, "errors": []})[0]["code"] == "none"
     note = outputs_markdown(summary, evaluation="| f | 1.0 |", export="exported 3 rows")
-    assert "OFFLINE EMULATOR" in note and "/x/out.parquet.summary.json" in note and "Evaluation" in note
+    assert "ANSWERS ARE SYNTHETIC" in note and "/tmp/out.parquet.summary.json" in note and "Evaluation" in note
+    assert "cost: 0.001500 CNY (first attempts 0.000600, retries 0.000000, reasks 0.000800, cached tokens" in note
     assert artifact_key("ticket_qa", "summary") == "glm-extract-ticket-qa-summary"
 
 
@@ -186,7 +192,7 @@ def shard_job(tmp_path: Path, input_path: Path, base_url: str,
     settings = Settings(base_url=base_url, concurrency=4, shard_size=3)
     prepared = prepare_run(RunRequest("ticket_qa", str(input_path), tmp_path / "out.parquet", new_run_id()), settings)
     plan = io.plan_output(prepared.request.output, prepared.request.run_id)
-    target = Target(Endpoint(base_url), "custom")
+    target = Target(Endpoint(base_url), "custom", synthetic=True)  # the emulator says so (resolve_target probes)
     job = ShardJob(prepared, settings, target, plan, local_gate(4), 4, transport)
     return job, io.plan_shards(prepared.info, 3)
 
@@ -203,11 +209,12 @@ def test_shard_task_returns_a_small_json_summary_and_the_estimate_sees_the_journ
                     return [await extract_shard.fn(job, spec) for spec in shards], job
         results, job = asyncio.run(go())
         sent = emulator.stats()["requests_received"]
+        # while the emulator still answers: the estimate asks it whether it is one (its answers are keyed apart)
+        estimate = estimate_run(job.prepared, job.settings, io.plan_shards(job.prepared.info, 3))
     assert len(orjson.dumps(results)) < 4000
     assert [r["rows"] for r in results] == [3, 2] and all(Path(r["part"]).exists() for r in results)
     stats = merge_results(results)
     assert stats.rows == 5 and stats.status_counts["skipped"] == 1 and sent == 3
-    estimate = estimate_run(job.prepared, job.settings, io.plan_shards(job.prepared.info, 3))
     assert (estimate.rows, estimate.skipped, estimate.requests, estimate.from_journal) == (5, 1, 0, 4)
 
 
