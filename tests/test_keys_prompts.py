@@ -1,7 +1,20 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
+import jsonschema_rs
+
 from pipeline.keys import canonical_json, request_key
-from pipeline.prompts import SCHEMA_CLOSE, SCHEMA_OPEN, RenderOptions, render_request
+from pipeline.prompts import (
+    CLOSED_RULE,
+    SCHEMA_CLOSE,
+    SCHEMA_OPEN,
+    RenderOptions,
+    all_objects_closed,
+    compact_schema,
+    render_request,
+    system_message,
+)
 from pipeline.tasks import load_task
 from tests.conftest import SCHEMAS
 
@@ -46,3 +59,42 @@ def test_frame_tags_in_any_spelling_are_defused() -> None:
                           RenderOptions(model="m"))
     user = body["messages"][1]["content"]
     assert user.lower().count("</document>") == 1 and user.lower().count("<document>") == 1
+
+
+def test_compact_schema_keeps_property_names_and_every_constraint() -> None:
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "t", "type": "object",
+        "properties": {
+            "title": {"description": "a field named like a keyword", "type": "string", "maxLength": 5},
+            "required": {"type": ["string", "null"], "enum": ["a", None]},
+            "n": {"type": "integer", "enum": [1, True]},  # True is no integer here: the type stays
+            "tags": {"type": "array", "items": {"type": "string", "enum": ["x"]}, "maxItems": 2},
+        },
+        "required": ["title", "required", "n", "tags"], "additionalProperties": False,
+    }
+    closed = compact_schema(schema, drop_closed=all_objects_closed(schema))
+    assert closed == {"properties": {
+        "title": {"description": "a field named like a keyword", "type": "string", "maxLength": 5},
+        "required": {"enum": ["a", None]},
+        "n": {"type": "integer", "enum": [1, True]},
+        "tags": {"items": {"enum": ["x"]}, "maxItems": 2},
+    }}
+    # what the compact form leaves to the closing sentence is exactly required + no extra keys
+    answers = [{"title": "ab", "required": None, "n": 1, "tags": ["x"]}, {"title": "ab"},
+               {"title": "ab", "required": "a", "n": 1, "tags": [], "extra": 1}, {"title": "abcdefg"}]
+    for answer in answers:
+        full_ok = jsonschema_rs.validator_for(schema).is_valid(answer)
+        keys_ok = set(answer) == set(closed["properties"])
+        assert full_ok == (jsonschema_rs.validator_for(closed).is_valid(answer) and keys_ok), answer
+
+
+def test_an_open_object_keeps_its_keywords_and_the_rule_is_not_said() -> None:
+    task = load_task("ticket_qa", SCHEMAS)
+    schema = {**task.schema, "additionalProperties": True}
+    assert not all_objects_closed(schema)
+    compact = compact_schema(schema, drop_closed=False)
+    assert compact["additionalProperties"] is True and compact["required"] == schema["required"]
+    assert compact["properties"]["sop_checks"]["additionalProperties"] is False
+    open_task = replace(task, schema=schema)
+    assert CLOSED_RULE not in system_message(open_task, "json")
+    assert CLOSED_RULE in system_message(task, "json")
