@@ -217,3 +217,50 @@ def test_a_folder_named_by_GLM_EXTRACT_SCHEMAS_is_searched_and_a_broken_task_is_
     assert "does not load" in rows["broken"] and "inside a <document>" in rows["broken"]
     assert "id (id), body (text)" in rows["notes"]
     assert "1 task do not load: broken" in result.stderr
+
+
+def test_a_missing_template_column_renders_its_default_and_the_mapped_text_sits_in_the_frame() -> None:
+    from pipeline.prompts import RenderOptions, render_request
+    from pipeline.tables import prompt_rows
+    from pipeline.tasks import bind_columns, load_task, parse_column_mapping
+
+    task = bind_columns(load_task("ticket_qa", Path("schemas")), parse_column_mapping(["text=content"]))
+    (row,) = prompt_rows(pl.DataFrame({"ticket_id": ["t1"], "content": ["Customer: where is ORD-9?"]}), task)
+    user = render_request(task, row, RenderOptions(model="m"))["messages"][1]["content"]
+    assert "unknown" in user.split("<document>")[0]  # the channel's default, where the template puts ${channel}
+    assert "<document>\nCustomer: where is ORD-9?\n</document>" in user
+
+
+def test_the_flow_form_carries_the_column_mapping_and_prefix_into_the_run() -> None:
+    from datetime import date
+
+    from flows.extract import build_request
+    from flows.params import ExtractParams
+
+    params = ExtractParams.model_validate({"task": "financial_report", "input": "in.parquet", "output": "o.parquet",
+                                           "columns": {"text": "body"}, "output_prefix": "x_"})
+    request = build_request(params, date(2026, 11, 28))
+    assert request.columns == {"text": "body"} and request.output_prefix == "x_"
+    assert ExtractParams.model_json_schema()["properties"]["columns"]["title"] == "Column mapping"
+
+
+def test_shards_cut_for_separate_tasks_share_the_unified_schema(outside: Path) -> None:
+    from pipeline.io import check_input, plan_shards, read_shard
+
+    Path("mixed").mkdir()
+    ticket_frame(2).write_parquet("mixed/a.parquet")
+    pq.write_table(pa.table({"text": pa.array(["x"], pa.string()), "ticket_id": ["t-9"], "extra": [1.5]}),
+                   "mixed/b.parquet")
+    files = (Path("mixed/a.parquet"), Path("mixed/b.parquet"))
+    info = check_input(files, id_column="ticket_id", text_column="text", needed=[])
+    frames = [read_shard(spec) for spec in plan_shards(info, 1)]
+    assert {tuple(f.schema.items()) for f in frames} == {tuple(frames[0].schema.items())}
+    assert frames[0].columns == ["ticket_id", "channel", "text", "extra"]
+    assert frames[2].row(0) == ("t-9", None, "x", 1.5)
+
+
+def test_model_and_max_reasks_explain_themselves_in_help() -> None:
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    text = re.sub(r"\s+", " ", result.stdout)
+    assert "GLM model id" in text and "re-asks (each paid)" in text
+    assert "--column" in text and "NAME=INPUT_COLUMN" in text and "--output-prefix" in text
