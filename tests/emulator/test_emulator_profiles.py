@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +90,11 @@ def test_a_realistic_run_reasks_and_accounts_for_every_row(tmp_path: Path) -> No
         assert summary["rows"] == rows == sum(summary["status_counts"].values())
         assert pl.read_parquet(summary["output"]).height == rows
     assert len(set(outcomes) - {"ok"}) >= 2, outcomes  # more than one kind of misbehaviour met
+
+
+def test_the_project_cli_shows_the_emulators_flags_in_help() -> None:
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "emulator", "--help"], cwd=REPO, text=True,
+                          capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    for flag in ("--profile", "--tier", "--latency", "--fault", "--models", "--context-tokens"):
+        assert flag in done.stdout
