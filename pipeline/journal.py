@@ -103,6 +103,22 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def owner_alive(owner: str) -> bool:
+    """False only for an owner that certainly died: a process of this host that no longer exists
+    (a rerun after ``kill -9`` need not wait for the dead run's claims to expire)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but is not ours to signal
+        return True
+    return True
+
+
 class Journal:
     """One connection per process (or per shard task); safe to share the file between processes.
 
@@ -215,9 +231,9 @@ class Journal:
                 chunk = wanted[start : start + _LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
                 answered = {r[0] for r in self._db.execute(f"SELECT key FROM results WHERE key IN ({marks})", chunk)}
-                held = {r[0] for r in self._db.execute(
-                    f"SELECT key FROM claims WHERE key IN ({marks}) AND owner != ? AND expires_at > ?",
-                    [*chunk, owner, now])}
+                held = {key for key, holder in self._db.execute(
+                    f"SELECT key, owner FROM claims WHERE key IN ({marks}) AND owner != ? AND expires_at > ?",
+                    [*chunk, owner, now]) if owner_alive(holder)}
                 mine = [k for k in chunk if k not in answered and k not in held]
                 self._db.executemany("INSERT OR REPLACE INTO claims (key, owner, expires_at) VALUES (?, ?, ?)",
                                      [(k, owner, until) for k in mine])

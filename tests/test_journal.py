@@ -3,6 +3,8 @@ a broken or read-only file is refused with one line, a version-1 journal is migr
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -17,8 +19,9 @@ ANSWER = {"issue_category": "refund", "summary": "charged twice for order ORD-1 
 
 def entry(key: str, *, status: str = "ok", final: bool = True, cost: float | None = 0.001,
           data: dict[str, object] | None = None) -> JournalEntry:
+    data_json = orjson.dumps(data or ANSWER).decode() if status == "ok" else None
     return JournalEntry(
-        key=key, status=status, final=final, data_json=orjson.dumps(data or ANSWER).decode() if status == "ok" else None,
+        key=key, status=status, final=final, data_json=data_json,
         error_code=None if status == "ok" else "schema_invalid", error_message=None, attempts=1, reasks=0,
         prompt_tokens=900, completion_tokens=120, latency_ms=12.5, finish_reason="stop", model="glm-4-air-250414",
         request_id="req-1", task="ticket_qa", schema_id="sha256:abc", cost_cny=cost)
@@ -274,3 +277,16 @@ def test_prune_deletes_only_answers_paid_before_the_date(tmp_path: Path) -> None
         assert set(journal.lookup(["old", "new"])) == {"new"}
         stats = journal.stats()
     assert stats.rows == 1 and stats.by_task_status == {("ticket_qa", "ok"): 1}
+
+
+def test_the_claims_of_a_dead_process_on_this_host_are_taken_over_at_once(tmp_path: Path) -> None:
+    child = subprocess.Popen(["true"])  # its pid is free once it has exited
+    child.wait()
+    ghost = f"{socket.gethostname()}:{child.pid}:deadbeef"
+    living = f"{socket.gethostname()}:{os.getpid()}:cafe0000"
+    elsewhere = f"another-host:{child.pid}:feed0000"
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.claim(["a"], ghost, 60)
+        journal.claim(["b"], living, 60)
+        journal.claim(["c"], elsewhere, 60)
+        assert journal.claim(["a", "b", "c"], "rerun", 60) == {"a"}

@@ -124,7 +124,10 @@ def test_a_journal_folder_that_cannot_be_written_is_refused(tmp_path: Path, emu:
     assert_refused_before_paying(tmp_path, emu, folder / "j.sqlite", "is not writable")
 
 
-@pytest.mark.parametrize("content", [b"PK\x03\x04 a zip file, not a journal" * 20, b"SQLite format 3\x00" + b"\xff" * 300])
+NOT_JOURNALS = [b"PK\x03\x04 a zip file, not a journal" * 20, b"SQLite format 3\x00" + b"\xff" * 300]
+
+
+@pytest.mark.parametrize("content", NOT_JOURNALS)
 def test_a_corrupt_journal_is_refused_naming_it_and_what_to_do(tmp_path: Path, emu: EmulatorProcess,
                                                                content: bytes) -> None:
     journal = tmp_path / "j.sqlite"

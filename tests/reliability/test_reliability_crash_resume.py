@@ -73,7 +73,10 @@ def test_kill_minus_9_at_several_points_then_resume_equals_uninterrupted_run(tmp
         total_sent = emu.stats()["requests_received"]
 
     assert final.returncode == 0, final.stderr
-    assert_frame_equal(comparable(pl.read_parquet(output)), comparable(reference))
+    # what an answer cost depends on the emulator's prompt cache at the time it was paid: the tokens
+    # paid must match the reference, the price of each need not
+    assert_frame_equal(comparable(pl.read_parquet(output)).drop("_paid_cost_cny"),
+                       comparable(reference).drop("_paid_cost_cny"))
     for kill in kills:  # the answers lost at a kill are at most those in flight
         assert kill.sent - kill.journaled <= CAP, kill
     assert ROWS <= total_sent <= ROWS + CAP * len(kills), [*kills, total_sent]
