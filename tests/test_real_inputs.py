@@ -264,3 +264,17 @@ def test_model_and_max_reasks_explain_themselves_in_help() -> None:
     text = re.sub(r"\s+", " ", result.stdout)
     assert "GLM model id" in text and "re-asks (each paid)" in text
     assert "--column" in text and "NAME=INPUT_COLUMN" in text and "--output-prefix" in text
+
+
+def test_exit_code_4_starts_at_the_threshold_the_readme_states(outside: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "only checked from\n  10 attempted rows on" in readme
+    codes = []
+    for rows in (9, 10):  # every row over max_input_chars: failed locally (input_too_long), nothing sent
+        ticket_frame(rows, texts=["Customer: " + "x" * 100_000] * rows).write_parquet("in.parquet")
+        result = CliRunner().invoke(app, ["run", "--task", "ticket_qa", "-i", "in.parquet", "-o", f"o{rows}.parquet",
+                                          "-q", "--base-url", "http://127.0.0.1:9/api/paas/v4"])
+        assert result.exit_code != 1, (result.exception, result.stderr)
+        assert pl.read_parquet(f"o{rows}.parquet")["_status"].to_list() == ["failed"] * rows
+        codes.append(result.exit_code)
+    assert codes == [0, 4]
