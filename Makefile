@@ -16,11 +16,15 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP)
 
+# Offline (no key): the emulator's realistic profile, capped by the account tier (V0..V3 = 30/40/50/60).
+TIER ?= V0
+
 run: $(STAMP)  ## extract the bundled sample tickets and reports (offline emulator without a key)
 	mkdir -p $(OUT)
-	$(BIN)/glm-extract run --task ticket_qa --input data/sample/tickets.parquet --output $(OUT)/tickets_enriched.parquet
-	$(BIN)/glm-extract run --task financial_report --input data/sample/financial_reports.parquet \
-		--output $(OUT)/financial_reports_enriched.parquet
+	GLM_EXTRACT_EMULATOR_TIER=$(TIER) $(BIN)/glm-extract run --task ticket_qa --input data/sample/tickets.parquet \
+		--output $(OUT)/tickets_enriched.parquet
+	GLM_EXTRACT_EMULATOR_TIER=$(TIER) $(BIN)/glm-extract run --task financial_report \
+		--input data/sample/financial_reports.parquet --output $(OUT)/financial_reports_enriched.parquet
 
 test: $(STAMP)  ## lint, type-check and run every test suite
 	$(BIN)/ruff check pipeline flows emulator tests benchmarks scripts
