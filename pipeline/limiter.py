@@ -1,8 +1,15 @@
 """Concurrency window for one process: never more than ``cap`` requests in flight, adaptive.
 
-AIMD: on a rate-limit answer (1302/1303) the window halves (at most once per ``cooldown_s``, so a
-burst of rejections from one overload counts once); each success grows it by ``1/window`` (about
-one slot per window of successes) back up to the cap. Waiters are served first in, first out.
+AIMD, with the decrease sized to the overload: the share of rate-limit answers (1302/1303) among
+recent answers is tracked (an exponential average over about two caps' worth of answers). When it
+reaches ``overload_share`` the window halves (at most once per ``cooldown_s``, so a burst of
+rejections from one overload counts once); below that, each rejection takes one slot off the
+window. Each success grows the window by ``1/window`` (about one slot per window of successes)
+back up to the cap. So a few requests over a real cap are trimmed a slot at a time, a large
+overload halves the window at once, and an occasional 1302 while we stay under the cap — the
+platform has them — costs one slot that the next window of successes gives back (halving on each
+would hold the window near a third of the cap under 2 % random rejections). Waiters are served
+first in, first out.
 Under Prefect, ``cap`` is the number of slots the shard task leased from the account-wide global
 concurrency limit, so the account's cap is never exceeded across processes.
 """
@@ -27,6 +34,7 @@ class AdaptiveLimiter:
         min_limit: int = 1,
         decrease: float = 0.5,
         cooldown_s: float = 1.0,
+        overload_share: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if cap < 1:
@@ -38,6 +46,9 @@ class AdaptiveLimiter:
         self.max_in_flight = 0
         self.rate_limited = 0
         self._decrease = decrease
+        self._overload_share = overload_share
+        self._memory = 1.0 / (2 * cap)  # weight of one answer in the rate-limited share
+        self.rate_limited_share = 0.0
         self._cooldown_s = cooldown_s
         self._clock = clock
         self._last_decrease = -math.inf
@@ -92,17 +103,21 @@ class AdaptiveLimiter:
 
     def on_success(self) -> None:
         """Additive increase."""
+        self.rate_limited_share *= 1.0 - self._memory
         if self.window < self.cap:
             self.window = min(float(self.cap), self.window + 1.0 / self.window)
             self._wake()
 
     def on_rate_limited(self) -> None:
-        """Multiplicative decrease, once per cooldown."""
+        """Multiplicative decrease on an overload (once per cooldown), else one slot off."""
         self.rate_limited += 1
+        self.rate_limited_share += self._memory * (1.0 - self.rate_limited_share)
         now = self._clock()
-        if now - self._last_decrease >= self._cooldown_s:
+        if self.rate_limited_share >= self._overload_share and now - self._last_decrease >= self._cooldown_s:
             self._last_decrease = now
             self.window = max(float(self.min_limit), self.window * self._decrease)
+        else:
+            self.window = max(float(self.min_limit), self.window - 1.0)
 
     def _take(self) -> None:
         self.in_flight += 1

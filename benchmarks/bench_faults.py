@@ -1,0 +1,121 @@
+"""6. Throughput under transient faults: are the slots kept busy while some rows wait?
+
+    .venv/bin/python -m benchmarks.bench_faults                    # 6,000 rows, C=30, L=0.2 s, hangs of 10 s
+    .venv/bin/python -m benchmarks.bench_faults --rows 300 --hang-seconds 1   # the smoke size
+
+The same rows go through the pipeline twice against the emulator (fixed latency L, cap C): once
+fault-free, once with 5 % transient faults — 2 % 1302 (rate limited), 1 % HTTP 500, 1 % connection
+reset, 1 % of requests hung for ``--hang-seconds`` before they answer. Every request the client
+makes is timed at the transport, failed and hung ones included, so
+
+- slot occupancy = request-seconds on the wire ÷ (C × run seconds): 1.0 means a request was on the
+  wire in every slot for the whole run;
+- cap utilisation = rows/s ÷ what the wire time allows (C ÷ mean request-seconds per row), which
+  is the same ratio seen from the rows' side.
+
+A hung request occupies its slot (it is on the wire) but a row in back-off does not; the
+question is whether rows behind them start meanwhile. The run is in-process (the emulator is its
+own process), with the CLI's settings apart from the endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.common import REPO, TASK, fmt, load_average, make_tickets, result_line
+from emulator.config import EmulatorConfig, LatencySpec
+from emulator.process import start_emulator
+from pipeline.endpoints import online_target
+from pipeline.runner import RunRequest, run_extraction, transport_for
+from pipeline.settings import Settings
+
+FAULT_MIX = {"1302": 0.02, "500": 0.01, "reset": 0.01, "hang": 0.01}
+
+
+class TimingTransport(httpx.AsyncBaseTransport):
+    """Sums the seconds every request spends on the wire (its answer read whole, or its failure)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.busy_s = 0.0
+        self.requests = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.perf_counter()
+        try:
+            return await self.inner.handle_async_request(request)
+        finally:
+            self.busy_s += time.perf_counter() - started
+            self.requests += 1
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def measure(rows: int, concurrency: int, latency: float, faults: dict[str, float], hang_s: float,
+            workdir: Path, label: str) -> dict[str, Any]:
+    """One run of ``rows`` rows; the figures."""
+    source = workdir / f"{label}.parquet"
+    make_tickets(rows).write_parquet(source)
+    config = EmulatorConfig(concurrency=concurrency, latency=LatencySpec.parse(f"fixed:{latency}"), seed=7,
+                            faults=faults, hang_seconds=hang_s)
+    with start_emulator(config) as emu:
+        settings = Settings(base_url=emu.base_url, concurrency=concurrency, schemas_dir=REPO / "schemas",
+                            journal_path=workdir / f"{label}.sqlite")
+        timing = TimingTransport(transport_for(settings))
+        request = RunRequest(TASK, str(source), workdir / f"{label}.out.parquet")
+
+        async def go() -> dict[str, Any]:
+            async with timing:
+                return await run_extraction(request, settings, online_target(settings), transport=timing)
+
+        summary = asyncio.run(go())
+        received = emu.stats()
+    seconds = float(summary["seconds"])
+    rows_s = rows / seconds
+    allowed = concurrency / (timing.busy_s / rows)  # rows/s if every slot were on the wire all the time
+    return {
+        "label": label, "rows": rows, "seconds": seconds, "rows_s": rows_s, "requests": timing.requests,
+        "occupancy": timing.busy_s / (concurrency * seconds), "cap_utilisation": rows_s / allowed,
+        "ideal_rows_s": concurrency / latency, "ok": summary["status_counts"]["ok"],
+        "retries": summary["requests"]["retries"], "by_outcome": received.get("by_outcome", {}),
+    }  # fmt: skip
+
+
+def report(clean: dict[str, Any], faulty: dict[str, Any], concurrency: int, latency: float, hang_s: float) -> None:
+    print(f"throughput under faults: C={concurrency}, L={latency} s, faults {FAULT_MIX} (hang {hang_s} s)"
+          f" ({load_average()})")
+    for f in (clean, faulty):
+        print(f"  {f['label']:<11} {fmt(f['rows_s'], 1):>7} rows/s ({f['ok']}/{f['rows']} ok in"
+              f" {fmt(f['seconds'], 1)} s; ideal C/L {fmt(f['ideal_rows_s'], 1)});"
+              f"  slot occupancy {fmt(f['occupancy'])};  cap utilisation {fmt(f['cap_utilisation'])};"
+              f"  {f['requests']} requests, {f['retries']} retries")
+    print(result_line("faults", {
+        "cap_utilisation_faults": fmt(faulty["cap_utilisation"]), "occupancy_faults": fmt(faulty["occupancy"]),
+        "rows_s_faults": fmt(faulty["rows_s"], 1), "occupancy_clean": fmt(clean["occupancy"]),
+        "rows_s_clean": fmt(clean["rows_s"], 1)}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=6000)
+    parser.add_argument("--concurrency", type=int, default=30)
+    parser.add_argument("--latency", type=float, default=0.2, help="fixed emulator latency, seconds")
+    parser.add_argument("--hang-seconds", type=float, default=10.0, help="how long a hung request is held")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
+        clean = measure(args.rows, args.concurrency, args.latency, {}, args.hang_seconds, Path(tmp), "fault-free")
+        faulty = measure(args.rows, args.concurrency, args.latency, FAULT_MIX, args.hang_seconds, Path(tmp),
+                         "faults")
+    report(clean, faulty, args.concurrency, args.latency, args.hang_seconds)
+
+
+if __name__ == "__main__":
+    main()
