@@ -108,8 +108,8 @@ def _check_case(names: list[str], path: Path) -> None:
         if other != name:
             raise SourceError(
                 f"{path} has columns {other!r} and {name!r}, which differ only in case: warehouses fold "
-                "case, so one would be renamed or read as the other. Rename one of them (an input column "
-                "can be renamed before the run) and export again; nothing was written"
+                "case, so one would be renamed or read as the other. Rerun with `glm-extract run --output-prefix "
+                "x_` to give the extraction columns other names, or rename the input column; nothing was written"
             )
 
 
