@@ -35,6 +35,7 @@ from pipeline.errors import GlmExtractError
 SCHEMA_VERSION = 2  # PRAGMA user_version of a current journal; 0 with a ``results`` table is version 1
 CLAIM_TTL_S = 60.0  # a claim lapses this long after its owner last renewed it
 _LOOKUP_CHUNK = 500
+_HOST = socket.gethostname()
 _RESULTS = """
     CREATE TABLE IF NOT EXISTS results (
         key TEXT PRIMARY KEY, status TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 1,
@@ -100,7 +101,7 @@ class JournalStats:
 
 def default_owner() -> str:
     """This process's claim owner: host, pid and a random tag (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def owner_alive(owner: str) -> bool:
@@ -108,7 +109,7 @@ def owner_alive(owner: str) -> bool:
     (a rerun after ``kill -9`` need not wait for the dead run's claims to expire)."""
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    if host != _HOST or not pid.isdigit():
         return True
     try:
         os.kill(int(pid), 0)
@@ -208,8 +209,8 @@ class Journal:
     def pending(self) -> int:
         return len(self._pending)
 
-    def count(self, *, final_only: bool = True) -> int:
-        del final_only  # every stored entry is final
+    def count(self) -> int:
+        """Stored answers (every stored entry is final)."""
         with self._guard("read"):
             return int(self._db.execute("SELECT count(*) FROM results").fetchone()[0])
 
