@@ -32,8 +32,10 @@ _NO_PASSWORD = r"^(?!.*://[^/@:]*:[^@]*@)(?!.*[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]\s
 
 
 def default_schemas_dir() -> Path:
-    """Where tasks live: ``$GLM_EXTRACT_SCHEMAS_DIR``, else ``schemas/`` of this checkout."""
-    return Path(os.environ.get("GLM_EXTRACT_SCHEMAS_DIR") or REPO / "schemas")
+    """Where a worker's tasks live first: ``$GLM_EXTRACT_SCHEMAS`` (or ``$GLM_EXTRACT_SCHEMAS_DIR``), as for
+    the CLI, else ``schemas/`` of this checkout; the bundled tasks are searched after it either way."""
+    configured = os.environ.get("GLM_EXTRACT_SCHEMAS") or os.environ.get("GLM_EXTRACT_SCHEMAS_DIR")
+    return Path(configured) if configured else REPO / "schemas"
 
 
 # The dropdown of the form: the tasks found when this module is imported (deployment time).

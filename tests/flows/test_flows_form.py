@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from flows.commands import register
 from flows.deployments import build_deployments
 from flows.extract import extract_documents
-from flows.params import ExtractParams
+from flows.params import ExtractParams, default_schemas_dir
 from flows.secrets import save_secret_key
 from pipeline.errors import GlmExtractError
 
@@ -116,3 +117,9 @@ def test_setup_against_a_server_that_does_not_answer_is_one_line() -> None:
     assert done.exit_code == 2, done.output
     assert "http://127.0.0.1:9/api" in done.output and "prefect server start" in done.output
     assert " ".join(done.output.split()).count("error:") == 1 and "Traceback" not in done.output
+
+
+def test_the_flow_reads_tasks_from_the_same_setting_as_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GLM_EXTRACT_SCHEMAS_DIR", raising=False)
+    monkeypatch.setenv("GLM_EXTRACT_SCHEMAS", str(tmp_path))
+    assert default_schemas_dir() == tmp_path
