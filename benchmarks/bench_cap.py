@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_cap                       # 10,000 rows, C=50, L=0.2 s
     .venv/bin/python -m benchmarks.bench_cap --rows 300 --concurrency 50 --latency 0.2
+    .venv/bin/python -m benchmarks.bench_cap --rows 300 --tiers V0,V1,V2,V3 --tier-rows 1000   # realistic profile
 
 Online throughput cannot exceed C / L (requests in flight over latency). The figure that matters is
 achieved rows/s ÷ (C / L), with rows/s taken from the run's own clock (the summary's ``seconds``:
@@ -14,6 +15,13 @@ whether the slots were kept busy: near 1 with a low ratio means each request too
 A *fixed* latency makes the C requests return in waves; each wave is then handled serially by the
 emulator (~1.1 ms CPU an answer) and the client, which adds tens of ms to every request even for a
 bare client. ``--latency-spec uniform:0.1,0.3`` (same mean) spreads them as real traffic is spread.
+
+``--tiers V0,V1,V2,V3`` then measures what a user sees offline: for each account tier, the
+emulator in its **realistic** profile (token latency, documented bad answers and transient faults,
+docs/emulator.md) capped at the tier's concurrency, and the client set to that same cap. Rows/s
+there is bounded by C / (seconds per answer), and the answer's length sets the seconds; the mean
+seconds per answer measured on the rows is printed beside it, with the re-asks and retries the
+faults caused.
 
 The machine is part of the measurement: on a busy 2-core box even a bare client misses C / L. So
 the same run first sends the same bodies with a raw aiohttp client and a semaphore (no retries, no
@@ -42,7 +50,7 @@ from benchmarks.common import (
     result_line,
     run_cli,
 )
-from emulator.config import LatencySpec
+from emulator.config import REALISTIC_LATENCY, TIER_CAPS, LatencySpec
 
 
 def mean_latency(spec: str) -> float:
@@ -110,16 +118,68 @@ def report(f: dict[str, Any]) -> None:
                               "slot_occupancy": fmt(f["slot_occupancy"])}))  # fmt: skip
 
 
+def measure_tier(tier: str, rows: int, workdir: Path, latency_scale: float = 1.0) -> dict[str, Any]:
+    """One tier on the realistic profile: the emulator capped at the tier, the client set to it."""
+    cap = TIER_CAPS[tier]
+    frame = make_tickets(rows, seed=11)
+    source = workdir / f"tier-{tier}.parquet"
+    frame.write_parquet(source)
+    output = workdir / f"tier-{tier}.out.parquet"
+    with emulator(cap, "realistic", profile="realistic", latency_scale=latency_scale) as emu:
+        run = run_cli(source, output, emu.base_url, cap, workdir / f"tier-{tier}.sqlite")
+        stats = emu.stats()
+    summary = run.summary
+    table = pl.read_parquet(output, columns=["_latency_ms", "_status"])
+    answered = table.filter(pl.col("_latency_ms").is_not_null())
+    seconds = float(summary["seconds"])
+    requests = summary["requests"]
+    mean_answer_s = float(answered.get_column("_latency_ms").mean() or 0.0) / 1000
+    return {
+        "tier": tier, "cap": cap, "rows": rows, "rows_s": rows / seconds, "run_seconds": seconds,
+        "ceiling_rows_s": cap / mean_answer_s if mean_answer_s else math.nan, "mean_answer_s": mean_answer_s,
+        "completion_per_answer": summary["tokens"]["completion"] / max(1, requests["answered"]),
+        "ok": summary["status_counts"]["ok"], "reasks": requests["reasks"], "retries": requests["retries"],
+        "rate_limited": requests["rate_limited"], "p50_ms": summary["latency_ms"]["p50"],
+        "p95_ms": summary["latency_ms"]["p95"], "max_in_flight": stats["max_in_flight"],
+        "cached_share": summary["tokens"].get("cached", 0) / max(1, summary["tokens"]["prompt"]),
+        "latency_scale": latency_scale,
+    }  # fmt: skip
+
+
+def report_tiers(results: list[dict[str, Any]]) -> None:
+    scale = results[0]["latency_scale"] if results else 1.0
+    print(f"rows/s per tier, realistic profile (latency {REALISTIC_LATENCY} x {scale}; ticket_qa-like rows)")
+    print("  tier  cap   rows/s  C/mean answer s  mean answer s  compl tok/answer  ok/rows  reasks  retries"
+          "  429s  p50 ms   p95 ms  max in flight  cached share")
+    for f in results:
+        print(f"  {f['tier']:<4}  {f['cap']:>3}  {f['rows_s']:>7.2f}  {f['ceiling_rows_s']:>15.2f}  "
+              f"{f['mean_answer_s']:>13.2f}  {f['completion_per_answer']:>16.0f}  {f['ok']:>4}/{f['rows']:<4}"
+              f"  {f['reasks']:>6}  {f['retries']:>7}  {f['rate_limited']:>4}  {f['p50_ms']!s:>6}  "
+              f"{f['p95_ms']!s:>7}  {f['max_in_flight']:>13}  {f['cached_share']:>12.2f}")
+    print(result_line("cap_tiers", {f"rows_s_{f['tier']}": fmt(f["rows_s"], 2) for f in results}))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--latency", type=float, default=0.2, help="fixed emulator latency, seconds")
     parser.add_argument("--latency-spec", help="any emulator spec instead, e.g. uniform:0.1,0.3 (L = its mean)")
+    parser.add_argument("--tiers", default="", help="also measure these tiers on the realistic profile, e.g. V0,V3")
+    parser.add_argument("--tier-rows", type=int, default=1000, help="rows per tier run")
+    parser.add_argument("--tier-latency-scale", type=float, default=1.0,
+                        help="scale the realistic latency (smoke runs only: figures then are not real-time)")
     args = parser.parse_args(argv)
     spec = args.latency_spec or f"fixed:{args.latency}"
+    tiers = [t.strip() for t in args.tiers.split(",") if t.strip()]
+    unknown = [t for t in tiers if t not in TIER_CAPS]
+    if unknown:
+        parser.error(f"unknown tier(s) {', '.join(unknown)}; known: {', '.join(TIER_CAPS)}")
     with tempfile.TemporaryDirectory(prefix="bench-cap-") as tmp:
-        report(measure_cap(args.rows, args.concurrency, spec, Path(tmp)))
+        if args.rows > 0:
+            report(measure_cap(args.rows, args.concurrency, spec, Path(tmp)))
+        if tiers:
+            report_tiers([measure_tier(t, args.tier_rows, Path(tmp), args.tier_latency_scale) for t in tiers])
 
 
 if __name__ == "__main__":

@@ -102,9 +102,12 @@ def write_tickets(path: Path, rows: int, seed: int = 7, chunk: int = 250_000) ->
 
 
 @contextmanager
-def emulator(concurrency: int, latency: str, seed: int = 7) -> Iterator[EmulatorProcess]:
-    """The emulator subprocess with cap ``concurrency`` and latency spec ``latency`` (e.g. ``fixed:0.2``)."""
-    config = EmulatorConfig(concurrency=concurrency, latency=LatencySpec.parse(latency), seed=seed)
+def emulator(concurrency: int, latency: str, seed: int = 7, *, profile: str = "clean",
+             latency_scale: float = 1.0) -> Iterator[EmulatorProcess]:
+    """The emulator subprocess with cap ``concurrency`` and latency spec ``latency`` (e.g. ``fixed:0.2``,
+    ``realistic``), in behaviour ``profile`` (``clean``: no faults; ``realistic``: its documented faults)."""
+    config = EmulatorConfig.for_profile(profile, concurrency=concurrency, latency=LatencySpec.parse(latency),
+                                        seed=seed, latency_scale=latency_scale)
     with start_emulator(config) as emu:
         yield emu
 

@@ -26,7 +26,8 @@ from benchmarks.bench_peers import PEERS, peer_available
 from benchmarks.common import REPO
 
 FULL: dict[str, list[str]] = {
-    "bench_cap": ["--rows", "10000", "--concurrency", "50", "--latency", "0.2"],
+    "bench_cap": ["--rows", "10000", "--concurrency", "50", "--latency", "0.2", "--tiers", "V0,V1,V2,V3",
+                  "--tier-rows", "1000"],
     "bench_overhead": ["--rows", "10000", "--concurrency", "50", "--transports", "aiohttp,httpx"],
     "bench_memory": ["--sizes", "100000,1000000"],
     "bench_resume": ["--journal-rows", "1000000", "--new-rows", "1000", "--kill-rows", "3000"],
@@ -35,7 +36,8 @@ FULL: dict[str, list[str]] = {
     "bench_faults": ["--rows", "6000", "--concurrency", "30", "--latency", "0.2", "--hang-seconds", "10"],
 }
 SMOKE: dict[str, list[str]] = {
-    "bench_cap": ["--rows", "300", "--concurrency", "50", "--latency", "0.2"],
+    "bench_cap": ["--rows", "300", "--concurrency", "50", "--latency", "0.2", "--tiers", "V0", "--tier-rows", "40",
+                  "--tier-latency-scale", "0.1"],
     "bench_overhead": ["--rows", "500", "--transports", "aiohttp", "--no-baseline"],
     "bench_memory": ["--sizes", "300,1200"],
     "bench_resume": ["--journal-rows", "1000", "--new-rows", "50", "--kill-rows", "200", "--no-baseline"],
@@ -67,7 +69,7 @@ def finish_bench(name: str, process: subprocess.Popen[str], lines: list[str], st
     figures: dict[str, str] = {}
     for line in lines:
         if line.startswith("RESULT "):
-            figures = dict(pair.split("=", 1) for pair in line.split()[2:])
+            figures.update(pair.split("=", 1) for pair in line.split()[2:])  # a bench may print several
     if process.wait() != 0:
         print(f"=== {name} FAILED (exit {process.returncode})", flush=True)
     print(f"=== {name} took {time.perf_counter() - started:.0f} s", flush=True)
