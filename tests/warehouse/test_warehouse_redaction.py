@@ -61,7 +61,7 @@ def test_refused_connection_never_prints_the_password(
 def test_redact_dsn_hides_every_form(url: str) -> None:
     shown = redact_dsn(url.format(port=5432))
     assert SECRET not in shown and "Pw-" not in shown
-    assert "127.0.0.1" in shown or "@" in url  # the host stays readable where it can be found
+    assert "127.0.0.1" in shown  # the host stays readable
 
 
 @pytest.mark.parametrize("url", URLS)
