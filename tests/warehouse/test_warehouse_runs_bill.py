@@ -19,6 +19,7 @@ from pipeline.warehouse import export_table
 
 MakeTable = Callable[..., Path]
 Frame = Callable[..., pl.DataFrame]
+Query = Callable[[str], list[tuple[object, ...]]]
 
 
 def _rerun(frame: Frame) -> pl.DataFrame:
@@ -72,3 +73,14 @@ def test_an_older_runs_table_gains_the_columns(frame: Frame, make_table: MakeTab
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.execute("SELECT answers_cost_cny FROM runs WHERE run_id = 'old-1'").fetchone() == (None,)
     assert _runs_row(warehouse)[1] == pytest.approx(0.008)
+
+
+@pytest.mark.postgres
+def test_postgres_runs_row_keeps_the_paid_bill(
+    frame: Frame, make_table: MakeTable, pg_target: str, pg_schema: str, pg_query: Query
+) -> None:
+    export_table(make_table(_rerun(frame)), pg_target)
+    rows = pg_query(
+        f"SELECT cost_cny, answers_cost_cny, answers_prompt_tokens FROM {pg_schema}.runs WHERE run_id = 'rerun-2'"
+    )
+    assert len(rows) == 1 and rows[0][0] == 0.0 and rows[0][1] == pytest.approx(0.008) and rows[0][2] == 400
