@@ -106,6 +106,9 @@ def estimate_markdown(estimate: Mapping[str, Any]) -> str:
         f"- prompt tokens ≈ {estimate['prompt_tokens']}, completion tokens ≈ {estimate['completion_tokens']}",
         f"- cost ≈ {estimate['cost_cny']:.4f} CNY at {estimate['price_cny_per_mtok']} CNY per million tokens "
         "(re-asks and retries not included)",
+        f"- with the prefix cache ≈ {estimate.get('cost_cny_cached', 0.0):.4f} CNY "
+        f"({estimate.get('cached_tokens', 0)} cached tokens); batch ≈ {estimate.get('cost_cny_batch', 0.0):.4f} CNY",
+        f"- calibrated on {estimate.get('calibrated_on', 0)} real answers in the journal",
         "",
     ])
 

@@ -164,3 +164,17 @@ def test_estimate_calibrates_on_real_answers_in_the_journal(tmp_path: Path) -> N
     # the same rows the uncalibrated estimate counted once are counted twice now (scale 2)
     per_request = uncalibrated["prompt_tokens"] / uncalibrated["requests"]
     assert calibrated["prompt_tokens"] == pytest.approx(2 * per_request * calibrated["requests"], rel=0.05)
+
+
+def test_the_flows_estimate_artifact_shows_cache_and_batch_prices() -> None:
+    from flows.artifacts import estimate_markdown
+    from pipeline.estimate import Estimate, EstimateWalk, Prices, finish
+    from pipeline.tasks import load_task
+    from tests.conftest import SCHEMAS
+
+    found = Estimate("ticket_qa", "in.parquet", rows=3, shards=1, requests=3)
+    found._counted_prompt, found._counted_cached = 3000, 2000
+    data = finish(found, EstimateWalk(), load_task("ticket_qa", SCHEMAS), Prices(online=0.5, cached=0.25)).as_dict()
+    text = estimate_markdown(data)
+    assert f"{data['cost_cny_cached']:.4f} CNY" in text and f"{data['cost_cny_batch']:.4f} CNY" in text
+    assert data["cost_cny_cached"] < data["cost_cny"] and "2000 cached tokens" in text
