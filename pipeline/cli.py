@@ -19,7 +19,14 @@ from pipeline.errors import GlmExtractError
 from pipeline.interrupts import Terminated, run_stoppable
 from pipeline.runner import PreparedRun, RunRequest, prepare_run, run_extraction
 from pipeline.settings import Settings
-from pipeline.tasks import bind_columns, load_task, parse_column_mapping, search_path, survey_tasks
+from pipeline.tasks import (
+    bind_columns,
+    describe_folder,
+    load_task,
+    parse_column_mapping,
+    search_path,
+    survey_tasks,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLM-4-Air structured extraction over Parquet.")
 out = Console()
@@ -175,8 +182,8 @@ def tasks(
         folders = search_path(_settings(schemas_dir=schemas_dir).schemas_dir)
     except GlmExtractError as exc:
         raise fail(exc) from None
-    table = Table("task", "required input columns", "optional input columns (default when absent)",
-                  "prompt version", "fields", title=f"tasks in {', '.join(str(f) for f in folders)}")
+    table = Table("task", "required columns", "optional columns (default)", "prompt version", "fields",
+                  title=f"tasks in {', '.join(describe_folder(f) for f in folders)}")
     table.columns[0].no_wrap = True
     listings = survey_tasks(folders)
     for item in listings:
@@ -189,7 +196,7 @@ def tasks(
                       spec.prompt_version, str(len(spec.output_fields)))
     out.print(table)
     if not listings:
-        raise fail(GlmExtractError(f"no task found in {', '.join(str(f) for f in folders)}"))
+        raise fail(GlmExtractError(f"no task found in {', '.join(describe_folder(f) for f in folders)}"))
     out.print("Map a column of another name with --column NAME=INPUT_COLUMN (e.g. --column text=content).")
     broken = [item for item in listings if item.spec is None]
     if broken:

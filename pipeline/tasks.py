@@ -114,6 +114,11 @@ def search_path(schemas_dir: Path | Sequence[Path]) -> tuple[Path, ...]:
     return tuple(unique.values())
 
 
+def describe_folder(folder: Path) -> str:
+    """An absolute folder name for messages, marked when it does not exist."""
+    return str(folder.absolute()) + ("" if folder.is_dir() else " (no such folder)")
+
+
 def list_tasks(schemas_dir: Path | Sequence[Path]) -> list[str]:
     """Names of the tasks found on the search path (the first folder holding a name wins)."""
     return sorted(find_tasks(schemas_dir))
@@ -155,7 +160,7 @@ def load_task(name: str, schemas_dir: Path | Sequence[Path]) -> TaskSpec:
     """Find and check task ``name``; raise :class:`TaskError` with one clear line."""
     found = find_tasks(schemas_dir)
     if name not in found:
-        looked = ", ".join(str(f) for f in search_path(schemas_dir))
+        looked = ", ".join(describe_folder(f) for f in search_path(schemas_dir))
         known = ", ".join(sorted(found)) or "none"
         raise TaskError(f"unknown task {name!r}: looked in {looked}; known tasks: {known} "
                         "(set --schemas-dir or GLM_EXTRACT_SCHEMAS to a folder of tasks)")

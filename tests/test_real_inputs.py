@@ -194,7 +194,8 @@ def test_an_unknown_task_says_where_it_looked(tmp_path: Path) -> None:
     result = cli("run", "--task", "resumes", "-i", "x.parquet", "-o", "y.parquet", cwd=tmp_path, COLUMNS="400")
     assert result.returncode == BAD_INPUT_EXIT
     line = one_error_line(result.stderr)
-    assert "unknown task 'resumes': looked in schemas, " in line and "known tasks: financial_report, ticket_qa" in line
+    assert f"unknown task 'resumes': looked in {tmp_path}/schemas (no such folder), " in line
+    assert "known tasks: financial_report, ticket_qa" in line
     assert "GLM_EXTRACT_SCHEMAS" in line
 
 
