@@ -19,4 +19,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GLM_EXTRACT_JOURNAL_PATH", str(tmp_path / "journal.sqlite"))
     monkeypatch.setenv("GLM_EXTRACT_SCHEMAS_DIR", str(SCHEMAS))
+    # offline runs in tests: the emulator's clean profile (instant, well-formed); tests of its realistic
+    # profile ask for it by name (tests/emulator)
+    monkeypatch.setenv("GLM_EXTRACT_EMULATOR_PROFILE", "clean")
     yield

@@ -59,7 +59,7 @@ def test_the_offline_emulator_is_capped_by_the_tier_not_by_the_clients_concurren
         root = target.endpoint.base_url.removesuffix("/api/paas/v4")
         config = httpx.get(root + "/_emulator/stats", timeout=10).json()["config"]
     assert config["concurrency"] == 30 and config["profile"] == "clean"
-    with resolve_target(Settings(concurrency=8, emulator_tier="V3")) as target:
+    with resolve_target(Settings(concurrency=8, emulator_tier="V3", emulator_profile="realistic")) as target:
         root = target.endpoint.base_url.removesuffix("/api/paas/v4")
         config = httpx.get(root + "/_emulator/stats", timeout=10).json()["config"]
     assert config["concurrency"] == 60 and config["profile"] == "realistic"
