@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--descriptions", action="store_true", help="also print each description's cost")
     args = parser.parse_args(argv)
     settings = Settings()
-    prices = Prices.for_online(settings.price_cny_per_mtok)
+    prices = Prices(online=settings.price_cny_per_mtok, cached=settings.price_cached_cny_per_mtok)
     print(f"prices: {prices.online} CNY/Mtok online, {prices.cached} cached (unconfirmed), "
           f"batch x{prices.batch_factor}; tokens by the rule of thumb (pipeline/tokens.py)")
     figures: dict[str, object] = {}

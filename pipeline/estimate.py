@@ -24,23 +24,16 @@ from pipeline.tasks import TaskSpec
 from pipeline.tokens import count_completion_tokens, count_prompt_tokens, count_text_tokens
 
 BATCH_PRICE_FACTOR = 0.5
-#: A cached prompt token is priced at this share of the online price unless a price is configured.
-#: Unconfirmed for this model: a third-party table says 0.25 CNY per million (half of 0.5).
-DEFAULT_CACHED_SHARE = 0.5
 NOT_YET = "not yet"  # packing and chunking of long documents do not exist yet
 
 
 @dataclass(frozen=True)
 class Prices:
-    """CNY per million tokens."""
+    """CNY per million tokens (``cached``: a prompt token the platform's prefix cache served)."""
 
     online: float
     cached: float
     batch_factor: float = BATCH_PRICE_FACTOR
-
-    @classmethod
-    def for_online(cls, online: float, cached: float | None = None) -> Prices:
-        return cls(online=online, cached=online * DEFAULT_CACHED_SHARE if cached is None else cached)
 
     def online_cny(self, prompt: float, completion: float) -> float:
         return (prompt + completion) * self.online / 1e6
