@@ -19,6 +19,8 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
+from pipeline.wording import plural
+
 OFFLINE_NOTE = "offline emulator: answers are synthetic"  # any emulator's, bundled or reached by --base-url
 MAX_ERROR_ROWS = 20
 
@@ -85,7 +87,7 @@ def outputs_markdown(summary: Mapping[str, Any], *, evaluation: str | None, expo
         f"**{OFFLINE_NOTE.upper()}**" if is_synthetic(summary) else f"Endpoint: {endpoint_line(summary)}",
         "",
         f"- input: `{summary['input']}`",
-        f"- output: `{summary['output']}` ({summary['rows']} rows)",
+        f"- output: `{summary['output']}` ({plural(summary['rows'], 'row')})",
         f"- summary: `{summary['output']}.summary.json`",
         f"- warehouse: {export or 'not exported'}",
         f"- cost: {summary['cost_cny']:.6f} CNY ({cost_split_text(summary)}); limiter: {summary['limiter']}",

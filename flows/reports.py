@@ -11,6 +11,7 @@ from pipeline.evaluate import GoldField, parse_gold_table, parse_path, render_ma
 from pipeline.io import ShardSpec
 from pipeline.stats import RunStats
 from pipeline.tasks import TaskSpec
+from pipeline.wording import plural
 
 
 def shard_line(spec: ShardSpec, stats: RunStats, seconds: float, slots: int, limiter: str) -> str:
@@ -24,7 +25,7 @@ def shard_line(spec: ShardSpec, stats: RunStats, seconds: float, slots: int, lim
 def run_line(summary: dict[str, Any]) -> str:
     """The one INFO line that sums up a run."""
     counts = " ".join(f"{status}={n}" for status, n in summary["status_counts"].items())
-    return (f"run {summary['run_id']}: {summary['rows']} rows ({counts}) in {summary['seconds']} s, "
+    return (f"run {summary['run_id']}: {plural(summary['rows'], 'row')} ({counts}) in {summary['seconds']} s, "
             f"{summary['cost_cny']:.4f} CNY, endpoint {summary['endpoint']}, limiter {summary['limiter']}; "
             f"output {summary['output']}")
 

@@ -27,6 +27,7 @@ from pipeline.tasks import (
     search_path,
     survey_tasks,
 )
+from pipeline.wording import plural
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLM-4-Air structured extraction over Parquet.")
 out = Console()
@@ -60,11 +61,6 @@ def user_error(group: BaseExceptionGroup[Any]) -> GlmExtractError:
             return first
         mine = first.subgroup(GlmExtractError) if isinstance(first, BaseExceptionGroup) else None
     raise group
-
-
-def plural(count: int, word: str) -> str:
-    """``1 row``, ``2 rows``."""
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def fail(exc: GlmExtractError) -> typer.Exit:

@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 import polars as pl
 
+from pipeline.wording import plural
+
 RECORD_ID = "_record_id"
 STATUS = "_status"
 CHANGES_SCHEMA = {RECORD_ID: pl.String, "field": pl.String, "a": pl.String, "b": pl.String}
@@ -94,8 +96,8 @@ def render_comparison(comparison: Comparison, names: tuple[str, str], limit: int
     """Markdown: the rows matched, statuses, one line per field, then the first ``limit`` changes."""
     a, b = names
     lines = [
-        f"Compared `{a}` (A, {comparison.rows_a} rows) with `{b}` (B, {comparison.rows_b} rows): "
-        f"{comparison.common} rows in both.",
+        f"Compared `{a}` (A, {plural(comparison.rows_a, 'row')}) with `{b}` (B, {plural(comparison.rows_b, 'row')}): "
+        f"{plural(comparison.common, 'row')} in both.",
         "",
         f"Statuses: A {_statuses(comparison.status_a)} · B {_statuses(comparison.status_b)}",
         "",

@@ -279,3 +279,15 @@ def test_exit_code_4_starts_at_the_threshold_the_readme_states(outside: Path) ->
         assert pl.read_parquet(f"o{rows}.parquet")["_status"].to_list() == ["failed"] * rows
         codes.append(result.exit_code)
     assert codes == [0, 4]
+
+
+def test_one_row_is_one_row_in_the_export_line(outside: Path, emulator: EmulatorThread) -> None:
+    ticket_frame(1).write_parquet("in.parquet")
+    code, stdout, stderr = run("--task", "ticket_qa", "-i", "in.parquet", "-o", "out.parquet",
+                               base_url=emulator.base_url)
+    assert code == 0, stderr
+    assert re.search(r"\brows\s+│ 1 ", stdout)
+    result = cli("export", "--output", "out.parquet", "--to", "w.duckdb", cwd=outside, COLUMNS="300")
+    assert result.returncode == 0, result.stderr
+    text = re.sub(r"\s+", " ", result.stdout + result.stderr)
+    assert "exported 1 row to" in text and "table now 1 row" in text and "1 rows" not in text

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.wording import plural
+
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -38,9 +40,9 @@ class ExportResult:
             for label, value in (("new", self.inserted), ("updated", self.updated), ("unchanged", self.unchanged))
             if value is not None
         )
-        head = f"exported {self.rows} rows to {self.table} at {self.target}"
+        head = f"exported {plural(self.rows, 'row')} to {self.table} at {self.target}"
         head += f" ({counts})" if counts else ""
-        tail = [f"table now {self.table_rows} rows"] if self.table_rows is not None else []
+        tail = [f"table now {plural(self.table_rows, 'row')}"] if self.table_rows is not None else []
         tail += [f"added columns {', '.join(self.added_columns)}"] if self.added_columns else []
         tail += [self._describe_nul()] if self.nul_rows else []
         tail.append(f"runs {', '.join(self.run_ids) or '-'}; {self.seconds:.2f}s")
