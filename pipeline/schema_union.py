@@ -103,6 +103,8 @@ _FAMILIES: tuple[tuple[Callable[[pa.DataType], bool], _Widen], ...] = (
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with exactly ``schema``'s columns, in its order and types (nulls where it lacks one)."""
+    if table.schema.equals(schema, check_metadata=False):
+        return table
     columns = [
         table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
         for f in schema
