@@ -47,7 +47,7 @@ from benchmarks.common import (
 from emulator.answers import answer_request
 from emulator.process import EmulatorProcess
 from pipeline.journal import Journal, JournalEntry
-from pipeline.keys import request_key
+from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
 
 CHUNK = 50_000
 
@@ -60,7 +60,7 @@ def fill_journal(frame: pl.DataFrame, path: Path) -> None:
     with Journal(path) as journal:
         for start in range(0, frame.height, CHUNK):
             for row in prompt.rows(frame.slice(start, CHUNK)):
-                key = request_key(prompt.render(row))
+                key = request_key(prompt.render(row), SYNTHETIC_ENDPOINT)  # the run's key against an emulator
                 journal.add(JournalEntry(
                     key=key, status="ok", final=True, data_json=data_json, error_code=None, error_message=None,
                     attempts=1, reasks=0, prompt_tokens=900, completion_tokens=200, latency_ms=200.0,
