@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.evaluate import GoldField, parse_gold_table, parse_path, render_markdown, score_table
+from pipeline.evaluate import GoldField, gold_problems, parse_gold_table, parse_path, render_markdown, score_table
 from pipeline.io import ShardSpec
 from pipeline.stats import RunStats
 from pipeline.tasks import TaskSpec
@@ -46,9 +46,11 @@ def scorable_gold(task: TaskSpec, columns: set[str]) -> list[GoldField]:
 def evaluate_output(task: TaskSpec, output: Path) -> str | None:
     """Markdown scores of the output against its gold columns; None when the input had none."""
     schema = pl.read_parquet_schema(output)
-    gold = scorable_gold(task, set(schema))
-    if not gold:
+    present = scorable_gold(task, set(schema))
+    gold = [g for g in present if not gold_problems(schema, [g])]  # a gold column of the wrong kind: said, not scored
+    if not present:
         return None
     needed = {"_status"} | {parse_path(g.column)[0] for g in gold} | {parse_path(g.field)[0] for g in gold}
     table = pl.scan_parquet(output).select(sorted(needed)).collect()
-    return render_markdown(score_table(table, gold))
+    skipped = gold_problems(schema, present)
+    return render_markdown(score_table(table, gold)) + ("\nNot scored: " + "; ".join(skipped) + "\n" if skipped else "")
