@@ -291,3 +291,18 @@ def test_one_row_is_one_row_in_the_export_line(outside: Path, emulator: Emulator
     assert result.returncode == 0, result.stderr
     text = re.sub(r"\s+", " ", result.stdout + result.stderr)
     assert "exported 1 row to" in text and "table now 1 row" in text and "1 rows" not in text
+
+
+def test_the_same_documents_under_another_column_name_reuse_their_answers(
+    outside: Path, emulator: EmulatorThread
+) -> None:
+    ticket_frame(4).write_parquet("a.parquet")
+    ticket_frame(4).rename({"text": "content", "channel": "source"}).write_parquet("b.parquet")
+    code, _, stderr = run("--task", "ticket_qa", "-i", "a.parquet", "-o", "a_out.parquet", base_url=emulator.base_url)
+    assert code == 0, stderr
+    code, _, stderr = run("--task", "ticket_qa", "-i", "b.parquet", "-o", "b_out.parquet", "--column", "text=content",
+                          "--column", "channel=source", base_url=emulator.base_url)
+    assert code == 0, stderr
+    second = pl.read_parquet("b_out.parquet")
+    assert second["_from_journal"].to_list() == [True] * 4  # nothing paid twice for a renamed column
+    assert second["_key"].to_list() == pl.read_parquet("a_out.parquet")["_key"].to_list()
