@@ -119,7 +119,9 @@ def check_no_clash(input_columns: Sequence[str], fields: Sequence[str], task_nam
         )
     meta = [c for c in input_columns if c in META_SCHEMA]
     if meta:
-        raise TaskError(f"input column {meta[0]!r} is reserved for meta columns (names starting '_')")
+        enriched = " (the input looks like an enriched output: run on the original input)" if len(meta) > 3 else ""
+        raise TaskError(f"input column {meta[0]!r} is one of the meta columns every output adds; rename or drop "
+                        f"it first{enriched}")
 
 
 def _free_prefix(taken: set[str], fields: Sequence[str], current: str) -> str:
