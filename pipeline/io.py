@@ -332,7 +332,7 @@ def disk_errors(target: Path) -> Iterator[None]:
         raise OutputError(_write_failure(target, text, errno.ENOSPC)) from None
 
 
-_DISK_FULL_SIGNS = ("No space left", "Disk quota exceeded", "os error 28", "os error 122", "IO error")
+_DISK_FULL_SIGNS = ("No space left", "Disk quota exceeded", "os error 28", "os error 122")
 
 
 def _write_failure(target: Path, reason: str, code: int | None) -> str:
