@@ -207,7 +207,8 @@ class Journal:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Entries and claim releases waiting for the next ``flush``."""
+        return len(self._pending) + len(self._released)
 
     def count(self) -> int:
         """Stored answers (every stored entry is final)."""
