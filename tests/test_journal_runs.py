@@ -167,7 +167,8 @@ def test_a_rerun_keeps_what_its_answers_cost_when_they_were_paid(tmp_path: Path,
     first_out, rerun_out = tmp_path / "first.parquet", tmp_path / "rerun.parquet"
     assert run_cli(run_argv(source, first_out, emu.base_url, CAP), cli_env(journal)).returncode == 0
     emu.reset()
-    assert run_cli(run_argv(source, rerun_out, emu.base_url, CAP), cli_env(journal)).returncode == 0
+    rerun_done = run_cli(run_argv(source, rerun_out, emu.base_url, CAP), cli_env(journal))
+    assert rerun_done.returncode == 0, rerun_done.stderr
     assert emu.stats()["requests_received"] == 0
     first, rerun = pl.read_parquet(first_out), pl.read_parquet(rerun_out)
     assert rerun["_cost_cny"].sum() == 0 and rerun["_from_journal"].all()
@@ -178,6 +179,7 @@ def test_a_rerun_keeps_what_its_answers_cost_when_they_were_paid(tmp_path: Path,
     before, after = summary_of(first_out), summary_of(rerun_out)
     assert after["cost_cny"] == 0
     assert after["answers_cost_cny"] == pytest.approx(before["cost_cny"]) == pytest.approx(before["answers_cost_cny"])
+    assert f"{after['answers_cost_cny']:.6f} CNY when paid" in rerun_done.stdout  # the table a person reads
 
 
 # ---- 5. size, stats, prune ----------------------------------------------------------------------
