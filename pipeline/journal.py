@@ -139,7 +139,8 @@ class Journal:
         self._db = _open(path)
         try:
             with self._guard("open"):
-                _prepare(self._db, path)
+                if _prepare(self._db, path):  # migrated: give the space of version 1 back to the disk
+                    self._db.execute("VACUUM")
         except BaseException:
             self._db.close()
             raise
@@ -371,17 +372,20 @@ def _open(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _prepare(db: sqlite3.Connection, path: Path) -> None:
-    """Check the file is a journal, migrate it, and prove it writable (a write in a transaction)."""
+def _prepare(db: sqlite3.Connection, path: Path) -> bool:
+    """Check the file is a journal, migrate it, and prove it writable (a write in a transaction).
+    True if it was migrated."""
     db.execute("PRAGMA busy_timeout=60000")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    migrated = False
     with _transaction(db):  # taking the write lock is itself the writability check
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if version == 0 and "results" in tables:
             _check_columns(db, path, _V1_COLUMNS)
             _migrate_v1(db)
+            migrated = True
         elif version == 0 and tables:
             raise JournalError(f"journal {path} holds other tables ({', '.join(sorted(tables))}), "
                                f"not a glm-extract journal: {_WHAT_TO_DO}")
@@ -393,6 +397,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
         _check_columns(db, path, _COLUMN_NAMES)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('last_opened', ?)", (str(time.time()),))
+    return migrated
 
 
 def _check_columns(db: sqlite3.Connection, path: Path, expected: Sequence[str]) -> None:

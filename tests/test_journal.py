@@ -290,3 +290,19 @@ def test_the_claims_of_a_dead_process_on_this_host_are_taken_over_at_once(tmp_pa
         journal.claim(["b"], living, 60)
         journal.claim(["c"], elsewhere, 60)
         assert journal.claim(["a", "b", "c"], "rerun", 60) == {"a"}
+
+
+def test_a_migrated_journal_gives_its_space_back(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    rows = []
+    for i in range(1500):
+        answer = orjson.dumps({**ANSWER, "summary": f"customer {i} was charged twice for order ORD-{i:06d}"}).decode()
+        rows.append((entry(f"sha256:{i:064x}", data=orjson.loads(answer)), completion(answer), 1_700_000_000.0 + i))
+    write_v1_journal(path, rows)
+    before = path.stat().st_size
+    with Journal(path) as journal:
+        assert journal.count() == 1500
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    assert path.stat().st_size < before / 2, (before, path.stat().st_size)
