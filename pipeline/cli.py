@@ -146,7 +146,6 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("cost", f"{summary['cost_cny']:.6f} CNY  ("
                  + ", ".join(f"{k.replace('_', ' ')} {v:.6f}" for k, v in summary["cost_split"].items()) + ")"),
         ("answers cost", f"{summary['answers_cost_cny']:.6f} CNY when paid (this run or an earlier one)"),
-        ("answers cost", f"{summary['answers_cost_cny']:.6f} CNY when paid (this run or an earlier one)"),
         ("latency", "no request answered" if latency["p50"] is None
          else f"p50={latency['p50']} ms p95={latency['p95']} ms"),
         ("throughput", f"{summary['rows_per_second']} rows/s in {summary['seconds']} s"),
