@@ -306,3 +306,15 @@ def test_the_same_documents_under_another_column_name_reuse_their_answers(
     second = pl.read_parquet("b_out.parquet")
     assert second["_from_journal"].to_list() == [True] * 4  # nothing paid twice for a renamed column
     assert second["_key"].to_list() == pl.read_parquet("a_out.parquet")["_key"].to_list()
+
+
+def test_files_differing_only_in_nullability_are_one_input(outside: Path, emulator: EmulatorThread) -> None:
+    Path("parts").mkdir()
+    for name, nullable, start in (("a", True, 0), ("b", False, 2)):
+        frame = ticket_frame(2, start=start)
+        schema = pa.schema([pa.field(c, pa.large_string(), nullable=nullable) for c in frame.columns])
+        pq.write_table(frame.to_arrow().cast(schema), f"parts/{name}.parquet")
+    assert not pq.read_schema("parts/a.parquet").equals(pq.read_schema("parts/b.parquet"))
+    code, _, stderr = run("--task", "ticket_qa", "-i", "parts", "-o", "out.parquet", base_url=emulator.base_url)
+    assert code == 0, stderr
+    assert pl.read_parquet("out.parquet")["_record_id"].to_list() == [f"t-{i:06d}" for i in range(4)]
