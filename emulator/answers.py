@@ -22,6 +22,7 @@ import orjson
 from emulator.builder import Builder
 from emulator.docfacts import DocFacts
 from emulator.hashing import canonical_json, short_hex
+from emulator.packed import build_packed, packed_items
 from emulator.schema_plan import Node, plan_for_text
 
 SCHEMA_OPEN, SCHEMA_CLOSE = "<json_schema>", "</json_schema>"
@@ -62,6 +63,10 @@ def answer_request(body: Mapping[str, Any]) -> Answer:
     plan = plan_for_text(schema_text) if schema_text else None
     if plan is None or schema_text is None:
         schema_text, plan = _FALLBACK_TEXT, plan_for_text(_FALLBACK_TEXT)
+    items = packed_items(messages) if tool_name is None else []
+    if items and plan is not None:  # several documents in one request: one record each (emulator/packed.py)
+        packed = build_packed(plan, schema_text, items)
+        return Answer(instance=packed, text=orjson.dumps(packed).decode(), plan=plan, tool_name=None)
     document = extract_document(messages)
     builder = Builder(DocFacts(document), short_hex(schema_text, document))
     instance = builder.build(plan) if plan is not None else {}

@@ -9,13 +9,16 @@ it is cut the same way, but its usage is the whole budget (``max_tokens``, else 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from emulator.answers import answer_request
 from emulator.faults import BROKEN_ANSWERS, break_answer
 from emulator.hashing import short_hex
+from emulator.packed import break_records, packed_items
 from emulator.wire import DEFAULT_MODEL, MAX_TOKENS_LIMIT, completion_body, text_message, tool_message
 from pipeline.tokens import count_completion_tokens
 
@@ -27,10 +30,13 @@ class Usage:
 
 
 def build_completion(body: Mapping[str, Any], fault: str | None, key: str, attempt: int, request_id: str,
-                     usage: Usage) -> dict[str, Any]:
-    """The chat-completion body for ``body`` (``fault``: a broken-answer fault or None)."""
+                     usage: Usage, record_fault: Callable[[str], str | None] | None = None) -> dict[str, Any]:
+    """The chat-completion body for ``body`` (``fault``: a broken-answer fault or None;
+    ``record_fault``: the fault of each record of a packed answer, by the record's id)."""
     answer = answer_request(body)
     text, finish, as_tool, content_filter = answer.text, "stop", True, False
+    if fault is None and record_fault is not None and packed_items(body.get("messages") or []):
+        text = orjson.dumps(break_records(answer.instance, answer.plan, record_fault)).decode()
     if fault in BROKEN_ANSWERS:
         broken = break_answer(str(fault), answer.text, answer.instance, answer.plan)
         text, finish, as_tool, content_filter = (

@@ -204,7 +204,10 @@ async def _serve_admitted(state: EmulatorState, request: web.Request, body: dict
     payload: dict[str, Any] | None = None
     if fault not in SERVER_FAULTS and fault != "reset":
         try:
-            payload = build_completion(body, fault, key, attempt, request_id, usage)
+            def record_fault(ident: str) -> str | None:  # a packed answer's records: drawn one by one
+                return decide_fault(state.faults, config.seed, f"{key}#{ident}", attempt)
+
+            payload = build_completion(body, fault, key, attempt, request_id, usage, record_fault)
         except Exception:  # a bug in the answer builder: GLM-shaped 500, never a bare aiohttp one
             logger.exception("answer builder failed on request %s", request_id)
             return _error(state, error_for("500"), "builder_error", request_id)

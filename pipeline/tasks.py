@@ -56,6 +56,8 @@ class TaskSpec:
     defaults: Mapping[str, str] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
     output_prefix: str = ""
+    pack_tokens: int | None = None  # packing on: at most this many item tokens a pack (docs/schema_authoring.md)
+    pack_max: int | None = None  # at most this many rows a pack
 
     @cached_property
     def template(self) -> string.Template:
@@ -191,6 +193,8 @@ def load_task_folder(name: str, folder: Path) -> TaskSpec:
         gold=dict(meta.get("gold", {})),
         defaults=_defaults(meta, folder),
     )
+    pack_tokens, pack_max = _pack_settings(meta, folder)
+    spec = replace(spec, pack_tokens=pack_tokens, pack_max=pack_max)
     _check_template(spec, folder / "prompt.txt")
     unknown = sorted(set(spec.defaults) - set(spec.optional_columns))
     if unknown:
@@ -343,3 +347,19 @@ def _optional_int(meta: dict[str, Any], key: str, folder: Path) -> int | None:
     if not isinstance(value, int) or value <= 0:
         raise TaskError(f"{folder}/task.toml: {key!r} must be a positive integer")
     return value
+
+
+DEFAULT_PACK_MAX = 10
+
+
+def _pack_settings(meta: dict[str, Any], folder: Path) -> tuple[int | None, int | None]:
+    """``pack_tokens`` turns packing on; ``pack_max`` (default 10, at least 2) only with it."""
+    tokens = _optional_int(meta, "pack_tokens", folder)
+    most = _optional_int(meta, "pack_max", folder)
+    if tokens is None:
+        if most is not None:
+            raise TaskError(f"{folder}/task.toml: 'pack_max' needs 'pack_tokens' (packing is off without it)")
+        return None, None
+    if most is not None and most < 2:
+        raise TaskError(f"{folder}/task.toml: 'pack_max' must be at least 2 (a pack of one is an unpacked request)")
+    return tokens, most or DEFAULT_PACK_MAX
