@@ -202,10 +202,11 @@ def tasks(
 
 @app.command()
 def evaluate(
-    task: Annotated[str, typer.Option(help="task whose [gold] mapping and fields to use")],
+    task: Annotated[str, typer.Option(help="task whose fields and gold mapping to use")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="an enriched Parquet written by `run`")] = None,
     gold: Annotated[list[str] | None, typer.Option(
-        metavar="FIELD=COLUMN", help="score output FIELD against gold COLUMN (repeatable; overrides [gold])")] = None,
+        metavar="FIELD=COLUMN", help="score output FIELD against gold COLUMN (repeatable; overrides the task's "
+                                           "gold mapping)")] = None,
     gold_file: Annotated[Path | None, typer.Option(
         help="Parquet holding the gold columns, joined on the task's id column (see --column)")] = None,
     column: ColumnOption = None,
