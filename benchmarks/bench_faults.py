@@ -10,6 +10,9 @@ makes is timed at the transport, failed and hung ones included, so
 
 - slot occupancy = request-seconds on the wire ÷ (C × run seconds): 1.0 means a request was on the
   wire in every slot for the whole run;
+- occupancy while work was left = the same, counted only up to the moment the last request was
+  sent: after it no scheduler can fill a slot, and the run's end waits for its slowest request (a
+  hang of 10 s ends a 70-second run with a mostly idle drain that a night-long run does not see);
 - cap utilisation = rows/s ÷ what the wire time allows (C ÷ mean request-seconds per row), which
   is the same ratio seen from the rows' side.
 
@@ -46,14 +49,21 @@ class TimingTransport(httpx.AsyncBaseTransport):
         self.inner = inner
         self.busy_s = 0.0
         self.requests = 0
+        self.spans: list[tuple[float, float]] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         started = time.perf_counter()
         try:
             return await self.inner.handle_async_request(request)
         finally:
-            self.busy_s += time.perf_counter() - started
+            ended = time.perf_counter()
+            self.busy_s += ended - started
             self.requests += 1
+            self.spans.append((started, ended))
+
+    def busy_until(self, until: float) -> float:
+        """Request-seconds on the wire before ``until``."""
+        return sum(min(end, until) - start for start, end in self.spans if start < until)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -72,18 +82,24 @@ def measure(rows: int, concurrency: int, latency: float, faults: dict[str, float
         timing = TimingTransport(transport_for(settings))
         request = RunRequest(TASK, str(source), workdir / f"{label}.out.parquet")
 
+        clock: list[float] = []
+
         async def go() -> dict[str, Any]:
             async with timing:
+                clock.append(time.perf_counter())
                 return await run_extraction(request, settings, online_target(settings), transport=timing)
 
         summary = asyncio.run(go())
         received = emu.stats()
+    last_sent = max(start for start, _ in timing.spans)
+    working = timing.busy_until(last_sent) / (concurrency * (last_sent - clock[0]))
     seconds = float(summary["seconds"])
     rows_s = rows / seconds
     allowed = concurrency / (timing.busy_s / rows)  # rows/s if every slot were on the wire all the time
     return {
         "label": label, "rows": rows, "seconds": seconds, "rows_s": rows_s, "requests": timing.requests,
         "occupancy": timing.busy_s / (concurrency * seconds), "cap_utilisation": rows_s / allowed,
+        "occupancy_working": working, "drain_s": clock[0] + seconds - last_sent,
         "ideal_rows_s": concurrency / latency, "ok": summary["status_counts"]["ok"],
         "retries": summary["requests"]["retries"], "by_outcome": received.get("by_outcome", {}),
     }  # fmt: skip
@@ -95,10 +111,12 @@ def report(clean: dict[str, Any], faulty: dict[str, Any], concurrency: int, late
     for f in (clean, faulty):
         print(f"  {f['label']:<11} {fmt(f['rows_s'], 1):>7} rows/s ({f['ok']}/{f['rows']} ok in"
               f" {fmt(f['seconds'], 1)} s; ideal C/L {fmt(f['ideal_rows_s'], 1)});"
-              f"  slot occupancy {fmt(f['occupancy'])};  cap utilisation {fmt(f['cap_utilisation'])};"
+              f"  slot occupancy {fmt(f['occupancy'])} ({fmt(f['occupancy_working'])} while work was left;"
+              f" drain {fmt(f['drain_s'], 1)} s);  cap utilisation {fmt(f['cap_utilisation'])};"
               f"  {f['requests']} requests, {f['retries']} retries")
     print(result_line("faults", {
         "cap_utilisation_faults": fmt(faulty["cap_utilisation"]), "occupancy_faults": fmt(faulty["occupancy"]),
+        "occupancy_working_faults": fmt(faulty["occupancy_working"]),
         "rows_s_faults": fmt(faulty["rows_s"], 1), "occupancy_clean": fmt(clean["occupancy"]),
         "rows_s_clean": fmt(clean["rows_s"], 1)}))
 

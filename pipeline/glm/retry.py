@@ -6,9 +6,8 @@ slot is granted the attempt is admitted (the run's budget reserves its worst-cas
 backoff sleeps end at once, and attempts on the wire are cancelled when ``abort`` is a
 :class:`RunStop`.
 
-The first attempt runs bare: nearly every request succeeds at once, and building tenacity's
-machinery for it cost more CPU than the rest of this module (docs/performance.md). Only after a
-retryable failure does tenacity take over, counting from the second attempt.
+Tenacity is the one retry loop, first attempt included (docs/decisions.md D28 has the measurement
+that decided it).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from pipeline.glm.client import ChatAnswer, GLMClient
 from pipeline.glm.errors import RateLimited, is_retryable
@@ -99,24 +98,14 @@ async def send_with_retry(
 ) -> ChatAnswer:
     """The first successful answer; re-raises the last error when retries are exhausted."""
 
-    try:
-        return await _attempt_once(client, body, limiter, abort, log, admission)
-    except Exception as exc:
-        if policy.max_attempts < 2 or not is_retryable(exc):
-            raise
-
-    async def sleep(seconds: float) -> None:
+    async def sleep(seconds: float) -> None:  # a stop of the run ends the back-off at once
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(abort.wait(), timeout=seconds)
 
-    def wait(state: RetryCallState) -> float:  # tenacity's attempt n is the request's attempt n + 1
-        return backoff_s(policy, state.attempt_number + 1)
-
-    await sleep(backoff_s(policy, 1))
     retrying = AsyncRetrying(
         retry=retry_if_exception(is_retryable),
-        wait=wait,
-        stop=stop_after_attempt(policy.max_attempts - 1),
+        wait=lambda state: backoff_s(policy, state.attempt_number),
+        stop=stop_after_attempt(policy.max_attempts),
         sleep=sleep,
         reraise=True,
     )
