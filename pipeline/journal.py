@@ -197,8 +197,9 @@ class Journal:
                 now = time.time()
                 rows = [self._row_of(entry, raw, now) for entry, raw in pending]
                 self._db.executemany(f"INSERT OR REPLACE INTO results ({_COLUMNS}) VALUES ({_MARKS})", rows)
-                gone = [(e.key,) for e, _ in pending] + [(key,) for key in released]
-                self._db.executemany("DELETE FROM claims WHERE key = ?", gone)
+                self._db.executemany("DELETE FROM claims WHERE key = ?", [(e.key,) for e, _ in pending])
+                self._db.executemany("DELETE FROM claims WHERE key = ? AND owner = ?",
+                                     [(key, self.owner) for key in released])
         except JournalError as exc:
             self.failure = exc
             self._origins.clear()  # ids taken in the rolled-back transaction are not in the file
@@ -289,10 +290,11 @@ class Journal:
         return int(gone)
 
     def entries(self, task: str) -> Iterator[JournalEntry]:
-        """Every stored entry of ``task`` (for re-judging)."""
+        """Every stored entry of ``task`` (for re-judging), read a batch at a time."""
         with self._guard("read"):
-            rows = self._db.execute(f"{_SELECT} WHERE o.task = ?", (task,)).fetchall()
-        return (_entry_from_row(row) for row in rows)
+            cursor = self._db.execute(f"{_SELECT} WHERE o.task = ?", (task,))
+            while batch := cursor.fetchmany(_LOOKUP_CHUNK):
+                yield from (_entry_from_row(row) for row in batch)
 
     def replace_verdicts(self, entries: Sequence[JournalEntry]) -> None:
         """Store new verdicts for existing keys, keeping what they cost and when they were paid."""

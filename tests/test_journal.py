@@ -306,3 +306,12 @@ def test_a_migrated_journal_gives_its_space_back(tmp_path: Path) -> None:
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
     assert path.stat().st_size < before / 2, (before, path.stat().st_size)
+
+
+def test_giving_up_on_a_key_frees_only_ones_own_claim(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as holder, Journal(path) as other:
+        assert holder.claim(["a"]) == {"a"}
+        other.add(entry("a", status="failed", final=False), None)  # it sent "a" without the claim
+        other.flush()
+        assert other.claim(["a"]) == set()  # the holder's claim still stands
