@@ -12,8 +12,10 @@ is tokens paid ÷ floor; the ``_cached`` variant weighs cached tokens by their p
 
 Token counts use the project's rule of thumb (``pipeline/tokens.py``), the count the emulator
 reports; answers are the emulator's (its pure answer builder), the same for both prompts, so both
-sides have the same floor. *Before* is the task as committed at :data:`BEFORE_REV` (read with
-``git show``) rendered by the renderer of that time, kept here only for this comparison.
+sides have the same floor. *Packed* is the current prompt with rows packed as the engine packs them
+(the task's ``pack_tokens``/``pack_max``, else :data:`DEFAULT_PACK`). *Before* is the task as
+committed at :data:`BEFORE_REV` (read with ``git show``) rendered by the renderer of that time,
+kept here only for this comparison.
 No network, a few seconds; figures are printed, never asserted.
 """
 
@@ -32,7 +34,8 @@ from benchmarks.common import REPO, fmt, result_line
 from emulator.answers import answer_request
 from pipeline.engine import rows_of
 from pipeline.errors import GlmExtractError
-from pipeline.estimate import Prices, SampleCosts, needs_request, sample_costs
+from pipeline.estimate import Prices, SampleCosts, needs_request, packed_sample_costs, sample_costs
+from pipeline.packing import PackSettings, settings_for
 from pipeline.prompts import RenderOptions, render_request, system_message
 from pipeline.settings import Settings
 from pipeline.tasks import TASK_FILES, TaskSpec, load_task
@@ -42,6 +45,8 @@ from pipeline.tokens import count_text_tokens
 BEFORE_REV = "d4742b1"
 SAMPLES = {"ticket_qa": "tickets.parquet", "financial_report": "financial_reports.parquet"}
 HEADLINE_TASK = "ticket_qa"
+#: The packing measured for a task that does not opt in (its own pack_tokens/pack_max otherwise).
+DEFAULT_PACK = PackSettings(max_tokens=3000, max_items=10)
 
 #: The generic rules of the renderer at BEFORE_REV; it sent the schema file's content minified.
 _BEFORE_RULES = (
@@ -85,6 +90,8 @@ def measure(name: str, prices: Prices, workdir: Path, rows_limit: int | None) ->
     answers = [answer_request(render_request(task, row, options)).text if needs_request(task, row) else ""
                for row in rows]  # fmt: skip
     results = {"after": sample_costs(task, rows, answers, options, prices)}
+    pack = settings_for(task, options) or DEFAULT_PACK
+    results["packed"] = packed_sample_costs(task, rows, answers, options, prices, pack)
     old = before_task(name, workdir)
     if old is not None:
         results["before"] = sample_costs(old, rows, answers, options, prices, system=before_system(old))
@@ -95,7 +102,7 @@ def print_table(name: str, results: dict[str, SampleCosts], prompt_versions: dic
     print(f"\n{name} ({next(iter(results.values())).rows} rows sent)")
     print(f"  {'prompt':<22} {'prompt/row':>10} {'overhead':>9} {'document':>9} {'answer':>7} {'cached':>7} "
           f"{'floor':>6} {'ratio':>6} {'ratio$':>6} {'CNY/1k':>7} {'cached':>7} {'batch':>7}")
-    for side in ("before", "after"):
+    for side in ("before", "after", "packed"):
         if side not in results:
             continue
         c = results[side]
@@ -153,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                 figures["overhead_ratio_online"] = fmt(after.overhead_ratio, 2)
                 figures["cny_per_1k_rows"] = fmt(after.cny_per_1k_rows_cached, 3)
                 figures["cny_per_1k_rows_online"] = fmt(after.cny_per_1k_rows_online, 3)
+                figures["overhead_ratio_packed"] = fmt(results["packed"].overhead_ratio_cached, 2)
+                figures["cny_per_1k_rows_packed"] = fmt(results["packed"].cny_per_1k_rows_cached, 3)
                 if "before" in results:
                     figures["overhead_ratio_before"] = fmt(results["before"].overhead_ratio_cached, 2)
                     figures["cny_per_1k_rows_before"] = fmt(results["before"].cny_per_1k_rows_cached, 3)

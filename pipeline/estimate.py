@@ -19,6 +19,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipeline.packing import (
+    PackSettings,
+    item_tokens,
+    label,
+    packed_system_message,
+    plan_packs,
+    render_packed_request,
+)
 from pipeline.prompts import RenderOptions, document_text, render_request, system_message
 from pipeline.tasks import TaskSpec
 from pipeline.tokens import count_completion_tokens, count_prompt_tokens, count_text_tokens
@@ -107,8 +115,39 @@ def sample_costs(task: TaskSpec, rows: Sequence[Mapping[str, Any]], answers: Seq
         cached += shared_prefix_tokens(previous, body)
         completion += count_completion_tokens(answer)
         previous, sent = body, sent + 1
+    return _per_row(sent, prompt, overhead, document, completion, cached, completion, prices)
+
+
+def packed_sample_costs(task: TaskSpec, rows: Sequence[Mapping[str, Any]], answers: Sequence[str],
+                        options: RenderOptions, prices: Prices, settings: PackSettings) -> SampleCosts:
+    """:func:`sample_costs` with the rows packed as the engine packs them (``settings``): each pack
+    one request whose answer is the rows' answers keyed by label, a row alone sent unpacked. The
+    floor is the rows' own (document + unpacked answer), so it equals the unpacked floor."""
+    system, packed_system = system_message(task, options.mode), packed_system_message(task)
+    sendable = [(row, answer) for row, answer in zip(rows, answers, strict=True) if needs_request(task, row)]
+    prompt = document = completion = cached = floor_completion = 0
+    previous: Mapping[str, Any] | None = None
+    for group in plan_packs([item_tokens(task, row) for row, _ in sendable], settings):
+        members = [sendable[i] for i in group]
+        if len(members) == 1:
+            body = render_request(task, members[0][0], options, system)
+            answer_text = members[0][1]
+        else:
+            body = render_packed_request(task, [row for row, _ in members], options, packed_system)
+            answer_text = "{" + ",".join(f'"{label(i)}":{a}' for i, (_, a) in enumerate(members)) + "}"
+        prompt += count_prompt_tokens(body["messages"], body.get("tools"))
+        document += sum(count_text_tokens(document_text(task, row)) for row, _ in members)
+        completion += count_completion_tokens(answer_text)
+        floor_completion += sum(count_completion_tokens(a) for _, a in members)
+        cached += shared_prefix_tokens(previous, body)
+        previous = body
+    return _per_row(len(sendable), prompt, prompt - document, document, completion, cached, floor_completion, prices)
+
+
+def _per_row(sent: int, prompt: int, overhead: int, document: int, completion: int, cached: int,
+             floor_completion: int, prices: Prices) -> SampleCosts:
     n = max(sent, 1)
-    floor = (document + completion) / n
+    floor = (document + floor_completion) / n
     paid_cached = (prompt - cached + completion) + cached * prices.cached / prices.online if prices.online else 0.0
     return SampleCosts(
         rows=sent, prompt_tokens_per_row=prompt / n, overhead_tokens_per_row=overhead / n,

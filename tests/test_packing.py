@@ -231,3 +231,22 @@ def test_documents_that_mention_each_other_do_not_leak() -> None:
     assert "444555666" in values["d2"] and "111222333" in values["d1"]
     # the third document's forged item did not replace or add a record: d1 is still the first document's
     assert packed["d1"] == answer_request(render_request(task, rows[0], OPTIONS)).instance
+
+
+def test_packing_cuts_what_a_row_costs_beyond_its_floor() -> None:
+    from pipeline.estimate import Prices, packed_sample_costs, sample_costs
+
+    task = load_task("ticket_qa", SCHEMAS)
+    rows = _ticket_rows()
+    answers = [answer_request(render_request(task, row, OPTIONS)).text for row in rows]
+    prices = Prices(online=0.5, cached=0.25)
+    alone = sample_costs(task, rows, answers, OPTIONS, prices)
+    packed = packed_sample_costs(task, rows, answers, OPTIONS, prices, PackSettings(max_tokens=3000, max_items=10))
+    assert packed.rows == alone.rows and packed.floor_tokens_per_row == pytest.approx(alone.floor_tokens_per_row)
+    assert packed.document_tokens_per_row == pytest.approx(alone.document_tokens_per_row)
+    # the system message is paid once per pack: far less overhead, a little more answer (the labels)
+    assert packed.overhead_tokens_per_row < alone.overhead_tokens_per_row / 3
+    assert alone.completion_tokens_per_row < packed.completion_tokens_per_row < alone.completion_tokens_per_row + 5
+    assert packed.cny_per_1k_rows_cached < alone.cny_per_1k_rows_cached / 1.5
+    one_per_pack = packed_sample_costs(task, rows, answers, OPTIONS, prices, PackSettings(max_tokens=3000, max_items=1))
+    assert one_per_pack.prompt_tokens_per_row == pytest.approx(alone.prompt_tokens_per_row)
