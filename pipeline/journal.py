@@ -364,11 +364,13 @@ def _explain(path: Path, doing: str, exc: BaseException) -> JournalError:
 def _open(path: Path) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and not path.is_file():
-            raise JournalError(f"journal {path} is not a file: pass --journal with a file path")
-        db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
     except OSError as exc:
-        raise _explain(path, "open", exc) from None
+        raise JournalError(f"journal {path}: its folder cannot be created ({exc.strerror or exc}): "
+                           "pass --journal with a writable path") from None
+    if path.exists() and not path.is_file():
+        raise JournalError(f"journal {path} is not a file: pass --journal with a file path")
+    try:
+        db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise _explain(path, "open", exc) from None
     return db

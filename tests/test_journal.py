@@ -315,3 +315,12 @@ def test_giving_up_on_a_key_frees_only_ones_own_claim(tmp_path: Path) -> None:
         other.add(entry("a", status="failed", final=False), None)  # it sent "a" without the claim
         other.flush()
         assert other.claim(["a"]) == set()  # the holder's claim still stands
+
+
+def test_a_journal_whose_folder_is_a_file_or_which_is_a_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(JournalError, match=f"journal {tmp_path / 'plain' / 'j.sqlite'}: its folder cannot be created"):
+        Journal(tmp_path / "plain" / "j.sqlite")
+    (tmp_path / "dir.sqlite").mkdir()
+    with pytest.raises(JournalError, match="is not a file"):
+        Journal(tmp_path / "dir.sqlite")
