@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import string
+import sys
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,8 +25,20 @@ from pipeline.errors import TaskError
 from pipeline.keys import content_hash, schema_id
 
 TASK_FILES = ("task.toml", "schema.json", "prompt.txt")
-#: The tasks shipped with glm-extract (``schemas/`` beside the package).
-BUNDLED_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def _bundled_schemas() -> Path:
+    """The tasks shipped with glm-extract: ``schemas/`` of a checkout (or an editable install), else
+    the copy an installed wheel puts in ``<prefix>/share/glm-extract/schemas``."""
+    here = Path(__file__).resolve()
+    checkout = here.parents[1] / "schemas"
+    installed = [Path(sys.prefix), here.parents[4] if len(here.parents) > 4 else Path(sys.prefix)]
+    candidates = [checkout, *(prefix / "share" / "glm-extract" / "schemas" for prefix in installed)]
+    return next((folder for folder in candidates if any(folder.glob("*/task.toml"))), checkout)
+
+
+BUNDLED_SCHEMAS = _bundled_schemas()
+
 #: The value a template column other than the text takes when the input lacks it and the task's
 #: ``[defaults]`` table names none.
 FALLBACK_DEFAULT = "unknown"
