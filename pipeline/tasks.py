@@ -188,9 +188,9 @@ def load_task_folder(name: str, folder: Path) -> TaskSpec:
         if not (folder / file_name).is_file():
             raise TaskError(f"task {name!r}: missing file {folder / file_name}")
     meta = _read_toml(folder / "task.toml")
-    schema_text = (folder / "schema.json").read_text(encoding="utf-8")
+    schema_text = _read_text(folder / "schema.json")
     schema = _parse_schema(folder / "schema.json", schema_text)
-    template = (folder / "prompt.txt").read_text(encoding="utf-8")
+    template = _read_text(folder / "prompt.txt")
     spec = TaskSpec(
         name=name,
         description=str(meta.get("description", "")),
@@ -254,9 +254,18 @@ def bind_columns(task: TaskSpec, mapping: Mapping[str, str], output_prefix: str 
 # -- checks ---------------------------------------------------------------------------------------
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TaskError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise TaskError(f"{path}: cannot read ({exc.strerror})") from None
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(_read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise TaskError(f"{path}: not valid TOML: {exc}") from exc
 

@@ -113,3 +113,15 @@ def test_a_default_for_a_column_the_template_does_not_read_is_refused(tmp_path: 
         toml.write('\n[defaults]\nchanel = "chat"\n')
     with pytest.raises(TaskError, match=r"\[defaults\] names 'chanel', which is not a template column"):
         load_task("ticket_qa", tmp_path)
+
+
+def test_a_task_file_that_is_not_utf8_is_one_line_and_the_other_tasks_still_list(tmp_path: Path) -> None:
+    from pipeline.tasks import survey_tasks
+
+    own_copy(tmp_path, "ticket_qa")
+    broken = own_copy(tmp_path, "financial_report")
+    (broken / "prompt.txt").write_bytes("<document>\n${text}\n</document>\n".encode("utf-16"))
+    listing = {item.name: item for item in survey_tasks(tmp_path)}
+    assert listing["ticket_qa"].spec is not None
+    error = listing["financial_report"].error
+    assert error is not None and "prompt.txt: not UTF-8 text" in error
