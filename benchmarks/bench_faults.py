@@ -1,4 +1,4 @@
-"""6. Throughput under transient faults: are the slots kept busy while some rows wait?
+"""7. Throughput under transient faults: are the slots kept busy while some rows wait?
 
     .venv/bin/python -m benchmarks.bench_faults                    # 6,000 rows, C=30, L=0.2 s, hangs of 10 s
     .venv/bin/python -m benchmarks.bench_faults --rows 300 --hang-seconds 1   # the smoke size

@@ -1,4 +1,4 @@
-"""7. What the retry loop costs per request, and what that is at the realistic profile's request rate.
+"""8. What the retry loop costs per request, and what that is at the realistic profile's request rate.
 
     .venv/bin/python -m benchmarks.bench_retry                 # 20,000 sends; 300 rows on the realistic profile
 
