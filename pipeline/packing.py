@@ -38,6 +38,7 @@ from pipeline.prompts import (
     compact_schema,
     user_message,
 )
+from pipeline.settings import MAX_OUTPUT_TOKENS
 from pipeline.tasks import TaskSpec
 from pipeline.tokens import count_text_tokens
 from pipeline.validate import Reask, Valid, judge, schema_errors
@@ -64,6 +65,24 @@ class PackSettings:
 
     max_tokens: int
     max_items: int
+
+
+@dataclass(frozen=True)
+class PackRow:
+    """One row of a pack: its unpacked request key and body, and the values its item is rendered from."""
+
+    key: str
+    body: dict[str, Any]
+    row: Mapping[str, Any]
+
+
+#: Between a packed request's id and the label of a row's record in it: ``<request_id>#d3``.
+PACKED_ID_MARK = "#"
+
+
+def is_packed_request_id(request_id: str | None) -> bool:
+    """Whether a journaled answer came out of a packed request (its id carries the record's label)."""
+    return request_id is not None and PACKED_ID_MARK in request_id
 
 
 def settings_for(task: TaskSpec, options: RenderOptions) -> PackSettings | None:
@@ -145,9 +164,15 @@ def render_packed_request(task: TaskSpec, rows: Sequence[Mapping[str, Any]], opt
             {"role": "user", "content": packed_user_message(task, rows)},
         ],
         "do_sample": False,
-        "max_tokens": options.max_tokens,
+        "max_tokens": packed_max_tokens(options.max_tokens, len(rows)),
         "response_format": {"type": "json_object"},
     }
+
+
+def packed_max_tokens(per_row: int, rows: int) -> int:
+    """A packed answer may take what each row's answer alone may take, up to the model's limit, so
+    packing does not cut answers an unpacked run would get whole (billing is by tokens used)."""
+    return max(per_row, min(MAX_OUTPUT_TOKENS, per_row * rows))
 
 
 def split_answer(content: str | None, finish_reason: str | None, count: int,
