@@ -118,7 +118,8 @@ def report(f: dict[str, Any]) -> None:
                               "slot_occupancy": fmt(f["slot_occupancy"])}))  # fmt: skip
 
 
-def measure_tier(tier: str, rows: int, workdir: Path, latency_scale: float = 1.0) -> dict[str, Any]:
+def measure_tier(tier: str, rows: int, workdir: Path, latency_scale: float = 1.0,
+                 max_tokens: int | None = None) -> dict[str, Any]:
     """One tier on the realistic profile: the emulator capped at the tier, the client set to it."""
     cap = TIER_CAPS[tier]
     frame = make_tickets(rows, seed=11)
@@ -126,7 +127,8 @@ def measure_tier(tier: str, rows: int, workdir: Path, latency_scale: float = 1.0
     frame.write_parquet(source)
     output = workdir / f"tier-{tier}.out.parquet"
     with emulator(cap, "realistic", profile="realistic", latency_scale=latency_scale) as emu:
-        run = run_cli(source, output, emu.base_url, cap, workdir / f"tier-{tier}.sqlite")
+        env = {"GLM_EXTRACT_MAX_TOKENS": str(max_tokens)} if max_tokens else None
+        run = run_cli(source, output, emu.base_url, cap, workdir / f"tier-{tier}.sqlite", env)
         stats = emu.stats()
     summary = run.summary
     table = pl.read_parquet(output, columns=["_latency_ms", "_status"])
@@ -142,13 +144,15 @@ def measure_tier(tier: str, rows: int, workdir: Path, latency_scale: float = 1.0
         "rate_limited": requests["rate_limited"], "p50_ms": summary["latency_ms"]["p50"],
         "p95_ms": summary["latency_ms"]["p95"], "max_in_flight": stats["max_in_flight"],
         "cached_share": summary["tokens"].get("cached", 0) / max(1, summary["tokens"]["prompt"]),
-        "latency_scale": latency_scale,
+        "latency_scale": latency_scale, "max_tokens": max_tokens or "default",
     }  # fmt: skip
 
 
 def report_tiers(results: list[dict[str, Any]]) -> None:
     scale = results[0]["latency_scale"] if results else 1.0
-    print(f"rows/s per tier, realistic profile (latency {REALISTIC_LATENCY} x {scale}; ticket_qa-like rows)")
+    budget = results[0]["max_tokens"] if results else "default"
+    print(f"rows/s per tier, realistic profile (latency {REALISTIC_LATENCY} x {scale}; ticket_qa-like rows;"
+          f" max_tokens {budget})")
     print("  tier  cap   rows/s  C/mean answer s  mean answer s  compl tok/answer  ok/rows  reasks  retries"
           "  429s  p50 ms   p95 ms  max in flight  cached share")
     for f in results:
@@ -167,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-spec", help="any emulator spec instead, e.g. uniform:0.1,0.3 (L = its mean)")
     parser.add_argument("--tiers", default="", help="also measure these tiers on the realistic profile, e.g. V0,V3")
     parser.add_argument("--tier-rows", type=int, default=1000, help="rows per tier run")
+    parser.add_argument("--tier-max-tokens", type=int, default=None,
+                        help="the client's max_tokens in the tier runs (default: the settings' 4096)")
     parser.add_argument("--tier-latency-scale", type=float, default=1.0,
                         help="scale the realistic latency (smoke runs only: figures then are not real-time)")
     args = parser.parse_args(argv)
@@ -179,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.rows > 0:
             report(measure_cap(args.rows, args.concurrency, spec, Path(tmp)))
         if tiers:
-            report_tiers([measure_tier(t, args.tier_rows, Path(tmp), args.tier_latency_scale) for t in tiers])
+            report_tiers([measure_tier(t, args.tier_rows, Path(tmp), args.tier_latency_scale, args.tier_max_tokens)
+                          for t in tiers])
 
 
 if __name__ == "__main__":
