@@ -39,7 +39,8 @@ class DeploymentPaths:
 
 def nightly_parameters(paths: DeploymentPaths) -> dict[str, Any]:
     """Default parameters of the nightly run (partition date: yesterday, resolved at run time)."""
-    return {"params": {"task": "ticket_qa", "input": paths.nightly_input, "output": paths.nightly_output}}
+    return {"params": {"task": "ticket_qa", "input": paths.nightly_input, "output": paths.nightly_output,
+                       "priority": "batch"}}
 
 
 def report_parameters(paths: DeploymentPaths) -> dict[str, Any]:

@@ -128,7 +128,7 @@ async def extract_documents(params: ExtractParams) -> dict[str, Any]:
     shards = io.plan_shards(prepared.info, shard_size_for(prepared.info.rows, settings.shard_size))
     if params.estimate_only:
         return await estimate_only(prepared, settings, shards)
-    gate = await choose_gate(settings.model, settings.concurrency)
+    gate = await choose_gate(settings.model, settings.concurrency, params.priority)
     summary = await extract_all(prepared, settings, gate, shards, {"partition_date": day.isoformat()})
     export_note, export_error = await export_if_asked(params, summary)
     evaluation = evaluate_output(prepared.task, prepared.request.output)

@@ -12,6 +12,7 @@ import os
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -104,6 +105,11 @@ class ExtractParams(BaseModel):
     output_prefix: str = Field(
         title="Output prefix", default="", max_length=32, pattern=r"^([^\W\d]\w*)?$", json_schema_extra=_at(12),
         description="Put before every extraction column, e.g. x_, when a schema field has an input column's name.",
+    )
+    priority: Literal["interactive", "batch"] = Field(
+        title="Priority", default="interactive", json_schema_extra=_at(13),
+        description="interactive: this run's shards get the account's slots before a batch run's next shards "
+                    "(a run started by hand). batch: yield to interactive runs at each shard boundary (nightly).",
     )
 
 
