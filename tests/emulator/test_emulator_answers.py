@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -208,18 +207,6 @@ def test_plans_are_cached_by_schema_text() -> None:
 def test_recursive_refs_terminate() -> None:
     plan = compile_schema(EXOTIC_SCHEMA)
     assert plan.kind == "object"
-
-
-def test_answering_costs_well_under_a_millisecond() -> None:
-    bodies = [json_body(FINANCE_SCHEMA, f"{ZH_REPORT} 编号{i}。" + EN_TICKET * 3) for i in range(100)]
-    answer_request(bodies[0])  # warm the plan cache
-    rounds = []
-    for _ in range(3):  # best of three: the CPU may be shared with other work
-        start = time.process_time()
-        for body in bodies:
-            answer_request(body)
-        rounds.append((time.process_time() - start) / len(bodies))
-    assert min(rounds) < 0.001, f"{min(rounds) * 1e6:.0f} µs per answer"
 
 
 @pytest.mark.skipif(not SCHEMAS_DIR.is_dir(), reason="no bundled schemas")
