@@ -34,15 +34,23 @@ STOP_MESSAGE = "the run stopped"
 
 
 class RunStop(asyncio.Event):
-    """The run's stop signal. Setting it also cancels every attempt on the wire, so a stop does not
+    """The run's stop signal. Setting it also cancels the attempts still on the wire ``grace_s``
+    later: answers due any moment are kept (they may be paid for already), while a stop does not
     wait for hung requests (a read timeout can be minutes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, grace_s: float = 1.0) -> None:
         super().__init__()
+        self.grace_s = grace_s
         self._on_wire: set[asyncio.Task[Any]] = set()
 
     def set(self) -> None:
+        if self.is_set():
+            return
         super().set()
+        with contextlib.suppress(RuntimeError):  # set outside the event loop: nothing is on the wire
+            asyncio.get_running_loop().call_later(self.grace_s, self._cancel_on_wire)
+
+    def _cancel_on_wire(self) -> None:
         for task in list(self._on_wire):
             task.cancel(STOP_MESSAGE)
 
