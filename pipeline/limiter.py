@@ -66,7 +66,7 @@ class AdaptiveLimiter:
         return len(self._waiters)
 
     def watch(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` whenever a slot is handed to a queued request (the queue shrank)."""
+        """Call ``callback`` whenever a request asks for a slot or a queued one gets it."""
         self._watchers.append(callback)
 
     def unwatch(self, callback: Callable[[], None]) -> None:
@@ -74,6 +74,8 @@ class AdaptiveLimiter:
 
     async def acquire(self) -> None:
         """Wait for a slot (FIFO)."""
+        for callback in self._watchers:
+            callback()
         if not self._waiters and self.in_flight < self.limit:
             self._take()
             return

@@ -4,7 +4,10 @@ A shard is done only when its last row is, and a row can sit in back-off or hang
 after the others are answered. A fixed number of shards in flight lets a few such rows idle the
 slots (the next shard waits for them). Instead the next shard starts as soon as fewer requests
 are queued for a slot than the window holds, so there is always work for a slot that frees; the
-number of shards in flight is bounded (``max_shards``), and with it the rows held in memory.
+number of shards in flight is bounded (``max_shards``), and with it the rows held in memory. After
+a shard starts, the next one waits for a sign that requests are moving (one asked for a slot or
+got one, or a shard ended): a shard still rendering has queued nothing yet, and counting its empty
+queue as hunger would start every shard at once.
 """
 
 from __future__ import annotations
@@ -26,18 +29,25 @@ class ShardWindow:
         self._changed = asyncio.Event()
         self.running = 0
         self.most_running = 0
+        self._moved = True  # requests moved since the last shard started
+
+    def _note_movement(self) -> None:
+        self._moved = True
+        self._changed.set()
 
     async def __aenter__(self) -> ShardWindow:
-        self._limiter.watch(self._changed.set)
+        self._limiter.watch(self._note_movement)
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        self._limiter.unwatch(self._changed.set)
+        self._limiter.unwatch(self._note_movement)
 
     def hungry(self) -> bool:
         """Room for another shard, and too little queued to keep every slot busy."""
-        return self.running < self._max and self._limiter.waiting < self._limiter.limit
+        if self.running == 0:
+            return True
+        return self._moved and self.running < self._max and self._limiter.waiting < self._limiter.limit
 
     async def admit(self) -> None:
         """Wait until the next shard should start, and count it as running."""
@@ -46,8 +56,9 @@ class ShardWindow:
             await self._changed.wait()
         self.running += 1
         self.most_running = max(self.most_running, self.running)
+        self._moved = False
 
     def done(self) -> None:
         """A shard's requests are settled (its part may still be being written)."""
         self.running -= 1
-        self._changed.set()
+        self._note_movement()
