@@ -55,10 +55,15 @@ async def artifacts_of(run_id: UUID) -> dict[str, Artifact]:
     return {a.key or str(a.id): a for a in found}
 
 
-async def messages_of(run_id: UUID) -> list[str]:
-    async with get_client() as client:
-        await asyncio.sleep(2.5)  # logs are shipped in 2 s batches
-        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+async def messages_of(run_id: UUID, *, until: str) -> list[str]:
+    """The run's log messages and parameters, once a message containing ``until`` has been shipped
+    (logs reach the server in batches, every 2 s)."""
+    async with get_client() as client, asyncio.timeout(30):
+        while True:
+            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            if any(until in log.message for log in logs):
+                break
+            await asyncio.sleep(0.2)
         runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
     return [log.message for log in logs] + [json.dumps(run.parameters) for run in runs]
 
@@ -101,7 +106,7 @@ def test_key_comes_from_the_secret_block_and_never_reaches_logs(tmp_path: Path,
         summary, run_id = run_flow(task="ticket_qa", input=str(source), output=str(tmp_path / "o.parquet"),
                                    api_key_block="flow-test-key")
     assert summary["status_counts"]["ok"] == 6 and summary["endpoint"] == "custom"
-    messages = asyncio.run(messages_of(run_id))
+    messages = asyncio.run(messages_of(run_id, until=f"run {summary['run_id']}:"))  # the run's last line
     assert any("API key from: secret block" in m for m in messages)
     stored = " ".join(messages) + json.dumps([a.data for a in asyncio.run(artifacts_of(run_id)).values()])
     assert key not in stored
