@@ -83,8 +83,8 @@ class ExtractParams(BaseModel):
                              description="Requests in flight for this run at most; all runs together "
                                          "stay under the global concurrency limit `glm:MODEL`.")
     budget_cny: float | None = Field(title="Budget (CNY)", default=None, ge=0, json_schema_extra=_at(7),
-                                     description="Stop sending new requests once this much (CNY) is spent; "
-                                                 "rows past it end `skipped`. Empty: no budget.")
+                                     description="Never spend more than this (CNY): a request is sent only if its "
+                                                 "worst case fits; rows past it end `skipped`. Empty: no budget.")
     export_to: str | None = Field(
         title="Export to warehouse", default=None, min_length=1, pattern=_NO_PASSWORD, json_schema_extra=_at(8),
         description="Warehouse to merge the output into: a .duckdb path, duckdb:///path, "
