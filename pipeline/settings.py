@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     schemas_dir: Path = Field(default=Path("schemas"), description="tasks here first, then the bundled ones",
                               validation_alias=AliasChoices("GLM_EXTRACT_SCHEMAS", "GLM_EXTRACT_SCHEMAS_DIR"))
     journal_path: Path = Path(".glm-extract/journal.sqlite")
-    budget_cny: float | None = Field(default=None, ge=0, description="never spend more (worst case reserved per request)")
+    budget_cny: float | None = Field(default=None, ge=0, description="never spend more than this")
     fatal_failure_ratio: float = Field(default=0.5, gt=0, le=1)
 
     @field_validator("base_url")
