@@ -4,7 +4,8 @@ Parquet out, with artifacts, an optional warehouse export, and the run summary a
 Shape (docs/operations.md): the flow checks everything that can fail before money is spent
 (``prepare_run``, ``plan_output``), cuts the input into at most :data:`MAX_SHARDS` shards, and runs
 shard tasks :data:`PARALLEL_SHARDS` at a time with ``asyncio.gather``. Each shard task leases its
-share of the account's global concurrency limit once and gates its own requests locally. Tasks
+share of the account's global concurrency limit for its shard and gates its own requests locally;
+runs take turns at shard boundaries, interactive runs before batch ones (``flows.limits``). Tasks
 pass paths and small JSON summaries, never frames. A shard task retries only on infrastructure
 faults; API faults are the engine's job. Every answer lands in the journal as it arrives, so a
 failed or re-run shard never pays twice.
