@@ -5,8 +5,9 @@ gateway that echoes request headers in its error body would put the key into ``_
 the journal and stderr. Credentials written into an endpoint URL (``https://user:key@host/...``)
 would land in the summary and on the console. So every answer and error that crosses the client
 boundary is scrubbed of the configured secrets in every form they travel in (as given,
-percent-decoded, and as the Base64 of ``user:password`` that HTTP Basic auth sends), and an
-endpoint URL is only ever shown without its credentials.
+percent-decoded, as the Base64 of ``user:password`` that HTTP Basic auth sends, and with ``/``
+written ``\\/`` as some JSON encoders do), and an endpoint URL is only ever shown without
+its credentials.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str | None]) -> None:
         unique = {s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}
+        unique |= {s.replace("/", "\\/") for s in unique if "/" in s}  # as some JSON encoders write it
         self._secrets = sorted(unique, key=len, reverse=True)  # longest first: a key inside "user:key"
         self._raw = [s.encode() for s in self._secrets]
 
