@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GLM_BASE_URL = "https://open.bigmodel.cn/api/paas/v4"
@@ -21,7 +22,8 @@ MAX_OUTPUT_TOKENS = 16384
 class Settings(BaseSettings):
     """Every knob of a run. Environment prefix ``GLM_EXTRACT_``; the key also from ``ZHIPUAI_API_KEY``."""
 
-    model_config = SettingsConfigDict(env_prefix="GLM_EXTRACT_", extra="ignore", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="GLM_EXTRACT_", extra="ignore", frozen=True, populate_by_name=True,
+                                      hide_input_in_errors=True)  # an input may hold a secret
 
     api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ZHIPUAI_API_KEY", "GLM_EXTRACT_API_KEY")
@@ -53,7 +55,10 @@ class Settings(BaseSettings):
 
     @field_validator("base_url")
     @classmethod
-    def _strip_slash(cls, value: str | None) -> str | None:
+    def _strip_slash(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("api_key") is not None and urlsplit(value).netloc.count("@"):
+            raise ValueError("the URL carries credentials (user:password@) and an API key is set: "
+                             "HTTP sends one Authorization header, so use one of them")  # no URL: it holds them
         return value.rstrip("/") if value else value
 
     def api_key_value(self) -> str | None:

@@ -202,3 +202,17 @@ def test_a_fatal_answer_echoing_the_key_stops_the_run_without_showing_it(tmp_pat
     line = one_error_line(done.stderr)
     assert "1002" in line and "token rejected: Bearer ***" in line, line
     assert SENTINEL not in done.stdout + done.stderr and files_holding(tmp_path, SENTINEL) == []
+
+
+def test_a_key_and_url_credentials_together_are_refused_in_one_line(tmp_path: Path) -> None:
+    source = write_tickets(tmp_path / "in.parquet", 4)
+    output = tmp_path / "out.parquet"
+    with EchoingGateway() as gateway:
+        base_url = f"http://robot:{URL_SECRET}@127.0.0.1:{gateway.port}/api/paas/v4"
+        done = run_cli(run_argv(source, output, base_url, CAP),
+                       cli_env(tmp_path / "journal.sqlite", ZHIPUAI_API_KEY=SENTINEL))
+    assert done.returncode == 2, done.stderr
+    line = one_error_line(done.stderr)
+    assert "base_url" in line and "credentials" in line, line
+    assert gateway.seen == [] and not output.exists()
+    assert SENTINEL not in done.stdout + done.stderr and URL_SECRET not in done.stdout + done.stderr
