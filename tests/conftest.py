@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
 SAMPLE = REPO / "data" / "sample"
+# Real third-party documents are not shipped (licences); CI points GLM_EXTRACT_REAL_DATA at a folder of
+# them (tickets_real_en.parquet, financial_reports_real.parquet) and the tests that read them skip without it.
+REAL_DATA = Path(os.environ["GLM_EXTRACT_REAL_DATA"]) if os.environ.get("GLM_EXTRACT_REAL_DATA") else None
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from pipeline.evaluate import check_path, load_gold_spec, parse_path
+from tests.conftest import REAL_DATA
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"
@@ -25,9 +26,10 @@ SAMPLES = {
     "ticket_qa": ROOT / "data" / "sample" / "tickets.parquet",
     "financial_report": ROOT / "data" / "sample" / "financial_reports.parquet",
 }
-REAL_DATA = {
-    "ticket_qa": ROOT.parent / "shared" / "data" / "tickets_real_en.parquet",
-    "financial_report": ROOT.parent / "shared" / "data" / "financial_reports_real.parquet",
+_REAL = REAL_DATA or ROOT / "no-real-data"
+REAL_DATA_FILES = {
+    "ticket_qa": _REAL / "tickets_real_en.parquet",
+    "financial_report": _REAL / "financial_reports_real.parquet",
 }
 TASKS = sorted(SAMPLES)
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
@@ -149,9 +151,9 @@ def test_prompt_places_the_document_and_names_only_sample_columns(task: str) -> 
 
 @pytest.mark.parametrize("task", TASKS)
 def test_prompt_columns_exist_in_the_real_data(task: str) -> None:
-    if not REAL_DATA[task].is_file():
-        pytest.skip(f"{REAL_DATA[task]} not present")
-    columns = pl.read_parquet_schema(REAL_DATA[task])
+    if not REAL_DATA_FILES[task].is_file():
+        pytest.skip(f"{REAL_DATA_FILES[task]} not present")
+    columns = pl.read_parquet_schema(REAL_DATA_FILES[task])
     assert set(string.Template(load_prompt(task)).get_identifiers()) <= set(columns)
 
 

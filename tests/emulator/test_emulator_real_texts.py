@@ -17,10 +17,11 @@ from emulator.answers import answer_request
 from emulator.docfacts import DocFacts, parse_number
 from pipeline.prompts import RenderOptions, render_request, system_message
 from pipeline.tasks import TaskSpec, load_task
+from tests.conftest import REAL_DATA
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = {"tickets.parquet": "ticket_qa", "financial_reports.parquet": "financial_report"}
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = REAL_DATA or ROOT / "no-real-data"
 SHARED_FILES = {"tickets_real_en.parquet": "ticket_qa", "financial_reports_real.parquet": "financial_report"}
 CRASHERS = ["更新到2.2.1以后还是闪退", "v1.2.3.4 crashes; build 10.0.19045.3803", "1.2.3 万元 4.5.6%",
             "价格 1,234,5.6.7 元", "..1.. 2..3 ,,4,,", "12.34.56.78 同比增长 3.4.5%"]
