@@ -16,17 +16,13 @@ from typing import TYPE_CHECKING, Annotated
 import httpx
 import typer
 from pydantic import SecretStr
-from rich.console import Console
-from rich.markup import escape
 
-from pipeline.errors import GlmExtractError
+from pipeline.commands.console import fail, out
+from pipeline.errors import GlmExtractError, first_line
 from pipeline.settings import DEFAULT_MODEL, Settings
 
 if TYPE_CHECKING:
     from flows.setup import SetupRequest
-
-out = Console()
-err = Console(stderr=True)
 
 
 class Tier(StrEnum):
@@ -67,7 +63,7 @@ def prefect_setup(
         request = SetupRequest(model, cap_for(tier, limit), key_block=key_block, key=key, work_pool=work_pool)
         lines = apply_setup(request, url)
     except GlmExtractError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.print(f"Prefect API {url}", highlight=False)
     for line in lines:
         out.print(f"[green]✓[/] {line}", highlight=False)
@@ -94,7 +90,7 @@ def serve(
         for line in apply_setup(request, url):
             out.print(f"[green]✓[/] {line}", highlight=False)
     except GlmExtractError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     defaults = DeploymentPaths()
     paths = DeploymentPaths(nightly_input=nightly_input or defaults.nightly_input,
                             nightly_output=nightly_output or defaults.nightly_output)
@@ -108,10 +104,9 @@ def apply_setup(request: SetupRequest, url: str) -> list[str]:
     try:
         return asyncio.run(set_up_account(request))
     except httpx.HTTPError as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GlmExtractError(
-            f"the Prefect API at {url} did not answer as expected: {detail} (is `prefect server start` running "
-            "there? see docs/operations.md)"
+            f"the Prefect API at {url} did not answer as expected: {first_line(exc)} "
+            "(is `prefect server start` running there? see docs/operations.md)"
         ) from None
 
 
@@ -132,8 +127,3 @@ def cap_for(tier: Tier, limit: int | None) -> int:
     from flows.limits import TIER_CAPS
 
     return limit or TIER_CAPS[tier.value]
-
-
-def _fail(exc: GlmExtractError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    return typer.Exit(exc.exit_code)

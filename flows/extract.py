@@ -40,6 +40,7 @@ from pipeline import io
 from pipeline.endpoints import OFFLINE_BANNER, resolve_target
 from pipeline.engine import RunShared
 from pipeline.errors import GlmExtractError
+from pipeline.outcomes import excess_failures
 from pipeline.runner import (
     PreparedRun,
     RunRequest,
@@ -259,9 +260,6 @@ async def export_if_asked(params: ExtractParams, summary: dict[str, Any]) -> tup
 
 def check_failure_ratio(summary: dict[str, Any], settings: Settings) -> None:
     """Fail the run (output already written) when too many rows failed, as the CLI does."""
-    counts = summary["status_counts"]
-    attempted = summary["rows"] - counts.get("skipped", 0)
-    failed = counts.get("failed", 0)
-    if attempted >= 10 and failed / attempted > settings.fatal_failure_ratio:
-        raise TooManyFailures(f"{failed} of {attempted} rows failed (over {settings.fatal_failure_ratio:.0%}); "
-                              "see the errors artifact")
+    verdict = excess_failures(summary["status_counts"], settings.fatal_failure_ratio)
+    if verdict is not None:
+        raise TooManyFailures(f"{verdict.describe(settings.fatal_failure_ratio)}; see the errors artifact")

@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 
+from pipeline.errors import first_line
 from pipeline.evaluate import GoldField, gold_problems, parse_gold_table, parse_path, render_markdown, score_table
 from pipeline.io import ShardSpec
 from pipeline.stats import RunStats
@@ -32,8 +33,7 @@ def run_line(summary: dict[str, Any]) -> str:
 
 def failure_message(exc: BaseException, done: int, total: int) -> str:
     """Why the run stopped, and that re-running it is free for what was answered."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return (f"shard failed ({type(exc).__name__}: {first}); {done} of {total} shards had finished. "
+    return (f"shard failed ({type(exc).__name__}: {first_line(exc)}); {done} of {total} shards had finished. "
             "Every answer is in the journal: re-running the same run pays only for the rest.")
 
 

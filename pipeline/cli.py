@@ -9,14 +9,15 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from pipeline.commands.console import err, fail, out
 from pipeline.endpoints import OFFLINE_BANNER, needs_emulator, resolve_target
 from pipeline.errors import GlmExtractError
 from pipeline.interrupts import Terminated, run_stoppable
+from pipeline.outcomes import excess_failures
 from pipeline.runner import PreparedRun, RunRequest, prepare_run, run_extraction
 from pipeline.settings import Settings
 from pipeline.tasks import (
@@ -30,8 +31,6 @@ from pipeline.tasks import (
 from pipeline.wording import plural
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLM-4-Air structured extraction over Parquet.")
-out = Console()
-err = Console(stderr=True)
 FAILURE_EXIT = 4
 INTERRUPTED_EXIT = 130
 
@@ -61,11 +60,6 @@ def user_error(group: BaseExceptionGroup[Any]) -> GlmExtractError:
             return first
         mine = first.subgroup(GlmExtractError) if isinstance(first, BaseExceptionGroup) else None
     raise group
-
-
-def fail(exc: GlmExtractError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    return typer.Exit(exc.exit_code)
 
 
 @app.command()
@@ -162,12 +156,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def _exit_on_failure_ratio(summary: dict[str, Any], settings: Settings) -> None:
-    counts = summary["status_counts"]
-    attempted = summary["rows"] - counts.get("skipped", 0)
-    failed = counts.get("failed", 0)
-    if attempted >= 10 and failed / attempted > settings.fatal_failure_ratio:
-        err.print(f"[bold red]error:[/] {failed} of {plural(attempted, 'row')} failed "
-                  f"(over {settings.fatal_failure_ratio:.0%}); see the errors above")
+    verdict = excess_failures(summary["status_counts"], settings.fatal_failure_ratio)
+    if verdict is not None:
+        err.print(f"[bold red]error:[/] {verdict.describe(settings.fatal_failure_ratio)}; see the errors above")
         raise typer.Exit(FAILURE_EXIT)
 
 

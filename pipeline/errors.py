@@ -38,3 +38,10 @@ class RunAborted(GlmExtractError):
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of ``exc``'s message, or its type's name when it says nothing: what a
+    one-line error quotes of a library's exception."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

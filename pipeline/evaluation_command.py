@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.compare import compare_outputs, render_comparison
-from pipeline.errors import GlmExtractError, InputError
+from pipeline.errors import GlmExtractError, InputError, first_line
 from pipeline.evaluate import attach_gold, override_gold, parse_gold_table, parse_path, render_markdown, score_table
 from pipeline.tasks import TaskSpec
 
@@ -48,4 +48,4 @@ def read_table(path: Path, role: str) -> pl.DataFrame:
     try:
         return pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(f"{path}: not a readable Parquet file ({str(exc).strip().splitlines()[0]})") from None
+        raise InputError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None

@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import InputError, OutputError
+from pipeline.errors import InputError, OutputError, first_line
 from pipeline.schema_union import conform, is_string, unify_schemas
 
 # pyarrow's default allocator (mimalloc) keeps what it freed: streaming a 1M-row input in 1,000-row
@@ -123,7 +123,7 @@ def _parquet_meta(path: Path) -> tuple[pa.Schema, int]:
         meta = pq.ParquetFile(path)
         return meta.schema_arrow, meta.metadata.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from exc
+        raise InputError(f"{path}: not a readable Parquet file ({first_line(exc)})") from exc
 
 
 def _check_ids(files: Sequence[Path], id_column: str, file_rows: Sequence[int]) -> None:
@@ -136,7 +136,7 @@ def _check_ids(files: Sequence[Path], id_column: str, file_rows: Sequence[int]) 
         counts = ids.select(pl.len(), pl.col(id_column).null_count().alias("nulls"),
                             pl.col(id_column).hash().n_unique().alias("unique")).collect(engine="streaming")
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"{files[0]}: cannot read column {id_column!r} ({_first_line(exc)})") from exc
+        raise InputError(f"{files[0]}: cannot read column {id_column!r} ({first_line(exc)})") from exc
     rows, nulls, unique = counts.row(0)
     if nulls:
         row = int(ids.with_row_index().filter(pl.col(id_column).is_null()).select("index").head(1).collect().item())
@@ -324,9 +324,9 @@ def disk_errors(target: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise OutputError(_write_failure(target, exc.strerror or _first_line(exc), exc.errno)) from None
+        raise OutputError(_write_failure(target, exc.strerror or first_line(exc), exc.errno)) from None
     except pl.exceptions.PolarsError as exc:
-        text = _first_line(exc)
+        text = first_line(exc)
         if not any(sign in text for sign in _DISK_FULL_SIGNS):
             raise
         raise OutputError(_write_failure(target, text, errno.ENOSPC)) from None
@@ -409,10 +409,6 @@ def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.errors import GlmExtractError
+from pipeline.errors import GlmExtractError, first_line
 
 SCHEMA_VERSION = 2  # PRAGMA user_version of a current journal; 0 with a ``results`` table is version 1
 CLAIM_TTL_S = 60.0  # a claim lapses this long after its owner last renewed it
@@ -347,7 +347,7 @@ class _Guard:
 
 
 def _explain(path: Path, doing: str, exc: BaseException) -> JournalError:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    reason = first_line(exc)
     lowered = reason.lower()
     if "readonly" in lowered or "read-only" in lowered or "permission" in lowered or "unable to open" in lowered \
             or "not permitted" in lowered or "disk i/o" in lowered:

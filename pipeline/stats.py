@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.glm.retry import AttemptLog
-from pipeline.tables import STATUSES, RowMeta
+from pipeline.outcomes import STATUSES
+from pipeline.tables import RowMeta
 
 MAX_EXAMPLES = 5
 

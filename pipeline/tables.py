@@ -16,6 +16,7 @@ import orjson
 import polars as pl
 
 from pipeline.errors import TaskError
+from pipeline.outcomes import STATUSES  # noqa: F401  (a row's _status values, defined there)
 from pipeline.tasks import TaskSpec
 
 _SCALARS: dict[str, pl.DataType] = {
@@ -49,7 +50,6 @@ META_SCHEMA: dict[str, pl.DataType] = {
     "_from_journal": pl.Boolean(),
     "_run_id": pl.String(),
 }
-STATUSES = ("ok", "invalid", "failed", "filtered", "skipped")
 
 
 def dtype_for(node: Mapping[str, Any], defs: Mapping[str, Any]) -> pl.DataType:

@@ -8,17 +8,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from pipeline.errors import GlmExtractError
+from pipeline.commands.console import fail, out
+from pipeline.errors import GlmExtractError, first_line
 from pipeline.journal import Journal, JournalError, JournalStats
 from pipeline.settings import Settings
 
 journal_app = typer.Typer(no_args_is_help=True, help="Inspect and prune the journal of paid answers.")
 _JOURNAL_HELP = "journal file (default: GLM_EXTRACT_JOURNAL_PATH or .glm-extract/journal.sqlite)"
-out = Console()
-err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -32,15 +30,10 @@ def existing_journal(path: Path | None) -> Path:
     try:
         chosen = path or Settings().journal_path
     except ValueError as exc:
-        raise JournalError(f"invalid setting: {str(exc).splitlines()[0]}") from None
+        raise JournalError(f"invalid setting: {first_line(exc)}") from None
     if not chosen.is_file():
         raise JournalError(f"journal {chosen} does not exist (pass --journal or set GLM_EXTRACT_JOURNAL_PATH)")
     return chosen
-
-
-def _fail(exc: GlmExtractError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    return typer.Exit(exc.exit_code)
 
 
 @journal_app.command("stats")
@@ -50,7 +43,7 @@ def stats(journal: Annotated[Path | None, typer.Option(help=_JOURNAL_HELP)] = No
         with Journal(existing_journal(journal)) as opened:
             found = opened.stats()
     except GlmExtractError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.print(render_stats(found), highlight=False, soft_wrap=True)
 
 
@@ -79,7 +72,7 @@ def prune(
         with Journal(existing_journal(journal)) as opened:
             count = opened.prune(cutoff.timestamp(), dry_run=dry_run)
     except GlmExtractError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     verb = "would delete" if dry_run else "deleted"
     out.print(f"{verb} {count} answers paid before {cutoff.isoformat()}", highlight=False)
 
@@ -116,5 +109,5 @@ def rejudge(
         with Journal(path) as opened:
             report = rejudge_journal(opened, spec, dry_run=dry_run)
     except GlmExtractError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.print(report.describe(dry_run=dry_run), highlight=False, soft_wrap=True)

@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import first_line
 from pipeline.warehouse.errors import AccessDenied, LoadFailed, TargetError, WarehouseError
 from pipeline.warehouse.job import ExportJob
 from pipeline.warehouse.result import ExportResult
@@ -88,15 +89,16 @@ def _run(pipeline: Any, target: DltTarget, resources: list[Any]) -> None:
         cause = exc.exception
         if isinstance(cause, ConfigFieldMissingException):
             raise _missing_config(target, cause) from exc
-        raise LoadFailed(f"dlt export to {target.describe()} failed at step {exc.step}: {_first_line(cause)}") from exc
+        detail = first_line(cause or exc)
+        raise LoadFailed(f"dlt export to {target.describe()} failed at step {exc.step}: {detail}") from exc
     except DltException as exc:
-        raise LoadFailed(f"dlt export to {target.describe()} failed: {_first_line(exc)}") from exc
+        raise LoadFailed(f"dlt export to {target.describe()} failed: {first_line(exc)}") from exc
 
 
 def _missing_config(target: DltTarget, cause: BaseException) -> WarehouseError:
     name = target.destination.upper()
     return AccessDenied(
-        f"dlt has no credentials for {target.destination}: {_first_line(cause)}; set "
+        f"dlt has no credentials for {target.destination}: {first_line(cause)}; set "
         f"DESTINATION__{name}__CREDENTIALS or [destination.{target.destination}.credentials] in .dlt/secrets.toml"
     )
 
@@ -127,7 +129,3 @@ def _with_required_keys(schema: pa.Schema) -> pa.Schema:
         schema = schema.set(index, schema.field(index).with_nullable(False))
     return schema
 
-
-def _first_line(exc: BaseException | None) -> str:
-    text = str(exc).strip() if exc is not None else ""
-    return text.splitlines()[0] if text else type(exc).__name__

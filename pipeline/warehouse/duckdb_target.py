@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline.errors import first_line
 from pipeline.warehouse.errors import AccessDenied, LoadFailed, TargetUnreachable
 from pipeline.warehouse.job import ExportJob, MergeCounts
 from pipeline.warehouse.result import ExportResult
@@ -69,12 +70,12 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
         path.parent.mkdir(parents=True, exist_ok=True)
         return duckdb.connect(str(path))
     except duckdb.IOException as exc:
-        detail = _first_line(exc)
+        detail = first_line(exc)
         if "lock" in detail.lower():
             raise TargetUnreachable(f"DuckDB file {path} is in use by another process: {detail}") from exc
         raise AccessDenied(f"cannot open DuckDB file {path}: {detail}") from exc
     except (duckdb.Error, OSError) as exc:
-        raise AccessDenied(f"cannot open DuckDB file {path}: {_first_line(exc)}") from exc
+        raise AccessDenied(f"cannot open DuckDB file {path}: {first_line(exc)}") from exc
 
 
 @contextmanager
@@ -86,7 +87,7 @@ def _transaction(con: duckdb.DuckDBPyConnection, target: DuckDBTarget) -> Iterat
         con.commit()
     except duckdb.Error as exc:
         con.rollback()
-        raise LoadFailed(f"export to {target.describe()} failed, nothing was written: {_first_line(exc)}") from exc
+        raise LoadFailed(f"export to {target.describe()} failed, nothing was written: {first_line(exc)}") from exc
     except BaseException:
         con.rollback()
         raise
@@ -177,7 +178,3 @@ def _parquet_scan(path: Path) -> str:
 def _display(schema: str | None, table: str) -> str:
     return f"{schema}.{table}" if schema else table
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

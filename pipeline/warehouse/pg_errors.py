@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import psycopg
 
+from pipeline.errors import first_line
 from pipeline.warehouse.errors import AccessDenied, ConnectionFailed, LoadFailed, TargetUnreachable
 from pipeline.warehouse.pg_dsn import scrub
 
@@ -65,6 +66,4 @@ def load_error(
 
 
 def _detail(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return first.removeprefix("connection failed: ").replace("FATAL:  ", "")
+    return first_line(exc).removeprefix("connection failed: ").replace("FATAL:  ", "")

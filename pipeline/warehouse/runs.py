@@ -24,6 +24,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
+from pipeline.outcomes import STATUSES
 from pipeline.warehouse.errors import SourceError
 from pipeline.warehouse.source import RUN_ID_COLUMN, EnrichedSource
 
@@ -43,7 +44,6 @@ RUNS_SCHEMA = pa.schema(
     + [pa.field("table_name", pa.string()), pa.field("derived_from", pa.string())]
     + [pa.field("exported_at", _TS)]
 )
-_STATUSES = ("ok", "invalid", "failed", "filtered", "skipped")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +175,7 @@ def to_arrow(records: list[RunRecord]) -> pa.Table:
 def _aggregations(names: set[str]) -> list[pl.Expr]:
     exprs = [pl.len().cast(pl.Int64).alias("rows"), pl.col("_task").cast(pl.String).first().alias("task")]
     if "_status" in names:
-        exprs += [(pl.col("_status") == s).sum().cast(pl.Int64).alias(s) for s in _STATUSES]
+        exprs += [(pl.col("_status") == s).sum().cast(pl.Int64).alias(s) for s in STATUSES]
     sums = {"_attempts": "requests_sent", "_from_journal": "from_journal", "_reasks": "reasks"}
     sums |= {"_prompt_tokens": "prompt_tokens", "_completion_tokens": "completion_tokens"}
     exprs += [pl.col(c).sum().cast(pl.Int64).alias(alias) for c, alias in sums.items() if c in names]
