@@ -24,6 +24,7 @@ from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStop, RunStopping, se
 from pipeline.journal import Journal, JournalEntry, JournalError
 from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
 from pipeline.limiter import AdaptiveLimiter
+from pipeline.packing import PackRow, is_packed_request_id, item_tokens, plan_packs, settings_for
 from pipeline.prompts import RenderOptions, render_request, system_message
 from pipeline.stats import RunStats
 from pipeline.tables import RowMeta, extraction_dtype, has_free_form, json_text_for, prompt_rows
@@ -94,8 +95,11 @@ async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -
     A key another shard of this run is sending is borrowed from it; a key another run sharing the
     journal has claimed is waited for (:func:`_wait_for_other_runs`); the rest is claimed and sent."""
     planned: list[_Planned] = []
+    first_row: dict[str, Mapping[str, Any]] = {}  # a request key → the first row rendering it (packing)
     for index, row in enumerate(rows):
-        planned.append(plan_row(ctx, row))
+        planned.append(plan := plan_row(ctx, row))
+        if plan.key is not None:
+            first_row.setdefault(plan.key, row)
         if index % 100 == 99:
             await asyncio.sleep(0)  # let answers of the previous shard be read meanwhile
     keys = [p.key for p in planned if p.key is not None]
@@ -106,11 +110,15 @@ async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -
     local = {key for key in todo if key in ctx.shared.inflight}
     mine = _claim(ctx, [key for key in todo if key not in local])
     waiting = {key: body for key, body in todo.items() if key not in local and key not in mine}
+    packs = _packs(ctx, [key for key in todo if key in mine], todo, first_row)
+    packed = {member.key for pack in packs for member in pack}
     keeper = asyncio.create_task(_keep_claims(ctx)) if mine or waiting else None
     try:
         async with asyncio.TaskGroup() as group:
+            for pack in packs:
+                _start_pack(ctx, group, pack, fresh)
             for key, body in todo.items():
-                if key in local or key in mine:
+                if key not in packed and (key in local or key in mine):
                     _start(ctx, group, key, body, fresh, borrowed)
             if waiting:
                 group.create_task(_wait_for_other_runs(ctx, group, waiting, fresh, borrowed))
@@ -132,6 +140,47 @@ def _start(ctx: EngineContext, group: asyncio.TaskGroup, key: str, body: dict[st
     else:
         ctx.shared.inflight[key] = asyncio.get_running_loop().create_future()
         group.create_task(_answer_into(ctx, key, body, out))
+
+
+def _packs(ctx: EngineContext, keys: list[str], bodies: Mapping[str, dict[str, Any]],
+           rows: Mapping[str, Mapping[str, Any]]) -> list[list[PackRow]]:
+    """The packs of a packing task among ``keys`` (claimed by this shard, in input order); a row
+    alone in its group is left out (sent unpacked). Empty when the task does not pack."""
+    settings = settings_for(ctx.task, ctx.options)
+    if settings is None or len(keys) < 2:
+        return []
+    members = [PackRow(key, bodies[key], rows[key]) for key in keys]
+    groups = plan_packs([item_tokens(ctx.task, member.row) for member in members], settings)
+    return [[members[i] for i in group] for group in groups if len(group) > 1]
+
+
+def _start_pack(ctx: EngineContext, group: asyncio.TaskGroup, pack: list[PackRow],
+                out: dict[str, JournalEntry]) -> None:
+    """Answer the rows of ``pack`` with one request (other shards borrow each row's answer)."""
+    for member in pack:
+        ctx.shared.inflight[member.key] = asyncio.get_running_loop().create_future()
+    group.create_task(_answer_pack_into(ctx, pack, out))
+
+
+async def _answer_pack_into(ctx: EngineContext, pack: list[PackRow], out: dict[str, JournalEntry]) -> None:
+    from pipeline.packed_requests import answer_pack  # it builds on this module's request path
+
+    try:
+        results = await answer_pack(ctx, pack)
+    except asyncio.CancelledError:
+        for member in pack:
+            ctx.shared.inflight.pop(member.key).cancel()
+        raise
+    except BaseException as exc:
+        for member in pack:
+            ctx.shared.inflight.pop(member.key).set_exception(exc)
+        raise
+    for member, (entry, raw) in zip(pack, results, strict=True):
+        out[member.key] = entry
+        ctx.shared.inflight.pop(member.key).set_result(entry)
+        ctx.journal.add(entry, raw)
+    if ctx.journal.pending:
+        asyncio.get_running_loop().call_soon(_commit, ctx)
 
 
 def _claim(ctx: EngineContext, keys: list[str]) -> set[str]:
@@ -407,6 +456,7 @@ def meta_from_entry(ctx: EngineContext, entry: JournalEntry, *, from_journal: bo
         prompt_tokens=prompt, completion_tokens=completion, cost_cny=0.0 if from_journal else paid_cost,
         latency_ms=entry.latency_ms, finish_reason=entry.finish_reason, model=entry.model,
         request_id=entry.request_id, key=entry.key, from_journal=from_journal,
+        packed=is_packed_request_id(entry.request_id),
         data_json=entry.data_json if entry.status == "ok" else None,
         paid_prompt_tokens=entry.prompt_tokens, paid_completion_tokens=entry.completion_tokens,
         paid_cost_cny=paid_cost,

@@ -32,7 +32,8 @@ from pipeline.tasks import TaskSpec
 from pipeline.tokens import count_completion_tokens, count_prompt_tokens, count_text_tokens
 
 BATCH_PRICE_FACTOR = 0.5
-NOT_YET = "not yet"  # packing and chunking of long documents do not exist yet
+NOT_YET = "not yet"  # chunking of long documents does not exist yet
+PACKING_OFF = "off (the task sets no pack_tokens)"
 
 
 @dataclass(frozen=True)
@@ -244,11 +245,12 @@ class Estimate:
     calibrated_on: int = 0  # real answers in the journal the figures were calibrated on
     prompt_scale: float = 1.0
     completion_per_request: float = 0.0
-    requests_after_packing: str = NOT_YET
+    requests_after_packing: int | str = PACKING_OFF
     requests_after_chunking: str = NOT_YET
     # counted while walking the rows, turned into tokens by :func:`finish`
     _counted_prompt: int = field(default=0, repr=False)
     _counted_cached: int = field(default=0, repr=False)
+    _sent: int = field(default=0, repr=False)  # requests after packing
 
     def as_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
@@ -269,12 +271,15 @@ class EstimateWalk:
 
 
 def add_rows(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, rows: Sequence[Mapping[str, Any]],
-             bodies: Mapping[str, Mapping[str, Any]], hits: Mapping[str, Any], real: Mapping[str, Any]) -> None:
+             bodies: Mapping[str, Mapping[str, Any]], hits: Mapping[str, Any], real: Mapping[str, Any],
+             sent: Sequence[Mapping[str, Any]] | None = None) -> None:
     """Add one shard: ``bodies`` by request key (the rows that need a request), ``hits`` the journal's
     final answers a run would reuse, ``real`` the answers a real endpoint gave to these requests
-    (objects with ``attempts``, ``reasks``, ``prompt_tokens``, ``completion_tokens``)."""
+    (objects with ``attempts``, ``reasks``, ``prompt_tokens``, ``completion_tokens``); ``sent``: the
+    bodies a packing task sends for the rows not in the journal (:func:`packed_bodies`)."""
     estimate.rows += len(rows)
     estimate.skipped += sum(not needs_request(task, row) for row in rows)
+    todo = []
     for key, body in bodies.items():
         counted = count_prompt_tokens(body["messages"], body.get("tools"))
         answer = real.get(key)
@@ -284,9 +289,24 @@ def add_rows(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, rows: Seque
             estimate.from_journal += 1
             continue
         estimate.requests += 1
-        estimate._counted_prompt += counted
+        todo.append(body)
+    for body in todo if sent is None else sent:
+        estimate._sent += 1
+        estimate._counted_prompt += count_prompt_tokens(body["messages"], body.get("tools"))
         estimate._counted_cached += shared_prefix_tokens(walk.previous, body)
         walk.previous = body
+    if sent is not None:
+        estimate.requests_after_packing = estimate._sent
+
+
+def packed_bodies(task: TaskSpec, options: RenderOptions, settings: PackSettings,
+                  todo: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """The bodies a packing task sends for ``todo`` ((row, unpacked body) of each request key not in
+    the journal, in input order): packs as the engine groups them, a row alone unpacked."""
+    groups = plan_packs([item_tokens(task, row) for row, _ in todo], settings)
+    system = packed_system_message(task)
+    return [dict(todo[group[0]][1]) if len(group) == 1
+            else render_packed_request(task, [todo[i][0] for i in group], options, system) for group in groups]
 
 
 def finish(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, prices: Prices) -> Estimate:

@@ -48,6 +48,7 @@ META_SCHEMA: dict[str, pl.DataType] = {
     "_request_id": pl.String(),
     "_key": pl.String(),
     "_from_journal": pl.Boolean(),
+    "_packed": pl.Boolean(),
     "_run_id": pl.String(),
 }
 
@@ -181,6 +182,7 @@ class RowMeta:
     paid_prompt_tokens: int = 0  # what the answer cost when it was paid, reused or not
     paid_completion_tokens: int = 0
     paid_cost_cny: float = 0.0
+    packed: bool = False  # the answer is a record of a packed request's answer
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,7 @@ def assemble_shard(
             "_request_id": [m.request_id for m in metas],
             "_key": [m.key for m in metas],
             "_from_journal": [m.from_journal for m in metas],
+            "_packed": [m.packed for m in metas],
             "_run_id": [run.run_id] * n,
         },
         schema=META_SCHEMA,

@@ -53,7 +53,7 @@ def test_estimate_reports_rows_requests_tokens_and_prices_and_writes_nothing(tmp
     assert found["prompt_tokens"] > found["cached_tokens"] > 0 and found["completion_tokens"] > 0
     assert found["cost_cny_cached"] < found["cost_cny"]
     assert found["cost_cny_batch"] == pytest.approx(found["cost_cny"] / 2, abs=1e-6)
-    assert found["requests_after_packing"] == "not yet" and found["calibrated_on"] == 0
+    assert found["requests_after_packing"] == "off (the task sets no pack_tokens)" and found["calibrated_on"] == 0
     assert list(tmp_path.iterdir()) == []  # no journal created, no output, nothing else
 
 

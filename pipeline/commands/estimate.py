@@ -22,9 +22,10 @@ from rich.table import Table
 from pipeline import io
 from pipeline.endpoints import needs_emulator, online_target
 from pipeline.errors import GlmExtractError
-from pipeline.estimate import Estimate, EstimateWalk, Prices, add_rows, finish, needs_request
+from pipeline.estimate import Estimate, EstimateWalk, Prices, add_rows, finish, needs_request, packed_bodies
 from pipeline.journal import Journal, JournalEntry
 from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
+from pipeline.packing import settings_for
 from pipeline.prompts import RenderOptions, render_request, system_message
 from pipeline.settings import Settings
 from pipeline.tables import prompt_rows
@@ -55,15 +56,22 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
     endpoint_id = SYNTHETIC_ENDPOINT if needs_emulator(settings) or online_target(settings).synthetic else ""
     options = RenderOptions(model=settings.model, mode=settings.mode, max_tokens=settings.max_tokens)
     system = system_message(task, settings.mode)
+    pack = settings_for(task, options)
     journal = Journal(settings.journal_path) if settings.journal_path.is_file() else None
     try:
         for spec in shards:
             rows = prompt_rows(io.read_shard(spec), task)
-            bodies = [render_request(task, row, options, system) for row in rows if needs_request(task, row)]
-            keyed = {request_key(body, endpoint_id): body for body in bodies}
+            by_key: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # key → its first row and body
+            for row in rows:
+                if needs_request(task, row):
+                    body = render_request(task, row, options, system)
+                    by_key.setdefault(request_key(body, endpoint_id), (row, body))
+            keyed = {key: body for key, (_, body) in by_key.items()}
             hits = journal.lookup(keyed) if journal is not None else {}
             real = _real_answers(journal, keyed, endpoint_id, hits)
-            add_rows(estimate, walk, task, rows, keyed, hits, real)
+            todo = [by_key[key] for key in keyed if key not in hits]
+            sent = packed_bodies(task, options, pack, todo) if pack is not None else None
+            add_rows(estimate, walk, task, rows, keyed, hits, real, sent)
     finally:
         if journal is not None:
             journal.close()

@@ -1,0 +1,125 @@
+"""Answer a pack of rows with one request; re-ask alone each row whose record is missing or invalid.
+
+The engine (:func:`pipeline.engine.process_shard`) hands over rows it has claimed and that no other
+shard is sending; every row still ends in its own journal entry under its own unpacked request key
+(so a resume, or a later unpacked run, reuses it whatever the packing). What the packed request
+cost is shared among its rows (:func:`pipeline.packing.share_usage`); a row asked again alone adds
+that request's cost to its share. Layout and rules: docs/schema_authoring.md, "Packing".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+
+import orjson
+
+from pipeline.budget import BudgetReached
+from pipeline.engine import (
+    EngineContext,
+    _BudgetAdmission,
+    _entry,
+    _Tally,
+    answer_request,
+    worst_case_cny,
+)
+from pipeline.glm.errors import FatalError, RowError, TransientError
+from pipeline.glm.retry import AttemptLog, RunStopping, send_with_retry
+from pipeline.journal import JournalEntry
+from pipeline.keys import SYNTHETIC_ENDPOINT
+from pipeline.packing import (
+    PACKED_ID_MARK,
+    PackRow,
+    Share,
+    label,
+    packed_prompt_weights,
+    packed_system_message,
+    record_weights,
+    render_packed_request,
+    share_usage,
+    split_answer,
+    split_tokens,
+)
+from pipeline.tables import json_text_for
+from pipeline.tokens import count_prompt_tokens
+from pipeline.validate import Valid
+
+
+async def answer_pack(ctx: EngineContext, pack: Sequence[PackRow]) -> list[tuple[JournalEntry, bytes | None]]:
+    """One entry per row of ``pack``, in order (``bytes``: the raw answer to journal, None for a
+    record of a packed answer). Never raises for a row-level problem; a fatal error stops the run
+    as :func:`pipeline.engine.answer_request` does."""
+    assert ctx.abort is not None
+    rows = [member.row for member in pack]
+    body = render_packed_request(ctx.task, rows, ctx.options, packed_system_message(ctx.task))
+    log = AttemptLog()
+    admission = _BudgetAdmission(ctx.shared.budget, worst_case_cny(ctx, body), ctx.budget_cny)
+    try:
+        try:
+            answer = await send_with_retry(ctx.client, body, ctx.limiter, ctx.policy, ctx.abort, log, admission)
+        finally:
+            ctx.stats.note_attempts(log)
+            tries = split_tokens(log.attempts, [1] * len(pack))  # each attempt booked on one row
+    except FatalError as exc:
+        ctx.fatal = ctx.fatal or exc
+        ctx.abort.set()
+        return _all(ctx, pack, tries, "failed", exc.code, exc.message)
+    except RowError:  # the platform refused or cut the pack: which row it objected to only a row alone tells
+        asked = await asyncio.gather(*(answer_request(ctx, m.key, m.body) for m in pack))
+        return [(_plus_share(ctx, entry, Share(0, 0, 0), n), raw) for (entry, raw), n in zip(asked, tries, strict=True)]
+    except TransientError as exc:
+        return _all(ctx, pack, tries, "failed", exc.code, f"gave up after {log.attempts} attempts: {exc.message}")
+    except RunStopping as exc:
+        return _all(ctx, pack, tries, "failed", "run_aborted", f"not answered: {exc}")
+    except BudgetReached as exc:
+        return _all(ctx, pack, tries, "skipped", "budget_reached", f"not sent: {exc}")
+    cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
+    ctx.stats.first_answers += len(pack)  # one answer for each row: the estimate check counts rows
+    ctx.stats.rule_prompt_tokens += count_prompt_tokens(body["messages"])
+    ctx.stats.note_cached(answer.cached_tokens, synthetic=answer.synthetic)
+    ctx.shared.budget.settle(log.reserved, cost)
+    ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost,
+                          spent_on="retries" if log.attempts > 1 else "first_attempts",
+                          cached_cny=ctx.cost(answer.cached_tokens, 0, answer.cached_tokens))
+    verdicts = split_answer(answer.content, answer.finish_reason, len(pack), ctx.validator)
+    shares = share_usage(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens,
+                         packed_prompt_weights(ctx.task, rows), record_weights(verdicts))
+    keep = not answer.synthetic or ctx.endpoint_id == SYNTHETIC_ENDPOINT  # never journaled under a real key
+    results: list[tuple[JournalEntry, bytes | None] | None] = [None] * len(pack)
+    alone: list[int] = []
+    for position, (verdict, share) in enumerate(zip(verdicts, shares, strict=True)):
+        if not isinstance(verdict, Valid):
+            alone.append(position)
+            continue
+        tally = _share_tally(ctx, share, tries[position])
+        data = json_text_for(verdict.data, ctx.answer_dtype) if ctx.free_form else verdict.data
+        entry = _entry(ctx, pack[position].key, "ok", tally, final=keep, data_json=orjson.dumps(data).decode())
+        entry = replace(entry, latency_ms=answer.latency_ms, finish_reason=answer.finish_reason,
+                        request_id=f"{answer.request_id}{PACKED_ID_MARK}{label(position)}")
+        results[position] = (entry, None)
+    asked = await asyncio.gather(*(answer_request(ctx, pack[i].key, pack[i].body) for i in alone))
+    for position, (entry, raw) in zip(alone, asked, strict=True):
+        results[position] = (_plus_share(ctx, entry, shares[position], tries[position]), raw)
+    return [result for result in results if result is not None]
+
+
+def _share_tally(ctx: EngineContext, share: Share, attempts: int) -> _Tally:
+    return _Tally(attempts=attempts, prompt_tokens=share.prompt_tokens, completion_tokens=share.completion_tokens,
+                  cost_cny=ctx.cost(share.prompt_tokens, share.completion_tokens, share.cached_tokens))
+
+
+def _plus_share(ctx: EngineContext, entry: JournalEntry, share: Share, attempts: int) -> JournalEntry:
+    """A row asked again alone also carries its share of the pack it was first sent in."""
+    own = entry.cost_cny or 0.0
+    return replace(entry, attempts=entry.attempts + attempts,
+                   prompt_tokens=entry.prompt_tokens + share.prompt_tokens,
+                   completion_tokens=entry.completion_tokens + share.completion_tokens,
+                   cost_cny=own + ctx.cost(share.prompt_tokens, share.completion_tokens, share.cached_tokens))
+
+
+def _all(ctx: EngineContext, pack: Sequence[PackRow], tries: Sequence[int], status: str, code: str,
+         message: str) -> list[tuple[JournalEntry, bytes | None]]:
+    """The same not-final outcome for every row of a pack that got no answer (nothing to share)."""
+    return [(_entry(ctx, m.key, status, _Tally(attempts=n), final=False, code=code, message=message), None)
+            for m, n in zip(pack, tries, strict=True)]

@@ -1,0 +1,63 @@
+"""`glm-extract estimate` for a packing task counts the packed requests and their tokens, and agrees
+with what a packed run then reports (within ±15 %)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator import EmulatorConfig, serve_in_thread
+from pipeline.glm.client import Endpoint
+from pipeline.runner import RunRequest, Target, run_extraction
+from pipeline.settings import Settings
+from tests.conftest import SAMPLE, SCHEMAS
+
+TICKETS = SAMPLE / "tickets.parquet"
+
+
+def _schemas(tmp_path: Path, packing: str) -> Path:
+    folder = tmp_path / ("packing" if packing else "plain")
+    shutil.copytree(SCHEMAS, folder)
+    toml = folder / "ticket_qa" / "task.toml"
+    lines = [ln for ln in toml.read_text(encoding="utf-8").splitlines()
+             if not ln.startswith(("pack_tokens", "pack_max"))]
+    toml.write_text(packing + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def _estimate(cwd: Path, schemas: Path, journal: Path) -> dict[str, Any]:
+    env = {**os.environ, "GLM_EXTRACT_EMULATOR_PROFILE": "clean"}
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "estimate", "--task", "ticket_qa", "--input",
+                           str(TICKETS), "--json", "--schemas-dir", str(schemas), "--journal", str(journal)],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def test_the_estimate_counts_packed_requests_and_matches_the_packed_run(tmp_path: Path) -> None:
+    packing = _schemas(tmp_path, "pack_tokens = 3000\npack_max = 10")
+    journal = tmp_path / "journal.sqlite"
+    plain = _estimate(tmp_path, _schemas(tmp_path, ""), journal)
+    packed = _estimate(tmp_path, packing, journal)
+    assert plain["requests_after_packing"] == "off (the task sets no pack_tokens)"
+    assert packed["requests"] == plain["requests"]  # rows to pay: the same
+    assert isinstance(packed["requests_after_packing"], int)
+    assert 2 <= packed["requests_after_packing"] <= plain["requests"] // 5
+    assert packed["prompt_tokens"] < plain["prompt_tokens"] / 3
+    assert packed["cost_cny_cached"] < plain["cost_cny_cached"] / 1.5
+    settings = Settings(journal_path=journal, schemas_dir=packing, concurrency=8)
+    with serve_in_thread(EmulatorConfig()) as emu:
+        summary = asyncio.run(run_extraction(RunRequest("ticket_qa", str(TICKETS), tmp_path / "out.parquet"),
+                                             settings, Target(Endpoint(emu.base_url), "emulator")))
+        assert emu.stats()["requests_received"] == packed["requests_after_packing"]
+    assert summary["tokens"]["prompt"] == pytest.approx(packed["prompt_tokens"], rel=0.15)
+    actual = summary["tokens"]["prompt"] + summary["tokens"]["completion"]
+    assert actual == pytest.approx(packed["prompt_tokens"] + packed["completion_tokens"], rel=0.15)
