@@ -16,6 +16,7 @@ import pytest
 
 from emulator import EmulatorConfig, serve_in_thread
 from pipeline.glm.client import Endpoint
+from pipeline.io import summary_path_for
 from pipeline.runner import RunRequest, Target, run_extraction
 from pipeline.settings import Settings
 from tests.conftest import SAMPLE, SCHEMAS
@@ -55,9 +56,10 @@ def test_the_estimate_counts_packed_requests_and_matches_the_packed_run(tmp_path
     assert packed["cost_cny_cached"] < plain["cost_cny_cached"] / 1.5
     settings = Settings(journal_path=journal, schemas_dir=packing, concurrency=8)
     with serve_in_thread(EmulatorConfig()) as emu:
-        summary = asyncio.run(run_extraction(RunRequest("ticket_qa", str(TICKETS), tmp_path / "out.parquet"),
-                                             settings, Target(Endpoint(emu.base_url), "emulator")))
+        asyncio.run(run_extraction(RunRequest("ticket_qa", str(TICKETS), tmp_path / "out.parquet"),
+                                   settings, Target(Endpoint(emu.base_url), "emulator")))
         assert emu.stats()["requests_received"] == packed["requests_after_packing"]
+    summary = json.loads(summary_path_for(tmp_path / "out.parquet").read_text(encoding="utf-8"))
     assert summary["tokens"]["prompt"] == pytest.approx(packed["prompt_tokens"], rel=0.15)
     actual = summary["tokens"]["prompt"] + summary["tokens"]["completion"]
     assert actual == pytest.approx(packed["prompt_tokens"] + packed["completion_tokens"], rel=0.15)

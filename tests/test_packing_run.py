@@ -5,6 +5,7 @@ invalid asked again alone, no document's text in another row's answer, and a bil
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from emulator import EmulatorConfig, LatencySpec, serve_in_thread
 from pipeline.glm.client import Endpoint
+from pipeline.io import summary_path_for
 from pipeline.packing import item_tokens
 from pipeline.runner import RunRequest, Target, run_extraction
 from pipeline.settings import Settings
@@ -42,8 +44,9 @@ def _run(base_url: str, tmp_path: Path, name: str, *, packing: str, source: Path
     settings = Settings(journal_path=journal or tmp_path / f"{name}.sqlite", schemas_dir=_schemas(tmp_path, packing),
                         backoff_initial_s=0.01, backoff_max_s=0.05, concurrency=8)
     output = tmp_path / f"{name}.parquet"
-    summary = asyncio.run(run_extraction(RunRequest("ticket_qa", str(source), output), settings,
-                                         Target(Endpoint(base_url), "emulator")))
+    asyncio.run(run_extraction(RunRequest("ticket_qa", str(source), output), settings,
+                               Target(Endpoint(base_url), "emulator")))
+    summary = json.loads(summary_path_for(output).read_text(encoding="utf-8"))  # the contract's JSON
     return summary, pl.read_parquet(output).sort("_record_id")
 
 
