@@ -38,6 +38,7 @@ from emulator.process import start_emulator
 from pipeline.endpoints import online_target
 from pipeline.runner import RunRequest, run_extraction, transport_for
 from pipeline.settings import Settings
+from pipeline.summary import RunSummary
 
 FAULT_MIX = {"1302": 0.02, "500": 0.01, "reset": 0.01, "hang": 0.01}
 
@@ -84,7 +85,7 @@ def measure(rows: int, concurrency: int, latency: float, faults: dict[str, float
 
         clock: list[float] = []
 
-        async def go() -> dict[str, Any]:
+        async def go() -> RunSummary:
             async with timing:
                 clock.append(time.perf_counter())
                 return await run_extraction(request, settings, online_target(settings), transport=timing)
@@ -93,15 +94,15 @@ def measure(rows: int, concurrency: int, latency: float, faults: dict[str, float
         received = emu.stats()
     last_sent = max(start for start, _ in timing.spans)
     working = timing.busy_until(last_sent) / (concurrency * (last_sent - clock[0]))
-    seconds = float(summary["seconds"])
+    seconds = summary.seconds
     rows_s = rows / seconds
     allowed = concurrency / (timing.busy_s / rows)  # rows/s if every slot were on the wire all the time
     return {
         "label": label, "rows": rows, "seconds": seconds, "rows_s": rows_s, "requests": timing.requests,
         "occupancy": timing.busy_s / (concurrency * seconds), "cap_utilisation": rows_s / allowed,
         "occupancy_working": working, "drain_s": clock[0] + seconds - last_sent,
-        "ideal_rows_s": concurrency / latency, "ok": summary["status_counts"]["ok"],
-        "retries": summary["requests"]["retries"], "by_outcome": received.get("by_outcome", {}),
+        "ideal_rows_s": concurrency / latency, "ok": summary.count("ok"),
+        "retries": summary.requests.retries, "by_outcome": received.get("by_outcome", {}),
     }  # fmt: skip
 
 

@@ -64,7 +64,7 @@ def realistic_requests_per_s(rows: int, concurrency: int, workdir: Path) -> floa
                             journal_path=workdir / "retry.sqlite")
         request = RunRequest(TASK, str(source), workdir / "retry.out.parquet")
         summary = asyncio.run(run_extraction(request, settings, online_target(settings)))
-    return float(summary["requests"]["sent"]) / float(summary["seconds"])
+    return summary.requests.sent / summary.seconds
 
 
 def main(argv: list[str] | None = None) -> None:

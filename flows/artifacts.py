@@ -1,6 +1,6 @@
 """What a run leaves on the Prefect UI: summary and error tables, an outputs note, live progress.
 
-Builders are pure (summary dict in, table rows or Markdown out); ``publish_*`` send them. Every
+Builders are pure (run summary in, table rows or Markdown out); ``publish_*`` send them. Every
 artifact has a key ``glm-extract-<task>-<kind>`` so the nightly runs form one versioned series
 on the Artifacts page. Nothing here may carry a secret: artifacts are stored on the server.
 """
@@ -19,6 +19,7 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
+from pipeline.summary import RunSummary
 from pipeline.wording import plural
 
 OFFLINE_NOTE = "offline emulator: answers are synthetic"  # any emulator's, bundled or reached by --base-url
@@ -31,66 +32,54 @@ def artifact_key(task: str, kind: str) -> str:
     return slug.strip("-")
 
 
-def endpoint_line(summary: Mapping[str, Any]) -> str:
+def endpoint_line(summary: RunSummary) -> str:
     """Where requests went, loudly marked when the answers are synthetic."""
-    where = f"{summary['endpoint']} {summary['base_url']}"
-    return f"{where} ({OFFLINE_NOTE})" if is_synthetic(summary) else where
+    where = f"{summary.endpoint} {summary.base_url}"
+    return f"{where} ({OFFLINE_NOTE})" if summary.synthetic else where
 
 
-def is_synthetic(summary: Mapping[str, Any]) -> bool:
-    """An emulator gave the answers (summaries older than the ``synthetic`` key: the bundled one)."""
-    return bool(summary.get("synthetic", summary.get("offline_emulator")))
-
-
-def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
+def summary_rows(summary: RunSummary) -> list[dict[str, str]]:
     """The run summary as metric/value rows."""
-    requests, tokens, latency = summary["requests"], summary["tokens"], summary["latency_ms"]
+    requests, tokens, latency = summary.requests, summary.tokens, summary.latency_ms
+    split = summary.cost_split
     pairs: list[tuple[str, Any]] = [
-        ("run id", summary["run_id"]), ("task", summary["task"]), ("endpoint", endpoint_line(summary)),
-        ("limiter", summary["limiter"]), ("partition date", summary.get("partition_date", "")),
-        ("rows", summary["rows"]),
-        *((f"rows {status}", count) for status, count in summary["status_counts"].items()),
-        ("requests sent", requests["sent"]), ("answered", requests["answered"]),
-        ("from journal (free)", requests["from_journal"]), ("retries", requests["retries"]),
-        ("rate limited", requests.get("rate_limited", 0)), ("re-asks", requests["reasks"]),
-        ("prompt tokens", tokens["prompt"]), ("completion tokens", tokens["completion"]),
-        ("cost (CNY)", f"{summary['cost_cny']:.6f}"),
-        *((f"cost: {kind.replace('_', ' ')} (CNY)", f"{cny:.6f}")
-          for kind, cny in summary.get("cost_split", {}).items()),
-        ("latency p50 (ms)", latency["p50"]), ("latency p95 (ms)", latency["p95"]),
-        ("rows/s", summary["rows_per_second"]), ("seconds", summary["seconds"]),
-        ("model", summary["model"]), ("shards", summary.get("shards", "")),
+        ("run id", summary.run_id), ("task", summary.task), ("endpoint", endpoint_line(summary)),
+        ("limiter", summary.limiter), ("partition date", summary.partition_date), ("rows", summary.rows),
+        *((f"rows {status}", count) for status, count in summary.status_counts.items()),
+        ("requests sent", requests.sent), ("answered", requests.answered),
+        ("from journal (free)", requests.from_journal), ("retries", requests.retries),
+        ("rate limited", requests.rate_limited), ("re-asks", requests.reasks),
+        ("prompt tokens", tokens.prompt), ("completion tokens", tokens.completion),
+        ("cost (CNY)", f"{summary.cost_cny:.6f}"),
+        ("cost: first attempts (CNY)", f"{split.first_attempts:.6f}"), ("cost: retries (CNY)", f"{split.retries:.6f}"),
+        ("cost: reasks (CNY)", f"{split.reasks:.6f}"), ("cost: cached tokens (CNY)", f"{split.cached_tokens:.6f}"),
+        ("latency p50 (ms)", latency.p50), ("latency p95 (ms)", latency.p95),
+        ("rows/s", summary.rows_per_second), ("seconds", summary.seconds),
+        ("model", summary.model), ("shards", summary.shards),
     ]
     return [{"metric": name, "value": "" if value is None else str(value)} for name, value in pairs]
 
 
-def cost_split_text(summary: Mapping[str, Any]) -> str:
-    """``first attempts 0.001200, retries 0.000000, …`` (CNY), from the summary's cost split."""
-    split = summary.get("cost_split", {})
-    return ", ".join(f"{kind.replace('_', ' ')} {cny:.6f}" for kind, cny in split.items()) or "no split"
-
-
-def error_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
+def error_rows(summary: RunSummary) -> list[dict[str, str]]:
     """The top error codes with example record ids (one 'none' row when clean)."""
-    errors = list(summary["errors"])[:MAX_ERROR_ROWS]
+    errors = summary.errors[:MAX_ERROR_ROWS]
     if not errors:
         return [{"code": "none", "rows": "0", "example ids": ""}]
-    return [{"code": str(e["code"]), "rows": str(e["count"]), "example ids": ", ".join(e["example_ids"])}
-            for e in errors]
+    return [{"code": e.code, "rows": str(e.count), "example ids": ", ".join(e.example_ids)} for e in errors]
 
 
-def outputs_markdown(summary: Mapping[str, Any], *, evaluation: str | None, export: str | None) -> str:
+def outputs_markdown(summary: RunSummary, *, evaluation: str | None, export: str | None) -> str:
     """Where the outputs went, plus evaluation scores when the input had gold labels."""
     lines = [
-        f"# {summary['task']} · run `{summary['run_id']}`",
+        f"# {summary.task} · run `{summary.run_id}`",
         "",
-        f"**{OFFLINE_NOTE.upper()}**" if is_synthetic(summary) else f"Endpoint: {endpoint_line(summary)}",
+        f"**{OFFLINE_NOTE.upper()}**" if summary.synthetic else f"Endpoint: {endpoint_line(summary)}",
         "",
-        f"- input: `{summary['input']}`",
-        f"- output: `{summary['output']}` ({plural(summary['rows'], 'row')})",
-        f"- summary: `{summary['output']}.summary.json`",
+        f"- input: `{summary.input}`",
+        f"- output: `{summary.output}` ({plural(summary.rows, 'row')})",
+        f"- summary: `{summary.output}.summary.json`",
         f"- warehouse: {export or 'not exported'}",
-        f"- cost: {summary['cost_cny']:.6f} CNY ({cost_split_text(summary)}); limiter: {summary['limiter']}",
+        f"- cost: {summary.cost_cny:.6f} CNY ({summary.cost_split.describe()}); limiter: {summary.limiter}",
     ]
     if evaluation:
         lines += ["", "## Evaluation against gold labels", "", evaluation]
@@ -115,9 +104,9 @@ def estimate_markdown(estimate: Mapping[str, Any]) -> str:
     ])
 
 
-async def publish_summary(summary: Mapping[str, Any], *, evaluation: str | None, export: str | None) -> None:
+async def publish_summary(summary: RunSummary, *, evaluation: str | None, export: str | None) -> None:
     """The three end-of-run artifacts: summary table, error table, outputs note."""
-    task = str(summary["task"])
+    task = summary.task
     await acreate_table_artifact(summary_rows(summary), key=artifact_key(task, "summary"),
                                  description=f"Run summary of {task} ({endpoint_line(summary)})")
     await acreate_table_artifact(error_rows(summary), key=artifact_key(task, "errors"),

@@ -40,7 +40,6 @@ from pipeline import io
 from pipeline.endpoints import OFFLINE_BANNER, resolve_target
 from pipeline.engine import RunShared
 from pipeline.errors import GlmExtractError
-from pipeline.outcomes import excess_failures
 from pipeline.runner import (
     PreparedRun,
     RunRequest,
@@ -53,6 +52,7 @@ from pipeline.runner import (
 )
 from pipeline.settings import Settings
 from pipeline.stats import RunStats, stats_from_dict, stats_to_dict
+from pipeline.summary import RunSummary
 
 MAX_SHARDS = 300  # task runs per flow run: the server records ~13/s; keep runs to hundreds
 PARALLEL_SHARDS = 4  # shard tasks in flight; each leases concurrency // PARALLEL_SHARDS slots
@@ -113,7 +113,7 @@ async def extract_shard(job: ShardJob, spec: io.ShardSpec) -> dict[str, Any]:
       retry_condition_fn=lambda task, run, state: bool(getattr(state.data, "transient", False)),
       cache_policy=NO_CACHE, persist_result=False)
 async def export_output(output: str, target: str, summary: dict[str, Any]) -> str:
-    """Merge the output into the warehouse; one line saying what happened."""
+    """Merge the output into the warehouse; one line saying what happened (``summary``: its JSON object)."""
     from pipeline.warehouse import export_table  # duckdb/psycopg load only when exporting
 
     result = await asyncio.to_thread(export_table, Path(output), target, summary=summary)
@@ -131,7 +131,7 @@ async def extract_documents(params: ExtractParams) -> dict[str, Any]:
     if params.estimate_only:
         return await estimate_only(prepared, settings, shards)
     gate = await choose_gate(settings.model, settings.concurrency, params.priority)
-    summary = await extract_all(prepared, settings, gate, shards, {"partition_date": day.isoformat()})
+    summary = await extract_all(prepared, settings, gate, shards, day.isoformat())
     export_note, export_error = await export_if_asked(params, summary)
     evaluation = evaluate_output(prepared.task, prepared.request.output)
     await publish_summary(summary, evaluation=evaluation, export=export_note)
@@ -139,7 +139,7 @@ async def extract_documents(params: ExtractParams) -> dict[str, Any]:
     if export_error is not None:
         raise export_error
     check_failure_ratio(summary, settings)
-    return summary
+    return summary.to_dict()
 
 
 async def extract(task: str, input_path: str, output_path: str, **options: Any) -> dict[str, Any]:
@@ -181,7 +181,7 @@ def build_request(params: ExtractParams, day: date) -> RunRequest:
 
 
 async def extract_all(prepared: PreparedRun, settings: Settings, gate: Gate, shards: Sequence[io.ShardSpec],
-                      extra: dict[str, Any]) -> dict[str, Any]:
+                      partition_date: str) -> RunSummary:
     """Run every shard task, then assemble the output and the summary (parts go on any failure)."""
     plan = io.plan_output(prepared.request.output, prepared.request.run_id)
     width = max(1, min(PARALLEL_SHARDS, len(shards)))
@@ -196,8 +196,8 @@ async def extract_all(prepared: PreparedRun, settings: Settings, gate: Gate, sha
                 results = await run_shard_tasks(job, shards, width)
         stats = merge_results(results)
         summary = build_summary(prepared, stats, settings, target, gate.label, time.perf_counter() - clock)
-        summary.update(extra, shards=len(shards))
-        io.finish_output(plan, [Path(r["part"]) for r in results if r["part"]], summary)
+        summary = summary.for_partition(partition_date, len(shards))
+        io.finish_output(plan, [Path(r["part"]) for r in results if r["part"]], summary.to_dict())
         return summary
     finally:
         io.discard_parts(plan)
@@ -244,22 +244,22 @@ def merge_results(results: Sequence[dict[str, Any]]) -> RunStats:
     return stats
 
 
-async def export_if_asked(params: ExtractParams, summary: dict[str, Any]) -> tuple[str | None, GlmExtractError | None]:
+async def export_if_asked(params: ExtractParams, summary: RunSummary) -> tuple[str | None, GlmExtractError | None]:
     """Export when ``export_to`` is set; a failure is reported, then raised after the artifacts."""
     if not params.export_to:
         return None, None
     from pipeline.warehouse import WarehouseError
 
     try:
-        note = await export_output(summary["output"], params.export_to, summary)
+        note = await export_output(summary.output, params.export_to, summary.to_dict())
     except WarehouseError as exc:
         return f"export FAILED: {exc}", exc
     get_run_logger().info(note)
     return note, None
 
 
-def check_failure_ratio(summary: dict[str, Any], settings: Settings) -> None:
+def check_failure_ratio(summary: RunSummary, settings: Settings) -> None:
     """Fail the run (output already written) when too many rows failed, as the CLI does."""
-    verdict = excess_failures(summary["status_counts"], settings.fatal_failure_ratio)
+    verdict = summary.excess_failures(settings.fatal_failure_ratio)
     if verdict is not None:
         raise TooManyFailures(f"{verdict.describe(settings.fatal_failure_ratio)}; see the errors artifact")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -11,6 +10,7 @@ from pipeline.errors import first_line
 from pipeline.evaluate import GoldField, gold_problems, parse_gold_table, parse_path, render_markdown, score_table
 from pipeline.io import ShardSpec
 from pipeline.stats import RunStats
+from pipeline.summary import RunSummary
 from pipeline.tasks import TaskSpec
 from pipeline.wording import plural
 
@@ -23,12 +23,12 @@ def shard_line(spec: ShardSpec, stats: RunStats, seconds: float, slots: int, lim
             f"{stats.cost_cny:.4f} CNY, {seconds:.1f} s, {slots} slots ({limiter})")
 
 
-def run_line(summary: dict[str, Any]) -> str:
+def run_line(summary: RunSummary) -> str:
     """The one INFO line that sums up a run."""
-    counts = " ".join(f"{status}={n}" for status, n in summary["status_counts"].items())
-    return (f"run {summary['run_id']}: {plural(summary['rows'], 'row')} ({counts}) in {summary['seconds']} s, "
-            f"{summary['cost_cny']:.4f} CNY, endpoint {summary['endpoint']}, limiter {summary['limiter']}; "
-            f"output {summary['output']}")
+    counts = " ".join(f"{status}={n}" for status, n in summary.status_counts.items())
+    return (f"run {summary.run_id}: {plural(summary.rows, 'row')} ({counts}) in {summary.seconds} s, "
+            f"{summary.cost_cny:.4f} CNY, endpoint {summary.endpoint}, limiter {summary.limiter}; "
+            f"output {summary.output}")
 
 
 def failure_message(exc: BaseException, done: int, total: int) -> str:

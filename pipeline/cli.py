@@ -17,9 +17,9 @@ from pipeline.commands.console import err, fail, out
 from pipeline.endpoints import OFFLINE_BANNER, needs_emulator, resolve_target
 from pipeline.errors import GlmExtractError
 from pipeline.interrupts import Terminated, run_stoppable
-from pipeline.outcomes import excess_failures
 from pipeline.runner import PreparedRun, RunRequest, prepare_run, run_extraction
 from pipeline.settings import Settings
+from pipeline.summary import RunSummary
 from pipeline.tasks import (
     bind_columns,
     describe_folder,
@@ -111,7 +111,7 @@ def run(
     _exit_on_failure_ratio(summary, settings)
 
 
-def _run_with_progress(prepared: PreparedRun, settings: Settings, latency: str | None, quiet: bool) -> dict[str, Any]:
+def _run_with_progress(prepared: PreparedRun, settings: Settings, latency: str | None, quiet: bool) -> RunSummary:
     request = prepared.request
     with resolve_target(settings, emulator_latency=latency) as target:
         if quiet:
@@ -125,38 +125,32 @@ def _run_with_progress(prepared: PreparedRun, settings: Settings, latency: str |
             )
 
 
-def print_summary(summary: dict[str, Any]) -> None:
+def print_summary(summary: RunSummary) -> None:
     """The end-of-run table a person reads; the same numbers are in <output>.summary.json."""
-    table = Table(title=f"run {summary['run_id']} · {summary['task']}", show_header=False)
-    counts = summary["status_counts"]
-    requests = summary["requests"]
-    latency = summary["latency_ms"]
+    table = Table(title=f"run {summary.run_id} · {summary.task}", show_header=False)
+    requests, tokens, latency = summary.requests, summary.tokens, summary.latency_ms
     rows = [
-        ("endpoint", f"{summary['endpoint']} {summary['base_url']}"
-         + ("  (emulator: answers are synthetic)" if summary.get("synthetic") else "")),
-        ("rows", f"{summary['rows']}  " + "  ".join(f"{k}={v}" for k, v in counts.items())),
-        ("requests", f"sent={requests['sent']} answered={requests['answered']} "
-                     f"from_journal={requests['from_journal']} retries={requests['retries']} "
-                     f"reasks={requests['reasks']}"),
-        ("tokens", f"prompt={summary['tokens']['prompt']} completion={summary['tokens']['completion']}"),
-        ("cost", f"{summary['cost_cny']:.6f} CNY  ("
-                 + ", ".join(f"{k.replace('_', ' ')} {v:.6f}" for k, v in summary["cost_split"].items()) + ")"),
-        ("answers cost", f"{summary['answers_cost_cny']:.6f} CNY when paid (this run or an earlier one)"),
-        ("latency", "no request answered" if latency["p50"] is None
-         else f"p50={latency['p50']} ms p95={latency['p95']} ms"),
-        ("throughput", f"{summary['rows_per_second']} rows/s in {summary['seconds']} s"),
-        ("output", f"{summary['output']} (+ .summary.json)"),
+        ("endpoint", f"{summary.endpoint} {summary.base_url}"
+         + ("  (emulator: answers are synthetic)" if summary.synthetic else "")),
+        ("rows", f"{summary.rows}  " + "  ".join(f"{k}={v}" for k, v in summary.status_counts.items())),
+        ("requests", f"sent={requests.sent} answered={requests.answered} from_journal={requests.from_journal} "
+                     f"retries={requests.retries} reasks={requests.reasks}"),
+        ("tokens", f"prompt={tokens.prompt} completion={tokens.completion}"),
+        ("cost", f"{summary.cost_cny:.6f} CNY  ({summary.cost_split.describe()})"),
+        ("answers cost", f"{summary.answers_cost_cny:.6f} CNY when paid (this run or an earlier one)"),
+        ("latency", "no request answered" if latency.p50 is None else f"p50={latency.p50} ms p95={latency.p95} ms"),
+        ("throughput", f"{summary.rows_per_second} rows/s in {summary.seconds} s"),
+        ("output", f"{summary.output} (+ .summary.json)"),
     ]
     for name, value in rows:
         table.add_row(name, value)
-    for error in summary["errors"][:5]:
-        examples = ", ".join(error["example_ids"])
-        table.add_row(f"error {error['code']}", f"{plural(error['count'], 'row')}, e.g. {examples}")
+    for error in summary.errors[:5]:
+        table.add_row(f"error {error.code}", f"{plural(error.count, 'row')}, e.g. {', '.join(error.example_ids)}")
     out.print(table)
 
 
-def _exit_on_failure_ratio(summary: dict[str, Any], settings: Settings) -> None:
-    verdict = excess_failures(summary["status_counts"], settings.fatal_failure_ratio)
+def _exit_on_failure_ratio(summary: RunSummary, settings: Settings) -> None:
+    verdict = summary.excess_failures(settings.fatal_failure_ratio)
     if verdict is not None:
         err.print(f"[bold red]error:[/] {verdict.describe(settings.fatal_failure_ratio)}; see the errors above")
         raise typer.Exit(FAILURE_EXIT)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 import polars as pl
@@ -30,6 +30,7 @@ from pipeline.prompts import RenderOptions
 from pipeline.redact import without_credentials
 from pipeline.settings import Settings
 from pipeline.stats import RunStats
+from pipeline.summary import CostSplit, EstimateCheck, Latency, Requests, RunSummary, Tokens
 from pipeline.tables import RunColumns, assemble_shard, check_no_clash, extraction_dtype
 from pipeline.tasks import TaskSpec, bind_columns, load_task
 from pipeline.window import ShardWindow
@@ -114,7 +115,7 @@ async def run_extraction(
     limiter_label: str = "local",
     on_progress: Progress | None = None,
     prepared: PreparedRun | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run end to end and return the summary (also written next to the output)."""
     prepared = prepared or prepare_run(request, settings)
     plan = io.plan_output(request.output, request.run_id)
@@ -128,7 +129,7 @@ async def run_extraction(
             shards = enumerate(io.iter_shards(prepared.info.files, settings.shard_size))
             parts = await run_shards(ctx, shards, plan, request.run_id, on_progress)
         summary = build_summary(prepared, ctx.stats, settings, target, limiter_label, time.perf_counter() - clock)
-        io.finish_output(plan, parts, summary)
+        io.finish_output(plan, parts, summary.to_dict())
         return summary
     finally:
         io.discard_parts(plan)
@@ -199,25 +200,25 @@ async def run_one_shard(
 
 
 def build_summary(prepared: PreparedRun, stats: RunStats, settings: Settings, target: Target,
-                  limiter_label: str, seconds: float) -> dict[str, Any]:
-    """The run summary of docs/contracts.md §4."""
+                  limiter_label: str, seconds: float) -> RunSummary:
+    """The run summary of docs/contracts.md §4 from the run's tallies."""
     request, task = prepared.request, prepared.task
-    return {
-        "run_id": request.run_id, "task": task.name, "input": request.input, "output": str(request.output),
-        "started_at": prepared.started_at.isoformat(), "finished_at": datetime.now(UTC).isoformat(),
-        "seconds": round(seconds, 3), "rows": stats.rows, "status_counts": stats.status_table(),
-        "requests": {"sent": stats.requests_sent, "answered": stats.answered, "from_journal": stats.from_journal,
-                     "retries": stats.retries, "rate_limited": stats.rate_limited, "reasks": stats.reasks},
-        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "cached": stats.cached_tokens},
-        "cost_cny": round(stats.cost_cny, 6), "answers_cost_cny": round(stats.answers_cost_cny, 6),
-        "cost_split": stats.cost_split(),
-        "latency_ms": {"p50": stats.percentile_ms(0.5), "p95": stats.percentile_ms(0.95)},
-        "rows_per_second": round(stats.rows / seconds, 2) if seconds > 0 else None,
-        "model": settings.model, "prompt_version": task.prompt_version, "schema_id": task.schema_id,
-        "endpoint": target.kind, "base_url": without_credentials(target.endpoint.base_url),
-        "offline_emulator": target.kind == "emulator", "limiter": limiter_label,
-        "synthetic": target.kind == "emulator" or target.synthetic or stats.synthetic_answers > 0,
-        "concurrency": settings.concurrency, "errors": stats.errors(),
-        "estimate": estimate_check(task.schema, stats.rule_prompt_tokens, stats.first_answers,
-                                   stats.prompt_tokens, stats.completion_tokens),
-    }
+    return RunSummary(
+        run_id=request.run_id, task=task.name, input=request.input, output=str(request.output),
+        started_at=prepared.started_at.isoformat(), finished_at=datetime.now(UTC).isoformat(),
+        seconds=round(seconds, 3), rows=stats.rows, status_counts=stats.status_table(),
+        requests=Requests(sent=stats.requests_sent, answered=stats.answered, from_journal=stats.from_journal,
+                          retries=stats.retries, rate_limited=stats.rate_limited, reasks=stats.reasks),
+        tokens=Tokens(prompt=stats.prompt_tokens, completion=stats.completion_tokens, cached=stats.cached_tokens),
+        cost_cny=round(stats.cost_cny, 6), answers_cost_cny=round(stats.answers_cost_cny, 6),
+        cost_split=CostSplit(**stats.cost_split()),
+        latency_ms=Latency(p50=stats.percentile_ms(0.5), p95=stats.percentile_ms(0.95)),
+        rows_per_second=round(stats.rows / seconds, 2) if seconds > 0 else None,
+        model=settings.model, prompt_version=task.prompt_version, schema_id=task.schema_id,
+        endpoint=target.kind, base_url=without_credentials(target.endpoint.base_url),
+        offline_emulator=target.kind == "emulator", limiter=limiter_label,
+        synthetic=target.kind == "emulator" or target.synthetic or stats.synthetic_answers > 0,
+        concurrency=settings.concurrency, errors=stats.errors(),
+        estimate=EstimateCheck(**estimate_check(task.schema, stats.rule_prompt_tokens, stats.first_answers,
+                                                stats.prompt_tokens, stats.completion_tokens)),
+    )

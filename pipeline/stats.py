@@ -10,6 +10,7 @@ from typing import Any
 
 from pipeline.glm.retry import AttemptLog
 from pipeline.outcomes import STATUSES
+from pipeline.summary import ErrorCount
 from pipeline.tables import RowMeta
 
 MAX_EXAMPLES = 5
@@ -111,11 +112,10 @@ class RunStats:
         index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
         return round(ordered[index], 1)
 
-    def errors(self) -> list[dict[str, object]]:
-        return [
-            {"code": code, "count": count, "example_ids": self.error_examples.get(code, [])}
-            for code, count in self.error_counts.most_common()
-        ]
+    def errors(self) -> tuple[ErrorCount, ...]:
+        """Error codes, most frequent first, with a few example record ids each."""
+        return tuple(ErrorCount(code, count, tuple(self.error_examples.get(code, ())))
+                     for code, count in self.error_counts.most_common())
 
 
 _SCALAR_FIELDS = ("requests_sent", "answered", "retries", "rate_limited", "reasks", "prompt_tokens",

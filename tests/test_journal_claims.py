@@ -18,6 +18,7 @@ from pipeline.glm.client import Endpoint
 from pipeline.journal import Journal
 from pipeline.runner import RunRequest, Target, run_extraction
 from pipeline.settings import Settings
+from pipeline.summary import RunSummary
 from tests.fakes import FakeGLM, completion, document_of
 
 SCHEMA = {
@@ -50,13 +51,13 @@ def workspace(tmp_path: Path) -> Path:
 def run(ws: Path, journal: Path, output: str) -> dict[str, Any]:
     fake = FakeGLM(default=good)
 
-    async def go() -> dict[str, Any]:
+    async def go() -> RunSummary:
         async with fake.transport() as transport:
             request = RunRequest("mini", str(ws / "in.parquet"), ws / output)
             settings = Settings(schemas_dir=ws / "schemas", journal_path=journal, concurrency=4, shard_size=5)
             return await asyncio.wait_for(run_extraction(request, settings, TARGET, transport=transport), 60)
 
-    summary = asyncio.run(go())
+    summary = asyncio.run(go()).to_dict()  # the JSON of <output>.summary.json
     summary["_fake_requests"] = len(fake.requests)
     return summary
 

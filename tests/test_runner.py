@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ import pytest
 
 from pipeline.errors import InputError, OutputError, RunAborted, TaskError
 from pipeline.glm.client import Endpoint
+from pipeline.outcomes import STATUSES
 from pipeline.runner import RunRequest, Target, run_extraction
 from pipeline.settings import Settings
+from pipeline.summary import RunSummary
 from pipeline.tokens import count_prompt_tokens
 from tests.fakes import HANG, FakeGLM, completion, document_of, glm_error
 
@@ -64,8 +67,8 @@ def settings(ws: Path, **extra: Any) -> Settings:
     return Settings(**{**base, **extra})
 
 
-def run(ws: Path, fake: FakeGLM, *, output: str = "out.parquet", **extra: Any) -> dict[str, Any]:
-    async def go() -> dict[str, Any]:
+def run(ws: Path, fake: FakeGLM, *, output: str = "out.parquet", **extra: Any) -> RunSummary:
+    async def go() -> RunSummary:
         async with fake.transport() as transport:
             request = RunRequest("mini", str(ws / "in.parquet"), ws / output)
             return await run_extraction(request, settings(ws, **extra), TARGET, transport=transport)
@@ -83,12 +86,40 @@ def test_one_typed_row_out_per_row_in(workspace: Path) -> None:
     assert out.filter(pl.col("id") == "r1")["detail"].struct.field("urgent").to_list() == [True]
     assert out["_error_code"][5] == "input_too_long"
     # duplicate text under two ids is paid once
-    assert len(fake.requests) == 3 and summary["requests"]["sent"] == 3
+    assert len(fake.requests) == 3 and summary.requests.sent == 3
     assert out["_from_journal"].to_list()[4] is True and out["_cost_cny"][4] == 0
-    assert summary["status_counts"] == {"ok": 4, "invalid": 0, "failed": 1, "filtered": 0, "skipped": 2}
-    assert summary["tokens"]["prompt"] == 300 == out["_prompt_tokens"].sum()
+    assert summary.status_counts == {"ok": 4, "invalid": 0, "failed": 1, "filtered": 0, "skipped": 2}
+    assert summary.tokens.prompt == 300 == out["_prompt_tokens"].sum()
     written = json.loads((workspace / "out.parquet.summary.json").read_text())
-    assert written["run_id"] == summary["run_id"] == out["_run_id"][0]
+    assert written["run_id"] == summary.run_id == out["_run_id"][0]
+
+
+def contract_keys() -> set[str]:
+    """Every key the summary example of docs/contracts.md §4 names, nested ones as ``parent.key``."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "contracts.md").read_text()
+    block = text.split("## 4.")[1].split("```json")[1].split("```")[0]
+    example = json.loads(re.sub(r'("[^"]*")(\s*\|\s*"[^"]*")+', r"\1", block))  # "a" | "b": one of them
+    return keys_of(example)
+
+
+def keys_of(data: dict[str, Any], prefix: str = "") -> set[str]:
+    found: set[str] = set()
+    for name, value in data.items():
+        found.add(prefix + name)
+        if isinstance(value, dict) and name != "status_counts":
+            found |= keys_of(value, f"{prefix}{name}.")
+    return found
+
+
+def test_the_summary_file_is_the_typed_summary_with_the_contracts_keys(workspace: Path) -> None:
+    summary = run(workspace, FakeGLM(default=good))
+    written = json.loads((workspace / "out.parquet.summary.json").read_text())
+    assert written == summary.to_dict()
+    assert RunSummary.from_dict(written) == summary  # what a reader gets back is what the run had
+    assert keys_of(written) == contract_keys()
+    assert list(written["status_counts"]) == list(STATUSES)
+    assert written["errors"] == [{"code": "empty_text", "count": 2, "example_ids": ["r2", "r3"]},
+                                 {"code": "input_too_long", "count": 1, "example_ids": ["r5"]}]
 
 
 def test_second_run_makes_no_request(workspace: Path) -> None:
@@ -96,7 +127,7 @@ def test_second_run_makes_no_request(workspace: Path) -> None:
     first = pl.read_parquet(workspace / "out.parquet")
     again = FakeGLM(default=glm_error(500, "500"))
     summary = run(workspace, again, output="out2.parquet")
-    assert again.requests == [] and summary["requests"]["sent"] == 0 and summary["cost_cny"] == 0
+    assert again.requests == [] and summary.requests.sent == 0 and summary.cost_cny == 0
     second = pl.read_parquet(workspace / "out2.parquet")
     keep = ["id", "name", "amount", "tags", "detail", "_status", "_key"]
     assert second.select(keep).equals(first.select(keep))
@@ -117,7 +148,7 @@ def test_fences_repaired_and_reask_carries_validator_errors(workspace: Path) -> 
     assert "/amount" in reasks[0]["messages"][3]["content"]
     out = pl.read_parquet(workspace / "out.parquet")
     assert out.filter(pl.col("id") == "r1")["_reasks"].to_list() == [1]
-    assert (out["_status"] == "ok").sum() == 4 and summary["requests"]["reasks"] == 1
+    assert (out["_status"] == "ok").sum() == 4 and summary.requests.reasks == 1
 
 
 def test_invalid_after_bounded_reasks(workspace: Path) -> None:
@@ -204,7 +235,7 @@ def test_rows_held_up_do_not_hold_the_next_shards_back(workspace: Path) -> None:
 
     fake = FakeGLM(default=good, delay_s=slow_first_of_each_shard)
     summary = run(workspace, fake, concurrency=30, shard_size=10)
-    assert summary["status_counts"]["ok"] == rows
+    assert summary.count("ok") == rows
     assert fake.max_in_flight == 30  # shard boundaries never leave slots idle
     answered = [document_of(body) for body in fake.answered]
     fast_before_first_slow = answered.index("doc 0")
@@ -256,7 +287,7 @@ def test_empty_input_gives_an_empty_typed_table(workspace: Path) -> None:
     summary = run(workspace, FakeGLM())
     out = pl.read_parquet(workspace / "out.parquet")
     assert out.height == 0 and out.schema["detail"] == pl.Struct({"urgent": pl.Boolean})
-    assert summary["rows"] == 0
+    assert summary.rows == 0
 
 
 def test_a_budget_below_one_request_s_worst_case_sends_nothing(workspace: Path) -> None:
@@ -265,7 +296,7 @@ def test_a_budget_below_one_request_s_worst_case_sends_nothing(workspace: Path) 
     out = pl.read_parquet(workspace / "out.parquet")
     assert fake.requests == []  # one request may cost (prompt + 4,096 answer tokens) × price > 0.00001 CNY
     assert out.filter(pl.col("_error_code") == "budget_reached").height == 4  # r0, r1, r4 (same text), r6
-    assert summary["status_counts"]["skipped"] == 2 + 4 and summary["cost_cny"] == 0
+    assert summary.count("skipped") == 2 + 4 and summary.cost_cny == 0
 
 
 def honest(body: dict[str, Any]) -> Any:
@@ -284,7 +315,7 @@ def test_the_budget_is_never_overspent_with_30_requests_in_flight(workspace: Pat
     out = pl.read_parquet(workspace / "out.parquet")
     paid = sum(count_prompt_tokens(body["messages"]) + 150 for body in fake.requests) * 0.5 / 1e6  # the bill
     assert paid <= budget
-    assert summary["cost_cny"] == pytest.approx(paid, abs=1e-6) == out["_cost_cny"].sum()
+    assert summary.cost_cny == pytest.approx(paid, abs=1e-6) == out["_cost_cny"].sum()
     worst = (count_prompt_tokens(fake.requests[0]["messages"]) * 1.25 + 200) * 0.5 / 1e6
     assert paid > budget - 2 * worst  # it spent the budget, not a token of it
     assert fake.max_in_flight > 5  # reservations settle as answers come: the window stays open
@@ -308,9 +339,9 @@ def test_summary_splits_cost_into_first_attempts_retries_and_reasks(workspace: P
 
     fake = FakeGLM(default=answers)
     summary = run(workspace, fake, price_cached_cny_per_mtok=0.1)
-    assert summary["cost_split"] == {"first_attempts": 0.0055, "retries": 0.015, "reasks": 0.1,
+    assert summary.to_dict()["cost_split"] == {"first_attempts": 0.0055, "retries": 0.015, "reasks": 0.1,
                                      "cached_tokens": 0.004}
-    assert summary["cost_cny"] == pytest.approx(0.0055 + 0.015 + 0.1 + 0.004)
+    assert summary.cost_cny == pytest.approx(0.0055 + 0.015 + 0.1 + 0.004)
 
 
 def test_free_form_fields_become_json_text(workspace: Path) -> None:

@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.outcomes import STATUSES
+from pipeline.summary import audit_values
 from pipeline.warehouse.errors import SourceError
 from pipeline.warehouse.source import RUN_ID_COLUMN, EnrichedSource
 
@@ -114,43 +115,11 @@ def run_records(
 
 
 def from_summary(summary: Mapping[str, Any], *, table: str, exported_at: dt.datetime) -> RunRecord:
-    """Flatten a run summary (docs/contracts.md §4) into a runs row."""
-    counts, requests = _sub(summary, "status_counts"), _sub(summary, "requests")
-    tokens, latency = _sub(summary, "tokens"), _sub(summary, "latency_ms")
-    return RunRecord(
-        run_id=str(summary["run_id"]),
-        task=_str(summary.get("task")),
-        input=_str(summary.get("input")),
-        output=_str(summary.get("output")),
-        started_at=_time(summary.get("started_at")),
-        finished_at=_time(summary.get("finished_at")),
-        seconds=_float(summary.get("seconds")),
-        rows=_int(summary.get("rows")),
-        ok=_count(counts, "ok"),
-        invalid=_count(counts, "invalid"),
-        failed=_count(counts, "failed"),
-        filtered=_count(counts, "filtered"),
-        skipped=_count(counts, "skipped"),
-        requests_sent=_int(requests.get("sent")),
-        from_journal=_int(requests.get("from_journal")),
-        retries=_int(requests.get("retries")),
-        reasks=_int(requests.get("reasks")),
-        prompt_tokens=_int(tokens.get("prompt")),
-        completion_tokens=_int(tokens.get("completion")),
-        cost_cny=_float(summary.get("cost_cny")),
-        answers_cost_cny=_float(summary.get("answers_cost_cny")),
-        p50_ms=_float(latency.get("p50")),
-        p95_ms=_float(latency.get("p95")),
-        model=_str(summary.get("model")),
-        prompt_version=_str(summary.get("prompt_version")),
-        schema_id=_str(summary.get("schema_id")),
-        endpoint=_str(summary.get("endpoint")),
-        offline_emulator=_bool(summary.get("offline_emulator")),
-        limiter=_str(summary.get("limiter")),
-        table_name=table,
-        derived_from="summary",
-        exported_at=exported_at,
-    )
+    """Flatten a run summary (docs/contracts.md §4) into a runs row; what it lacks stays null."""
+    found = audit_values(summary)
+    values: dict[str, Any] = {name: _READERS[_KINDS[name]](value) for name, value in found.items()}
+    return RunRecord(run_id=str(summary["run_id"]), **values, table_name=table, derived_from="summary",
+                     exported_at=exported_at)
 
 
 def from_table(source: EnrichedSource, *, table: str, exported_at: dt.datetime) -> list[RunRecord]:
@@ -227,14 +196,7 @@ def _read_json(path: Path) -> Mapping[str, Any]:
     return value
 
 
-def _sub(summary: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = summary.get(key)
-    return value if isinstance(value, Mapping) else {}
-
-
-def _count(counts: Mapping[str, Any], status: str) -> int | None:
-    """A status absent from a present ``status_counts`` means zero rows; no counts at all, unknown."""
-    return _int(counts.get(status, 0)) if counts else None
+_KINDS = {f.name: str(f.type) for f in dataclasses.fields(RunRecord)}  # e.g. "int | None"
 
 
 def _str(value: Any) -> str | None:
@@ -261,3 +223,8 @@ def _time(value: Any) -> dt.datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+#: How a summary value becomes a runs column of each type (anything else: null).
+_READERS = {"str | None": _str, "int | None": _int, "float | None": _float, "bool | None": _bool,
+            "dt.datetime | None": _time}

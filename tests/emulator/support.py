@@ -26,4 +26,5 @@ def run_pipeline(base_url: str, tmp_path: Path, *, task: str = "ticket_qa", sour
                       backoff_initial_s=0.01, backoff_max_s=0.05, **settings)
     request = RunRequest(task, str(source), tmp_path / f"{task}.parquet")
     target = Target(Endpoint(base_url), kind)  # type: ignore[arg-type]
-    return asyncio.run(run_extraction(request, config, target, limiter=limiter, transport=transport))
+    summary = asyncio.run(run_extraction(request, config, target, limiter=limiter, transport=transport))
+    return summary.to_dict()  # as written to <output>.summary.json

@@ -4,6 +4,7 @@ and the shard task through ``.fn()`` against an in-thread emulator."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 from datetime import UTC, date, datetime
@@ -50,6 +51,7 @@ from pipeline.glm.client import Endpoint
 from pipeline.glm.transport import build_transport
 from pipeline.runner import RunRequest, Target, build_summary, new_run_id, prepare_run
 from pipeline.settings import Settings
+from pipeline.summary import RunSummary
 from tests.conftest import REPO
 from tests.flows.inputs import TICKETS, write_mini_tickets
 
@@ -143,7 +145,7 @@ def test_without_a_prefect_server_the_run_uses_a_local_limiter() -> None:
 
 # --- artifacts and reports ------------------------------------------------------------------------
 
-def fake_summary(**extra: Any) -> dict[str, Any]:
+def fake_summary() -> RunSummary:
     settings = Settings()
     prepared = prepare_run(RunRequest("ticket_qa", str(TICKETS), Path("/tmp/out.parquet")), settings)
     stats = merge_results([])
@@ -154,11 +156,11 @@ def fake_summary(**extra: Any) -> dict[str, Any]:
     stats.note_answer(100.0, 1000, 200, 0.0006)
     stats.note_answer(120.0, 1500, 200, 0.0009, spent_on="reasks", cached_cny=0.0001)
     target = Target(Endpoint("http://127.0.0.1:9/api/paas/v4"), "emulator")
-    return {**build_summary(prepared, stats, settings, target, LOCAL_LABEL, 1.5), **extra}
+    return build_summary(prepared, stats, settings, target, LOCAL_LABEL, 1.5).for_partition("2026-11-25", 1)
 
 
 def test_artifact_builders_say_what_a_person_needs() -> None:
-    summary = fake_summary(shards=1, partition_date="2026-11-25")
+    summary = fake_summary()
     rows = {r["metric"]: r["value"] for r in summary_rows(summary)}
     assert OFFLINE_NOTE in rows["endpoint"] and rows["limiter"] == LOCAL_LABEL
     assert rows["rows failed"] == "1" and "cost (CNY)" in rows and "latency p95 (ms)" in rows
@@ -166,7 +168,7 @@ def test_artifact_builders_say_what_a_person_needs() -> None:
             rows["cost: retries (CNY)"], rows["cost: cached tokens (CNY)"]) == (
         "0.001500", "0.000600", "0.000800", "0.000000", "0.000100")
     assert error_rows(summary) == [{"code": "1301", "rows": "1", "example ids": "T-9"}]
-    assert error_rows({**summary, "errors": []})[0]["code"] == "none"
+    assert error_rows(dataclasses.replace(summary, errors=()))[0]["code"] == "none"
     note = outputs_markdown(summary, evaluation="| f | 1.0 |", export="exported 3 rows")
     assert "ANSWERS ARE SYNTHETIC" in note and "/tmp/out.parquet.summary.json" in note and "Evaluation" in note
     assert "cost: 0.001500 CNY (first attempts 0.000600, retries 0.000000, reasks 0.000800, cached tokens" in note

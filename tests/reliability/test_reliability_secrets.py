@@ -26,6 +26,7 @@ from pipeline.endpoints import online_target
 from pipeline.errors import RunAborted
 from pipeline.runner import RunRequest, run_extraction
 from pipeline.settings import Settings
+from pipeline.summary import RunSummary
 from tests.fakes import FakeGLM, completion, glm_error
 from tests.reliability.support import (
     SCHEMAS,
@@ -67,7 +68,8 @@ def test_sentinel_key_is_sent_but_never_stored_printed_or_rendered(tmp_path: Pat
     assert summary["errors"], "the run should have row errors whose messages are stored"
     assert SENTINEL not in done.stdout + done.stderr
     assert files_holding(tmp_path, SENTINEL) == []  # table, summary, journal (+ WAL), anything else
-    rendered = [summary_rows(summary), error_rows(summary), outputs_markdown(summary, evaluation=None, export=None)]
+    typed = RunSummary.from_dict(summary)
+    rendered = [summary_rows(typed), error_rows(typed), outputs_markdown(typed, evaluation=None, export=None)]
     assert SENTINEL not in repr(rendered)
 
 
