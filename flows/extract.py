@@ -2,13 +2,14 @@
 Parquet out, with artifacts, an optional warehouse export, and the run summary as the result.
 
 Shape (docs/operations.md): the flow checks everything that can fail before money is spent
-(``prepare_run``, ``plan_output``), cuts the input into at most :data:`MAX_SHARDS` shards, and runs
-shard tasks :data:`PARALLEL_SHARDS` at a time with ``asyncio.gather``. Each shard task leases its
-share of the account's global concurrency limit for its shard and gates its own requests locally;
-runs take turns at shard boundaries, interactive runs before batch ones (``flows.limits``). Tasks
-pass paths and small JSON summaries, never frames. A shard task retries only on infrastructure
-faults; API faults are the engine's job. Every answer lands in the journal as it arrives, so a
-failed or re-run shard never pays twice.
+(``prepare_run``), opens the run (:class:`pipeline.runner.Run`, as the CLI does), cuts the input
+into at most :data:`MAX_SHARDS` shards, and runs shard tasks :data:`PARALLEL_SHARDS` at a time with
+``asyncio.gather``; each calls ``Run.shard``. Each shard task leases its share of the account's
+global concurrency limit for its shard and gates its own requests locally; runs take turns at
+shard boundaries, interactive runs before batch ones (``flows.limits``). Tasks pass paths and
+small JSON summaries, never frames. A shard task retries only on infrastructure faults; API
+faults are the engine's job. Every answer lands in the journal as it arrives, so a failed or
+re-run shard never pays twice.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, cast
@@ -38,18 +39,8 @@ from flows.reports import evaluate_output, failure_message, run_line, shard_line
 from flows.secrets import describe_key_source, load_secret_key, redact_in_logs
 from pipeline import io
 from pipeline.endpoints import OFFLINE_BANNER, resolve_target
-from pipeline.engine import RunShared
 from pipeline.errors import GlmExtractError
-from pipeline.runner import (
-    PreparedRun,
-    RunRequest,
-    Target,
-    build_summary,
-    new_run_id,
-    prepare_run,
-    run_one_shard,
-    transport_for,
-)
+from pipeline.runner import PreparedRun, Run, RunRequest, ShardsDone, new_run_id, prepare_run
 from pipeline.settings import Settings
 from pipeline.stats import RunStats, stats_from_dict, stats_to_dict
 from pipeline.summary import RunSummary
@@ -65,16 +56,12 @@ class TooManyFailures(GlmExtractError):
 
 @dataclass(frozen=True)
 class ShardJob:
-    """What every shard task of one run shares (passed in-process, never serialised)."""
+    """What every shard task of one run shares (passed in-process, never serialised): the run
+    (its transport, budget and stop signal) and this run's lease on the account's limit."""
 
-    prepared: PreparedRun
-    settings: Settings
-    target: Target
-    plan: io.OutputPlan
+    run: Run
     gate: Gate
     slots: int
-    transport: httpx.AsyncBaseTransport
-    shared: RunShared = field(default_factory=RunShared)  # budget and in-flight requests across shards
 
 
 def shard_size_for(rows: int, preferred: int) -> int:
@@ -101,12 +88,10 @@ async def extract_shard(job: ShardJob, spec: io.ShardSpec) -> dict[str, Any]:
     """Lease the shard's slots, run it through the engine into its part file, return a small summary."""
     clock = time.perf_counter()
     async with job.gate.lease(job.slots):
-        part, stats = await run_one_shard(job.prepared, job.settings, job.target, spec, job.plan,
-                                          limiter=job.gate.limiter_for(job.slots), transport=job.transport,
-                                          shared=job.shared)
-    get_run_logger().info(shard_line(spec, stats, time.perf_counter() - clock, job.slots, job.gate.label))
-    return {"index": spec.index, "rows": spec.rows, "part": str(part) if part else None,
-            "stats": stats_to_dict(stats)}
+        done = await job.run.shard(spec, job.gate.limiter_for(job.slots))
+    get_run_logger().info(shard_line(spec, done.stats, time.perf_counter() - clock, job.slots, job.gate.label))
+    return {"index": spec.index, "rows": spec.rows, "part": str(done.parts[0]) if done.parts else None,
+            "stats": stats_to_dict(done.stats)}
 
 
 @task(name="export-output", retries=2, retry_delay_seconds=30,
@@ -183,31 +168,22 @@ def build_request(params: ExtractParams, day: date) -> RunRequest:
 async def extract_all(prepared: PreparedRun, settings: Settings, gate: Gate, shards: Sequence[io.ShardSpec],
                       partition_date: str) -> RunSummary:
     """Run every shard task, then assemble the output and the summary (parts go on any failure)."""
-    plan = io.plan_output(prepared.request.output, prepared.request.run_id)
     width = max(1, min(PARALLEL_SHARDS, len(shards)))
     slots = gate.slots_per_shard(settings.concurrency, width)
-    clock = time.perf_counter()
-    try:
-        with resolve_target(settings) as target:
-            if target.kind == "emulator":
-                get_run_logger().warning(OFFLINE_BANNER)
-            async with transport_for(settings) as transport:  # one pool, shared by the shard tasks
-                job = ShardJob(prepared, settings, target, plan, gate, slots, transport)
-                results = await run_shard_tasks(job, shards, width)
-        stats = merge_results(results)
-        summary = build_summary(prepared, stats, settings, target, gate.label, time.perf_counter() - clock)
-        summary = summary.for_partition(partition_date, len(shards))
-        io.finish_output(plan, [Path(r["part"]) for r in results if r["part"]], summary.to_dict())
-        return summary
-    finally:
-        io.discard_parts(plan)
+    with resolve_target(settings) as target:
+        if target.kind == "emulator":
+            get_run_logger().warning(OFFLINE_BANNER)
+        async with Run.open(prepared, settings, target) as run:  # one transport, shared by the shard tasks
+            results = await run_shard_tasks(ShardJob(run, gate, slots), shards, width)
+            done = ShardsDone([Path(r["part"]) for r in results if r["part"]], merge_results(results))
+            return run.finish(done, gate.label, partition_date=partition_date, shards=len(shards))
 
 
 async def run_shard_tasks(job: ShardJob, shards: Sequence[io.ShardSpec], width: int) -> list[dict[str, Any]]:
     """Shard tasks ``width`` at a time; after a failure no new shard starts, running ones finish."""
     window = asyncio.Semaphore(width)
     stop = asyncio.Event()
-    progress = await ProgressReport.start(job.prepared.task.name, job.prepared.info.rows)
+    progress = await ProgressReport.start(job.run.prepared.task.name, job.run.prepared.info.rows)
 
     async def one(spec: io.ShardSpec) -> dict[str, Any] | None:
         async with window:

@@ -1,12 +1,15 @@
-"""A whole run: check input and output, stream shards through the engine, write the table and
-the summary atomically. Used by the CLI; the Prefect flow drives the same pieces shard by shard."""
+"""A whole run: check input and output (:func:`prepare_run`), then one :class:`Run` streams shards
+through the engine and writes the table and the summary atomically. The CLI runs it in one call
+(:func:`run_extraction`); the Prefect flow opens the same :class:`Run` and its shard tasks call
+:meth:`Run.shard`. Either way a run returns a :class:`~pipeline.summary.RunSummary`."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,6 +108,82 @@ def transport_for(settings: Settings, concurrency: int | None = None) -> httpx.A
 
 
 
+@dataclass(frozen=True)
+class ShardsDone:
+    """Shards processed into part files, and their tallies."""
+
+    parts: list[Path]
+    stats: RunStats
+
+    @classmethod
+    def merged(cls, done: Iterable[ShardsDone]) -> ShardsDone:
+        """Several calls' shards as one (parts in shard order as given)."""
+        parts: list[Path] = []
+        stats = RunStats()
+        for item in done:
+            parts += item.parts
+            stats.merge(item.stats)
+        return cls(parts, stats)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run, from its checked input to its summary; every run goes through one.
+
+    :meth:`open` plans the output (taking its lock) and owns the HTTP transport; :meth:`shards`
+    sends shards through the engine into part files (the CLI passes them all in one call, each
+    Prefect shard task one with :meth:`shard`); :meth:`finish` writes the table and the summary
+    and returns :class:`~pipeline.summary.RunSummary`. Leaving :meth:`open` removes the parts of a
+    run that did not finish; the journal keeps every answer paid for.
+    """
+
+    prepared: PreparedRun
+    settings: Settings
+    target: Target
+    transport: httpx.AsyncBaseTransport
+    plan: io.OutputPlan
+    shared: RunShared = field(default_factory=RunShared)  # budget, requests on the wire, stop signal
+    clock: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, prepared: PreparedRun, settings: Settings, target: Target, *,
+                   transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[Run]:
+        """The run, ready for shards (``transport``: one the caller owns, else the run's own)."""
+        plan = io.plan_output(prepared.request.output, prepared.request.run_id)
+        own = transport is None
+        wire = transport or transport_for(settings)
+        try:
+            yield cls(prepared, settings, target, wire, plan)
+        finally:
+            io.discard_parts(plan)
+            if own:
+                await wire.aclose()
+
+    async def shards(self, frames: Iterable[tuple[int, pl.DataFrame]], limiter: AdaptiveLimiter,
+                     on_progress: Progress | None = None) -> ShardsDone:
+        """Process ``(index, frame)`` shards into parts; raise RunAborted on a fatal error."""
+        with Journal(self.settings.journal_path) as journal:
+            ctx = build_context(self.prepared, self.settings, self.target, self.transport, limiter, journal,
+                                self.shared)
+            parts = await run_shards(ctx, frames, self.plan, self.prepared.request.run_id, on_progress)
+        return ShardsDone(parts, ctx.stats)
+
+    async def shard(self, spec: io.ShardSpec, limiter: AdaptiveLimiter) -> ShardsDone:
+        """One shard, read from its slice of the input (a Prefect shard task's call)."""
+        return await self.shards([(spec.index, io.read_shard(spec))], limiter)
+
+    def finish(self, done: ShardsDone, limiter_label: str, *, partition_date: str | None = None,
+               shards: int | None = None) -> RunSummary:
+        """Write the table from ``done``'s parts and the summary beside it; return the summary."""
+        summary = build_summary(self.prepared, done.stats, self.settings, self.target, limiter_label,
+                                time.perf_counter() - self.clock)
+        if partition_date is not None and shards is not None:
+            summary = summary.for_partition(partition_date, shards)
+        io.finish_output(self.plan, done.parts, summary.to_dict())
+        return summary
+
+
 async def run_extraction(
     request: RunRequest,
     settings: Settings,
@@ -116,25 +195,13 @@ async def run_extraction(
     on_progress: Progress | None = None,
     prepared: PreparedRun | None = None,
 ) -> RunSummary:
-    """Run end to end and return the summary (also written next to the output)."""
+    """Run end to end in this process (the CLI's run) and return the summary (also written next
+    to the output)."""
     prepared = prepared or prepare_run(request, settings)
-    plan = io.plan_output(request.output, request.run_id)
-    own_transport = transport is None
-    transport = transport or transport_for(settings)
-    limiter = limiter or AdaptiveLimiter(settings.concurrency)
-    clock = time.perf_counter()
-    try:
-        with Journal(settings.journal_path) as journal:
-            ctx = build_context(prepared, settings, target, transport, limiter, journal)
-            shards = enumerate(io.iter_shards(prepared.info.files, settings.shard_size))
-            parts = await run_shards(ctx, shards, plan, request.run_id, on_progress)
-        summary = build_summary(prepared, ctx.stats, settings, target, limiter_label, time.perf_counter() - clock)
-        io.finish_output(plan, parts, summary.to_dict())
-        return summary
-    finally:
-        io.discard_parts(plan)
-        if own_transport:
-            await transport.aclose()
+    async with Run.open(prepared, settings, target, transport=transport) as run:
+        frames = enumerate(io.iter_shards(prepared.info.files, settings.shard_size))
+        done = await run.shards(frames, limiter or AdaptiveLimiter(settings.concurrency), on_progress)
+        return run.finish(done, limiter_label)
 
 
 async def run_shards(ctx: EngineContext, shards: Iterable[tuple[int, pl.DataFrame]], plan: io.OutputPlan, run_id: str,
@@ -170,33 +237,6 @@ async def run_shards(ctx: EngineContext, shards: Iterable[tuple[int, pl.DataFram
     if ctx.fatal is not None:
         raise RunAborted(f"run stopped: {ctx.fatal} — {ctx.fatal.hint}", code=ctx.fatal.code)
     return [parts[i] for i in sorted(parts)]
-
-
-async def run_one_shard(
-    prepared: PreparedRun,
-    settings: Settings,
-    target: Target,
-    spec: io.ShardSpec,
-    plan: io.OutputPlan,
-    *,
-    limiter: AdaptiveLimiter,
-    transport: httpx.AsyncBaseTransport | None = None,
-    shared: RunShared | None = None,
-) -> tuple[Path | None, RunStats]:
-    """Process one shard into its part file (for callers that schedule shards themselves, e.g.
-    a Prefect task). Raises :class:`RunAborted` on a fatal error; the journal keeps the answers.
-    Shards of one run in one process share ``shared``: the run's budget holds across them and a
-    request one shard has on the wire is not sent again by another."""
-    own_transport = transport is None
-    transport = transport or transport_for(settings, limiter.cap)
-    try:
-        with Journal(settings.journal_path) as journal:
-            ctx = build_context(prepared, settings, target, transport, limiter, journal, shared)
-            parts = await run_shards(ctx, [(spec.index, io.read_shard(spec))], plan, prepared.request.run_id)
-        return (parts[0] if parts else None), ctx.stats
-    finally:
-        if own_transport:
-            await transport.aclose()
 
 
 def build_summary(prepared: PreparedRun, stats: RunStats, settings: Settings, target: Target,

@@ -49,7 +49,7 @@ from pipeline import io
 from pipeline.errors import InputError, RunAborted
 from pipeline.glm.client import Endpoint
 from pipeline.glm.transport import build_transport
-from pipeline.runner import RunRequest, Target, build_summary, new_run_id, prepare_run
+from pipeline.runner import Run, RunRequest, Target, build_summary, new_run_id, prepare_run
 from pipeline.settings import Settings
 from pipeline.summary import RunSummary
 from tests.conftest import REPO
@@ -195,7 +195,7 @@ def shard_job(tmp_path: Path, input_path: Path, base_url: str,
     prepared = prepare_run(RunRequest("ticket_qa", str(input_path), tmp_path / "out.parquet", new_run_id()), settings)
     plan = io.plan_output(prepared.request.output, prepared.request.run_id)
     target = Target(Endpoint(base_url), "custom", synthetic=True)  # the emulator says so (resolve_target probes)
-    job = ShardJob(prepared, settings, target, plan, local_gate(4), 4, transport)
+    job = ShardJob(Run(prepared, settings, target, transport, plan), local_gate(4), 4)
     return job, io.plan_shards(prepared.info, 3)
 
 
@@ -212,7 +212,7 @@ def test_shard_task_returns_a_small_json_summary_and_the_estimate_sees_the_journ
         results, job = asyncio.run(go())
         sent = emulator.stats()["requests_received"]
         # while the emulator still answers: the estimate asks it whether it is one (its answers are keyed apart)
-        estimate = estimate_run(job.prepared, job.settings, io.plan_shards(job.prepared.info, 3))
+        estimate = estimate_run(job.run.prepared, job.run.settings, io.plan_shards(job.run.prepared.info, 3))
     assert len(orjson.dumps(results)) < 4000
     assert [r["rows"] for r in results] == [3, 2] and all(Path(r["part"]).exists() for r in results)
     stats = merge_results(results)
@@ -278,7 +278,7 @@ def test_a_shard_waiting_on_a_cancelled_shard_pays_itself(tmp_path: Path) -> Non
                 counting = CountingTransport(transport, 3)
                 job, shards = shard_job(tmp_path, source, emulator.base_url, counting)
                 inflight = WatchedInflight()
-                job.shared.inflight = inflight
+                job.run.shared.inflight = inflight
                 with disable_run_logger():
                     first = asyncio.ensure_future(extract_shard.fn(job, shards[0]))
                     await counting.on_wire.wait()  # the first shard has its 3 requests on the wire
