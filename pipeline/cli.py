@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipeline.commands.console import err, fail, out
+from pipeline.commands.console import err, fail, out, settings_from
 from pipeline.endpoints import OFFLINE_BANNER, needs_emulator, resolve_target
 from pipeline.errors import GlmExtractError
 from pipeline.interrupts import Terminated, run_stoppable
@@ -33,15 +32,6 @@ from pipeline.wording import plural
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLM-4-Air structured extraction over Parquet.")
 FAILURE_EXIT = 4
 INTERRUPTED_EXIT = 130
-
-
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise GlmExtractError(f"invalid setting {where}: {first['msg']}") from None
 
 
 ColumnOption = Annotated[list[str] | None, typer.Option(
@@ -88,7 +78,7 @@ def run(
 ) -> None:
     """Extract typed fields from every row of INPUT into OUTPUT (one row out per row in)."""
     try:
-        settings = _settings(concurrency=concurrency, base_url=base_url, model=model, mode=mode,
+        settings = settings_from(concurrency=concurrency, base_url=base_url, model=model, mode=mode,
                              shard_size=shard_size, journal_path=journal, schemas_dir=schemas_dir,
                              budget_cny=budget_cny, max_reasks=max_reasks)
         request = RunRequest(task, input, output, columns=parse_column_mapping(column or []),
@@ -163,7 +153,7 @@ def tasks(
 ) -> None:
     """List the tasks: the input columns each needs and reads, or why it does not load (exit 2 then)."""
     try:
-        folders = search_path(_settings(schemas_dir=schemas_dir).schemas_dir)
+        folders = search_path(settings_from(schemas_dir=schemas_dir).schemas_dir)
     except GlmExtractError as exc:
         raise fail(exc) from None
     table = Table("task", "required columns", "optional columns (default)", "prompt version", "fields",
@@ -208,7 +198,7 @@ def evaluate(
     from pipeline.evaluation_command import compare_report, evaluation_report
 
     try:
-        spec = bind_columns(load_task(task, _settings(schemas_dir=schemas_dir).schemas_dir),
+        spec = bind_columns(load_task(task, settings_from(schemas_dir=schemas_dir).schemas_dir),
                             parse_column_mapping(column or []), output_prefix)
         if compare is not None:
             report = compare_report(spec, compare, changes)

@@ -3,6 +3,7 @@ reaches the terminal, an exception's first line."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,13 @@ def test_a_journal_command_prints_a_path_with_brackets_as_it_is(tmp_path: Path) 
                           capture_output=True, text=True, cwd=REPO, check=False, timeout=120)
     assert done.returncode == 2, done.stderr
     assert str(journal) in " ".join(done.stderr.split()), done.stderr
+
+
+@pytest.mark.parametrize("command", [["run", "--output", "o.parquet", "--mode", "yaml"],
+                                     ["estimate", "--mode", "yaml"]])
+def test_an_invalid_option_is_one_line_naming_the_setting_in_every_command(tmp_path: Path, command: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", *command, "--task", "ticket_qa", "--input",
+                           str(tmp_path / "in.parquet")], capture_output=True, text=True, cwd=tmp_path,
+                          check=False, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: invalid setting mode:") and len(done.stderr.strip().splitlines()) == 1

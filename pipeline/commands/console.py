@@ -1,12 +1,17 @@
-"""The terminal every command prints to, and how a command ends on one of our errors."""
+"""The terminal every command prints to, how a command ends on one of our errors, and the
+settings a command's options make."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from pipeline.errors import GlmExtractError
+from pipeline.settings import Settings
 
 out = Console()
 err = Console(stderr=True)
@@ -17,3 +22,14 @@ def fail(exc: GlmExtractError) -> typer.Exit:
     return the exit to raise with its exit code."""
     err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(exc.exit_code)
+
+
+def settings_from(**options: Any) -> Settings:
+    """Settings from the environment, overridden by the options given (None: not given); an invalid
+    value is one line naming the setting."""
+    try:
+        return Settings(**{name: value for name, value in options.items() if value is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise GlmExtractError(f"invalid setting {where}: {first['msg']}") from None

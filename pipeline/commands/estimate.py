@@ -14,12 +14,10 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from pipeline import io
+from pipeline.commands.console import fail, out, settings_from
 from pipeline.endpoints import needs_emulator, online_target
 from pipeline.errors import GlmExtractError
 from pipeline.estimate import Estimate, EstimateWalk, Prices, add_rows, finish, needs_request, packed_bodies
@@ -30,9 +28,6 @@ from pipeline.prompts import RenderOptions, render_request, system_message
 from pipeline.settings import Settings
 from pipeline.tables import prompt_rows
 from pipeline.tasks import TaskSpec, bind_columns, load_task, parse_column_mapping
-
-out = Console()
-err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -114,18 +109,11 @@ def estimate(
     """Rows, requests still to pay (after journal hits), tokens and CNY online / with the cache /
     batch, for a run over INPUT. Nothing is sent, nothing is written."""
     try:
-        overrides: dict[str, Any] = {"journal_path": journal, "model": model, "mode": mode, "base_url": base_url,
-                                     "schemas_dir": schemas_dir}
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = settings_from(journal_path=journal, model=model, mode=mode, base_url=base_url,
+                                 schemas_dir=schemas_dir)
         found = estimate_input(task, input, settings, parse_column_mapping(column or []))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        err.print(f"[bold red]error:[/] invalid setting {'.'.join(str(p) for p in first['loc'])}: "
-                  f"{escape(str(first['msg']))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     except GlmExtractError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+        raise fail(exc) from None
     if as_json:
         out.print(orjson.dumps(found.as_dict()).decode(), highlight=False, soft_wrap=True, markup=False)
         return
