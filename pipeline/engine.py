@@ -2,7 +2,9 @@
 
 Every input row ends in exactly one :class:`~pipeline.tables.RowMeta`; nothing raises for a bad
 row. Only a fatal, account-wide error (:class:`~pipeline.glm.errors.FatalError`) stops the run:
-it sets ``abort`` so no further request starts, and is re-raised by :func:`process_shard`.
+it is handed to the run's one stop signal (:class:`~pipeline.glm.retry.RunStop`), so no further
+request starts and what is on the wire is cancelled; the rows it did not answer end ``failed`` with
+``run_aborted``, and the runner turns the stop's reason into :class:`~pipeline.errors.RunAborted`.
 """
 
 from __future__ import annotations
@@ -62,8 +64,6 @@ class EngineContext:
     price_cny_per_mtok: float = 0.5
     price_cached_cny_per_mtok: float | None = None  # None: cached prompt tokens cost the full price
     budget_cny: float | None = None
-    abort: asyncio.Event | None = None
-    fatal: FatalError | None = None
     shared: RunShared = field(default_factory=RunShared)
     endpoint_id: str = ""  # "emulator" keeps synthetic answers out of real ones (see keys.request_key)
 
@@ -72,8 +72,11 @@ class EngineContext:
         self.system = system_message(self.task, self.options.mode)
         self.answer_dtype = extraction_dtype(self.task.schema)
         self.free_form = has_free_form(self.task.schema)
-        if self.abort is None:
-            self.abort = self.shared.stop
+
+    @property
+    def stop(self) -> RunStop:
+        """The run's stop signal, shared by every shard (a fatal error in one stops them all)."""
+        return self.shared.stop
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
         cached_price = self.price_cached_cny_per_mtok
@@ -90,7 +93,7 @@ class _Planned:
 
 
 async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -> list[RowMeta]:
-    """One outcome per row, in order. Raises the run's FatalError after in-flight work settles.
+    """One outcome per row, in order, once in-flight work settles (also when the run stops).
 
     A key another shard of this run is sending is borrowed from it; a key another run sharing the
     journal has claimed is waited for (:func:`_wait_for_other_runs`); the rest is claimed and sent."""
@@ -126,8 +129,6 @@ async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -
         if keeper is not None:
             keeper.cancel()
     _commit(ctx)
-    if ctx.fatal is not None:
-        raise ctx.fatal
     return _row_metas(ctx, planned, known, fresh, borrowed)
 
 
@@ -185,8 +186,7 @@ async def _answer_pack_into(ctx: EngineContext, pack: list[PackRow], out: dict[s
 
 def _claim(ctx: EngineContext, keys: list[str]) -> set[str]:
     """Claim ``keys`` in the journal for this run (none granted once the run is stopping)."""
-    assert ctx.abort is not None
-    if not keys or ctx.abort.is_set():
+    if not keys or ctx.stop.is_set():
         return set()
     try:
         return ctx.journal.claim(keys)
@@ -210,9 +210,8 @@ async def _wait_for_other_runs(ctx: EngineContext, group: asyncio.TaskGroup, wai
                                out: dict[str, JournalEntry], borrowed: set[str]) -> None:
     """Keys another run has claimed: take their answers from the journal as they are committed,
     and claim (then pay for) what that run gave up on or abandoned (its claim expired)."""
-    assert ctx.abort is not None
     remaining = dict(waiting)
-    while remaining and not ctx.abort.is_set():
+    while remaining and not ctx.stop.is_set():
         await asyncio.sleep(CLAIM_POLL_S)
         try:
             found = ctx.journal.lookup(remaining)
@@ -290,10 +289,7 @@ def _commit(ctx: EngineContext) -> None:
 
 def _stop_on_journal_failure(ctx: EngineContext, exc: JournalError) -> None:
     """Answers that cannot be kept must not be paid for: no further request starts."""
-    assert ctx.abort is not None
-    if ctx.fatal is None:
-        ctx.fatal = FatalError(f"{exc}; no further request was sent", code="journal_write_failed")
-    ctx.abort.set()
+    ctx.stop.stop(FatalError(f"{exc}; no further request was sent", code="journal_write_failed"))
 
 
 @dataclass
@@ -335,7 +331,6 @@ def worst_case_cny(ctx: EngineContext, body: Mapping[str, Any]) -> float:
 
 async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> tuple[JournalEntry, bytes | None]:
     """Fetch, judge and (bounded) re-ask one request; never raises for a row-level problem."""
-    assert ctx.abort is not None
     tally = _Tally()
     current = body
     while True:
@@ -343,13 +338,12 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
         admission = _BudgetAdmission(ctx.shared.budget, worst_case_cny(ctx, current), ctx.budget_cny)
         try:
             try:
-                answer = await send_with_retry(ctx.client, current, ctx.limiter, ctx.policy, ctx.abort, log, admission)
+                answer = await send_with_retry(ctx.client, current, ctx.limiter, ctx.policy, ctx.stop, log, admission)
             finally:  # count this send's attempts before any entry below copies the tally
                 tally.attempts += log.attempts
                 ctx.stats.note_attempts(log)
         except FatalError as exc:
-            ctx.fatal = ctx.fatal or exc
-            ctx.abort.set()  # no new attempt starts; the ones on the wire are cancelled
+            ctx.stop.stop(exc)  # no new attempt starts; the ones on the wire are cancelled
             return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=exc.message), None
         except RowError as exc:
             status = "filtered" if exc.filtered else "failed"

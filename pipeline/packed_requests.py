@@ -50,20 +50,18 @@ async def answer_pack(ctx: EngineContext, pack: Sequence[PackRow]) -> list[tuple
     """One entry per row of ``pack``, in order (``bytes``: the raw answer to journal, None for a
     record of a packed answer). Never raises for a row-level problem; a fatal error stops the run
     as :func:`pipeline.engine.answer_request` does."""
-    assert ctx.abort is not None
     rows = [member.row for member in pack]
     body = render_packed_request(ctx.task, rows, ctx.options, packed_system_message(ctx.task))
     log = AttemptLog()
     admission = _BudgetAdmission(ctx.shared.budget, worst_case_cny(ctx, body), ctx.budget_cny)
     try:
         try:
-            answer = await send_with_retry(ctx.client, body, ctx.limiter, ctx.policy, ctx.abort, log, admission)
+            answer = await send_with_retry(ctx.client, body, ctx.limiter, ctx.policy, ctx.stop, log, admission)
         finally:
             ctx.stats.note_attempts(log)
             tries = split_tokens(log.attempts, [1] * len(pack))  # each attempt booked on one row
     except FatalError as exc:
-        ctx.fatal = ctx.fatal or exc
-        ctx.abort.set()
+        ctx.stop.stop(exc)
         return _all(ctx, pack, tries, "failed", exc.code, exc.message)
     except RowError:  # the platform refused or cut the pack: which row it objected to only a row alone tells
         asked = await asyncio.gather(*(answer_request(ctx, m.key, m.body) for m in pack))

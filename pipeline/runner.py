@@ -23,7 +23,6 @@ from pipeline.engine import EngineContext, RunShared, process_shard, rows_of
 from pipeline.errors import RunAborted
 from pipeline.estimate import estimate_check
 from pipeline.glm.client import Endpoint, GLMClient
-from pipeline.glm.errors import FatalError
 from pipeline.glm.retry import RetryPolicy
 from pipeline.glm.transport import build_transport
 from pipeline.journal import Journal
@@ -208,7 +207,6 @@ async def run_shards(ctx: EngineContext, shards: Iterable[tuple[int, pl.DataFram
                      on_progress: Progress | None = None) -> list[Path]:
     """Process shards, the next one starting whenever the slots would otherwise run dry
     (:class:`~pipeline.window.ShardWindow`); write each as a part; raise RunAborted on a fatal error."""
-    assert ctx.abort is not None
     parts: dict[int, Path] = {}
     run = RunColumns(ctx.task.name, ctx.task.schema_id, ctx.task.prompt_version, run_id, ctx.task.output_prefix)
     dtype = extraction_dtype(ctx.task.schema)
@@ -216,10 +214,10 @@ async def run_shards(ctx: EngineContext, shards: Iterable[tuple[int, pl.DataFram
     async def one(window: ShardWindow, index: int, frame: pl.DataFrame) -> None:
         try:
             metas = await process_shard(ctx, rows_of(frame, ctx.task))
-        except FatalError:
-            return  # recorded in ctx.fatal; other shards settle, then the run aborts
         finally:
             window.done()
+        if ctx.stop.reason is not None:
+            return  # the run aborts once the other shards settle: no part is worth writing
         # off the event loop: a shard's assembly and write would stall in-flight requests for ~0.1 s
         table = await asyncio.to_thread(assemble_shard, frame, ctx.task.id_column, metas, dtype, run)
         ctx.stats.note_rows(table.get_column("_record_id").to_list(), metas)
@@ -230,12 +228,13 @@ async def run_shards(ctx: EngineContext, shards: Iterable[tuple[int, pl.DataFram
     async with ShardWindow(ctx.limiter) as window, asyncio.TaskGroup() as group:
         for index, frame in shards:
             await window.admit()
-            if ctx.abort.is_set():
+            if ctx.stop.is_set():
                 window.done()
                 break
             group.create_task(one(window, index, frame))
-    if ctx.fatal is not None:
-        raise RunAborted(f"run stopped: {ctx.fatal} — {ctx.fatal.hint}", code=ctx.fatal.code)
+    reason = ctx.stop.reason
+    if reason is not None:
+        raise RunAborted(f"run stopped: {reason} — {reason.hint}", code=reason.code)
     return [parts[i] for i in sorted(parts)]
 
 

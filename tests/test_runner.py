@@ -233,7 +233,7 @@ def test_rows_held_up_do_not_hold_the_next_shards_back(workspace: Path) -> None:
         workspace / "in.parquet")
 
     def slow_first_of_each_shard(body: dict[str, Any]) -> float:  # e.g. a row waiting out a long answer
-        return 0.3 if int(document_of(body).split()[1]) % 10 == 0 else 0.002
+        return 0.5 if int(document_of(body).split()[1]) % 10 == 0 else 0.02
 
     fake = FakeGLM(default=good, delay_s=slow_first_of_each_shard)
     summary = run(workspace, fake, concurrency=30, shard_size=10)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from pipeline.glm.client import ChatAnswer, GLMClient
-from pipeline.glm.errors import RateLimited, is_retryable
+from pipeline.glm.errors import FatalError, RateLimited, is_retryable
 from pipeline.limiter import AdaptiveLimiter
 
 
@@ -34,14 +34,23 @@ STOP_MESSAGE = "the run stopped"
 
 
 class RunStop(asyncio.Event):
-    """The run's stop signal. Setting it also cancels the attempts still on the wire ``grace_s``
-    later: answers due any moment are kept (they may be paid for already), while a stop does not
-    wait for hung requests (a read timeout can be minutes)."""
+    """The run's one stop signal and its reason. :meth:`stop` records why (the first account-wide
+    error wins) and sets the event: no new attempt starts, backoff sleeps end, and the attempts
+    still on the wire are cancelled ``grace_s`` later — answers due any moment are kept (they may
+    be paid for already), while a stop does not wait for hung requests (a read timeout can be
+    minutes). The runner turns :attr:`reason` into the run's :class:`~pipeline.errors.RunAborted`."""
 
     def __init__(self, grace_s: float = 1.0) -> None:
         super().__init__()
         self.grace_s = grace_s
+        self.reason: FatalError | None = None
         self._on_wire: set[asyncio.Task[Any]] = set()
+
+    def stop(self, reason: FatalError) -> None:
+        """Stop the run because of ``reason``."""
+        if self.reason is None:
+            self.reason = reason
+        self.set()
 
     def set(self) -> None:
         if self.is_set():
