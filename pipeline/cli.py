@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipeline.commands.console import err, fail, out, settings_from
+from pipeline.commands.console import MaxTokensOption, err, fail, out, settings_from
 from pipeline.endpoints import OFFLINE_BANNER, needs_emulator, resolve_target
 from pipeline.errors import GlmExtractError
 from pipeline.interrupts import Terminated, run_stoppable
@@ -70,6 +70,7 @@ def run(
              "rows that do not fit end skipped/budget_reached")] = None,
     max_reasks: Annotated[int | None, typer.Option(help="re-asks (each paid) after an answer that fails the "
                                                         "schema, before the row ends `invalid` (default 2)")] = None,
+    max_tokens: MaxTokensOption = None,
     column: ColumnOption = None,
     output_prefix: OutputPrefixOption = "",
     emulator_latency: Annotated[str | None, typer.Option(
@@ -80,7 +81,7 @@ def run(
     try:
         settings = settings_from(concurrency=concurrency, base_url=base_url, model=model, mode=mode,
                              shard_size=shard_size, journal_path=journal, schemas_dir=schemas_dir,
-                             budget_cny=budget_cny, max_reasks=max_reasks)
+                             budget_cny=budget_cny, max_reasks=max_reasks, max_tokens=max_tokens)
         request = RunRequest(task, input, output, columns=parse_column_mapping(column or []),
                              output_prefix=output_prefix)
         prepared = prepare_run(request, settings)  # refuse bad input before anything

@@ -91,7 +91,8 @@ def build_context(prepared: PreparedRun, settings: Settings, target: Target, tra
     emulator = target.kind == "emulator" or target.synthetic
     return EngineContext(
         task=prepared.task,
-        options=RenderOptions(model=settings.model, mode=settings.mode, max_tokens=settings.max_tokens),
+        options=RenderOptions(model=settings.model, mode=settings.mode,
+                              max_tokens=settings.max_tokens_for(prepared.task.max_tokens)),
         client=GLMClient(transport, target.endpoint, timeout), limiter=limiter, journal=journal,
         policy=RetryPolicy(settings.max_attempts, settings.backoff_initial_s, settings.backoff_max_s),
         stats=RunStats(), max_reasks=settings.max_reasks, price_cny_per_mtok=settings.price_cny_per_mtok,

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
                              "HTTP sends one Authorization header, so use one of them")  # no URL: it holds them
         return value.rstrip("/") if value else value
 
+    def max_tokens_for(self, task_max_tokens: int | None) -> int:
+        """The answer's token limit: an explicit setting (``--max-tokens`` or the environment) wins,
+        then the task's ``max_tokens``, then the default."""
+        if task_max_tokens is None or "max_tokens" in self.model_fields_set:
+            return self.max_tokens
+        return task_max_tokens
+
     def api_key_value(self) -> str | None:
         """The key in clear text, for the Authorization header only."""
         return self.api_key.get_secret_value() if self.api_key else None

@@ -23,6 +23,7 @@ import orjson
 
 from pipeline.errors import TaskError
 from pipeline.keys import content_hash, schema_id
+from pipeline.settings import MAX_OUTPUT_TOKENS
 
 TASK_FILES = ("task.toml", "schema.json", "prompt.txt")
 
@@ -71,6 +72,7 @@ class TaskSpec:
     output_prefix: str = ""
     pack_tokens: int | None = None  # packing on: at most this many item tokens a pack (docs/schema_authoring.md)
     pack_max: int | None = None  # at most this many rows a pack
+    max_tokens: int | None = None  # the answer's token limit for this task (None: the settings')
 
     @cached_property
     def template(self) -> string.Template:
@@ -207,7 +209,7 @@ def load_task_folder(name: str, folder: Path) -> TaskSpec:
         defaults=_defaults(meta, folder),
     )
     pack_tokens, pack_max = _pack_settings(meta, folder)
-    spec = replace(spec, pack_tokens=pack_tokens, pack_max=pack_max)
+    spec = replace(spec, pack_tokens=pack_tokens, pack_max=pack_max, max_tokens=_max_tokens(meta, folder))
     _check_template(spec, folder / "prompt.txt")
     unknown = sorted(set(spec.defaults) - set(spec.optional_columns))
     if unknown:
@@ -372,6 +374,15 @@ def _optional_int(meta: dict[str, Any], key: str, folder: Path) -> int | None:
 
 
 DEFAULT_PACK_MAX = 10
+
+
+def _max_tokens(meta: dict[str, Any], folder: Path) -> int | None:
+    """``max_tokens``: a bound on one answer that fits the task's schema, up to the model's 16,384."""
+    value = _optional_int(meta, "max_tokens", folder)
+    if value is not None and not 1 <= value <= MAX_OUTPUT_TOKENS:
+        raise TaskError(f"{folder}/task.toml: 'max_tokens' must be between 1 and {MAX_OUTPUT_TOKENS} "
+                        "(the model's most)")
+    return value
 
 
 def _pack_settings(meta: dict[str, Any], folder: Path) -> tuple[int | None, int | None]:

@@ -433,3 +433,21 @@ def test_a_run_that_does_not_finish_leaves_no_parts_and_no_output(workspace: Pat
     with pytest.raises(KeyboardInterrupt):
         asyncio.run(interrupted())
     assert sorted(p.name for p in workspace.iterdir()) == ["in.parquet", "journal.sqlite", "schemas"]
+
+
+def test_a_task_bounds_its_answers_and_an_explicit_setting_overrides_it(workspace: Path) -> None:
+    toml = workspace / "schemas" / "mini" / "task.toml"
+    toml.write_text(toml.read_text() + "max_tokens = 700\n")
+    fake = FakeGLM(default=good)
+    run(workspace, fake)
+    assert {r["max_tokens"] for r in fake.requests} == {700}  # a runaway answer stops at the task's bound
+    again = FakeGLM(default=good)
+    run(workspace, again, output="explicit.parquet", max_tokens=300)
+    assert {r["max_tokens"] for r in again.requests} == {300}  # a new bound is a new request: paid again
+
+
+def test_a_task_max_tokens_beyond_the_models_is_refused(workspace: Path) -> None:
+    toml = workspace / "schemas" / "mini" / "task.toml"
+    toml.write_text(toml.read_text() + "max_tokens = 20000\n")
+    with pytest.raises(TaskError, match="'max_tokens' must be between 1 and 16384"):
+        run(workspace, FakeGLM(default=good))

@@ -3,7 +3,7 @@ settings a command's options make."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -15,6 +15,10 @@ from pipeline.settings import Settings
 
 out = Console()
 err = Console(stderr=True)
+
+#: ``--max-tokens`` of the commands that render requests (run, estimate): it is part of every request
+MaxTokensOption = Annotated[int | None, typer.Option(
+    help="the answer's token limit (default: the task's max_tokens, else 4096); part of every request key")]
 
 
 def fail(exc: GlmExtractError) -> typer.Exit:

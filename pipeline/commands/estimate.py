@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from pipeline import io
-from pipeline.commands.console import fail, out, settings_from
+from pipeline.commands.console import MaxTokensOption, fail, out, settings_from
 from pipeline.endpoints import needs_emulator, online_target
 from pipeline.errors import GlmExtractError
 from pipeline.estimate import Estimate, EstimateWalk, Prices, add_rows, finish, needs_request, packed_bodies
@@ -49,7 +49,8 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
     estimate = Estimate(task.name, input_label, shards=len(shards))
     walk = EstimateWalk()
     endpoint_id = SYNTHETIC_ENDPOINT if needs_emulator(settings) or online_target(settings).synthetic else ""
-    options = RenderOptions(model=settings.model, mode=settings.mode, max_tokens=settings.max_tokens)
+    options = RenderOptions(model=settings.model, mode=settings.mode,
+                            max_tokens=settings.max_tokens_for(task.max_tokens))
     system = system_message(task, settings.mode)
     pack = settings_for(task, options)
     journal = Journal(settings.journal_path) if settings.journal_path.is_file() else None
@@ -104,13 +105,14 @@ def estimate(
     mode: Annotated[str | None, typer.Option(help="json or tools, as the run would use")] = None,
     base_url: Annotated[str | None, typer.Option(help="the endpoint the run would use (real answers)")] = None,
     schemas_dir: Annotated[Path | None, typer.Option(help="folder of your own tasks")] = None,
+    max_tokens: MaxTokensOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the estimate as one JSON object")] = False,
 ) -> None:
     """Rows, requests still to pay (after journal hits), tokens and CNY online / with the cache /
     batch, for a run over INPUT. Nothing is sent, nothing is written."""
     try:
         settings = settings_from(journal_path=journal, model=model, mode=mode, base_url=base_url,
-                                 schemas_dir=schemas_dir)
+                                 schemas_dir=schemas_dir, max_tokens=max_tokens)
         found = estimate_input(task, input, settings, parse_column_mapping(column or []))
     except GlmExtractError as exc:
         raise fail(exc) from None
