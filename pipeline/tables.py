@@ -210,36 +210,28 @@ def assemble_shard(
     extracted = answers.str.json_decode(answer_dtype).struct.unnest()
     if run.output_prefix:
         extracted = extracted.rename({name: run.output_prefix + name for name in extracted.columns})
-    n = shard.height
     meta = pl.DataFrame(
-        {
-            "_record_id": shard.get_column(id_column).cast(pl.String),
-            "_task": [run.task] * n,
-            "_status": [m.status for m in metas],
-            "_error_code": [m.error_code for m in metas],
-            "_error_message": [m.error_message for m in metas],
-            "_attempts": [m.attempts for m in metas],
-            "_reasks": [m.reasks for m in metas],
-            "_prompt_tokens": [m.prompt_tokens for m in metas],
-            "_completion_tokens": [m.completion_tokens for m in metas],
-            "_cost_cny": [m.cost_cny for m in metas],
-            "_paid_prompt_tokens": [m.paid_prompt_tokens for m in metas],
-            "_paid_completion_tokens": [m.paid_completion_tokens for m in metas],
-            "_paid_cost_cny": [m.paid_cost_cny for m in metas],
-            "_latency_ms": [m.latency_ms for m in metas],
-            "_finish_reason": [m.finish_reason for m in metas],
-            "_model": [m.model for m in metas],
-            "_schema_id": [run.schema_id] * n,
-            "_prompt_version": [run.prompt_version] * n,
-            "_request_id": [m.request_id for m in metas],
-            "_key": [m.key for m in metas],
-            "_from_journal": [m.from_journal for m in metas],
-            "_packed": [m.packed for m in metas],
-            "_run_id": [run.run_id] * n,
-        },
+        {column: _meta_values(column, shard, id_column, metas, run) for column in META_SCHEMA},
         schema=META_SCHEMA,
     )
     return pl.concat([shard, extracted, meta], how="horizontal")
+
+
+#: Meta columns whose value is the run's, the same on every row (a :class:`RunColumns` field each).
+RUN_WIDE = frozenset({"_task", "_schema_id", "_prompt_version", "_run_id"})
+
+
+def _meta_values(column: str, shard: pl.DataFrame, id_column: str, metas: Sequence[RowMeta],
+                 run: RunColumns) -> pl.Series | list[Any]:
+    """One meta column's values: ``_record_id`` from the id column, a run-wide value, or the
+    :class:`RowMeta` field of the same name (``_status`` → ``status``): the columns are defined
+    once, in ``META_SCHEMA``, and a test keeps ``RowMeta`` and ``RunColumns`` in step with it."""
+    if column == "_record_id":
+        return shard.get_column(id_column).cast(pl.String)
+    if column in RUN_WIDE:
+        return [getattr(run, column[1:])] * shard.height
+    field = column[1:]
+    return [getattr(m, field) for m in metas]
 
 
 def _type_of(node: Mapping[str, Any]) -> str | None:
