@@ -13,7 +13,7 @@ whether the slots were kept busy: near 1 with a low ratio means each request too
 (a starved machine), not that the pipeline left slots idle.
 
 A *fixed* latency makes the C requests return in waves; each wave is then handled serially by the
-emulator (~1.1 ms CPU an answer) and the client, which adds tens of ms to every request even for a
+emulator (its CPU per answer is printed) and the client, which adds tens of ms to every request even for a
 bare client. ``--latency-spec uniform:0.1,0.3`` (same mean) spreads them as real traffic is spread.
 
 ``--tiers V0,V1,V2,V3`` then measures what a user sees offline: for each account tier, the

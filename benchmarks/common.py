@@ -160,7 +160,7 @@ def wait_cli(process: subprocess.Popen[bytes], started: float, output: Path) -> 
 
     Not ``ru_maxrss``: Linux carries the high-water mark across ``exec`` from the memory the child
     started with — after ``fork``/``vfork`` that is the *parent's* — so a benchmark holding a 1M-row
-    frame made every child look 530 MB big. ``VmHWM`` belongs to the child's own address space; it
+    frame made every child look as big as that frame. ``VmHWM`` belongs to the child's own address space; it
     only grows, so the last reading before the exit is the peak (polled every 20 ms)."""
     peak_kb = 0
     while True:

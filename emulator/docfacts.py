@@ -3,7 +3,7 @@
 ``DocFacts`` computes each fact lazily and at most once per request, so a schema that asks for no
 amounts never runs the amount rules. Rules look at the first ``SCAN_CHARS`` characters and anchor
 on cheap literal finds (a keyword, ``%``, ``@``) before running a small regex at that spot: a regex
-that scans a whole document for digits costs ~100 µs in CPython, an anchored one ~1 µs. Every rule
+that scans a whole document for digits costs a hundred times an anchored one in CPython. Every rule
 is deliberately shallow: the emulator is a test double, these rules only make its synthetic answers
 look like they came from the document.
 """

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 from pipeline.errors import InputError, OutputError, first_line
 from pipeline.schema_union import conform, is_string, unify_schemas
 
-# pyarrow's default allocator (mimalloc) keeps what it freed: streaming a 1M-row input in 1,000-row
-# batches left +90 MB of RSS behind, the system allocator +11 MB, at the same speed
-# (docs/performance.md §3). This process's pyarrow allocations only; polars has its own allocator.
+# pyarrow's default allocator (mimalloc) keeps what it freed: streaming a large input in 1,000-row
+# batches left far more RSS behind than the system allocator, at the same speed (docs/performance.md
+# §3). This process's pyarrow allocations only; polars has its own allocator.
 pa.set_memory_pool(pa.system_memory_pool())
 
 _IGNORED_PREFIXES = (".", "_")
@@ -128,7 +128,7 @@ def _parquet_meta(path: Path) -> tuple[pa.Schema, int]:
 
 def _check_ids(files: Sequence[Path], id_column: str, file_rows: Sequence[int]) -> None:
     """Every id present and unique. Counted on 64-bit hashes, streamed: 8 bytes a row instead of
-    the ids themselves (+145 MB at 1M rows before); a hash clash only costs the exact pass below.
+    the ids themselves (docs/performance.md §3); a hash clash only costs the exact pass below.
     Each file is scanned on its own and cast to the unified type, so mixed writers agree."""
     kind = pl.from_arrow(input_schema(files).empty_table().select([id_column])).schema[id_column]  # type: ignore[union-attr]
     ids = pl.concat([pl.scan_parquet(path).select(pl.col(id_column).cast(kind)) for path in files])
@@ -346,9 +346,9 @@ def concat_parts(parts: Sequence[Path], target: Path, rows_per_group: int = OUTP
     """Copy the parts, in order, into one Parquet file; a row group closes at ``rows_per_group``
     rows or ``bytes_per_group`` bytes (in memory), whichever comes first.
 
-    Only one row group's rows are in memory at a time: +40 MB RSS at any size, where polars'
-    ``scan_parquet(parts).sink_parquet`` peaked at +150 MB at 100k rows and grew with the rows
-    (docs/performance.md). Parts without rows add no row group; the schema is always written.
+    Only one row group's rows are in memory at a time, so memory does not grow with the rows as
+    polars' ``scan_parquet(parts).sink_parquet`` did (docs/performance.md §3). Parts without rows
+    add no row group; the schema is always written.
     """
     if not parts:
         raise ValueError("no parts to concatenate")

@@ -8,7 +8,8 @@ window. Each success grows the window by ``1/window`` (about one slot per window
 back up to the cap. So a few requests over a real cap are trimmed a slot at a time, a large
 overload halves the window at once, and an occasional 1302 while we stay under the cap — the
 platform has them — costs one slot that the next window of successes gives back (halving on each
-would hold the window near a third of the cap under 2 % random rejections). Waiters are served
+would hold the window far under the cap under a few % of random rejections: docs/decisions.md D26).
+Waiters are served
 first in, first out.
 Under Prefect, ``cap`` is the number of slots the shard task leased from the account-wide global
 concurrency limit, so the account's cap is never exceeded across processes.

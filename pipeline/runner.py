@@ -219,7 +219,7 @@ async def run_shards(ctx: EngineContext, shards: Iterable[tuple[int, pl.DataFram
             window.done()
         if ctx.stop.reason is not None:
             return  # the run aborts once the other shards settle: no part is worth writing
-        # off the event loop: a shard's assembly and write would stall in-flight requests for ~0.1 s
+        # off the event loop: a shard's assembly and write would stall in-flight requests (D16)
         table = await asyncio.to_thread(assemble_shard, frame, ctx.task.id_column, metas, dtype, run)
         ctx.stats.note_rows(table.get_column("_record_id").to_list(), metas)
         parts[index] = await asyncio.to_thread(io.write_part, plan, index, table)

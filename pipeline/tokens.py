@@ -9,8 +9,8 @@
   whitespace-split words would count a compact JSON object as one word, while a tokenizer merges
   such punctuation runs into about one token.
 
-Counting uses ``bytes.translate`` and ``bytes.count`` (a few µs for a 10 kB prompt) instead of a
-regex, which costs ~0.5 µs per word in CPython. Each message adds ``MESSAGE_OVERHEAD`` tokens.
+Counting uses ``bytes.translate`` and ``bytes.count`` instead of a per-word regex, which is many
+times slower in CPython. Each message adds ``MESSAGE_OVERHEAD`` tokens.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ Verdict = Valid | Reask | Filtered
 
 
 def compile_validator(schema: Mapping[str, Any]) -> jsonschema_rs.Validator:
-    """A compiled 2020-12 validator (jsonschema-rs: ~170× faster than jsonschema)."""
+    """A compiled 2020-12 validator (jsonschema-rs, compiled once per run: far faster than jsonschema)."""
     return jsonschema_rs.validator_for(dict(schema))
 
 

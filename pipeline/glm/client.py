@@ -3,8 +3,8 @@
 The client knows the wire format and nothing else: no retries (``pipeline.glm.retry``), no
 concurrency (``pipeline.limiter``). Foreign exceptions are translated here, at one boundary.
 It builds the ``httpx.Request`` itself and hands it to the transport: ``httpx.AsyncClient``'s own
-layer (URL merging, cookie jar, auth and redirect loops) cost ~0.1 ms of CPU a request, over half
-of aiohttp's own, and does nothing for this API (docs/decisions.md D17).
+layer (URL merging, cookie jar, auth and redirect loops) costs more CPU a request than aiohttp's
+own and does nothing for this API (docs/decisions.md D17, figures in docs/performance.md).
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """The run's HTTP transport: an ``httpx.AsyncBaseTransport`` over one aiohttp session.
 
 The pipeline speaks the httpx API (``httpx.Request`` in, ``httpx.Response`` out, httpx's exception
-tree), so tests swap in ``httpx.MockTransport``. Underneath, the stock httpcore pool burns 4–18 ms
-of CPU per request at 64 in flight (encode/httpx#3215); aiohttp's pool does not. This transport is
+tree), so tests swap in ``httpx.MockTransport``. Underneath, the stock httpcore pool is CPU-hungry
+at high concurrency (encode/httpx#3215); aiohttp's pool is not. This transport is
 the thin glue between the two, written for one job — small JSON POSTs read whole — and measured
 against the ``httpx-aiohttp`` package's general one (docs/decisions.md D9, D17): it looks up the
 proxy and converts the URL once per URL (aiohttp's own ``trust_env`` re-reads the environment on
 every request), caches the timeout object and reads the body inside the transport, without a
-streaming wrapper: 0.23 ms of CPU a request against that package's 0.36 and bare aiohttp's 0.17.
+streaming wrapper (the CPU per request of each is in docs/performance.md).
 """
 
 from __future__ import annotations
