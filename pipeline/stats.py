@@ -87,9 +87,7 @@ class RunStats:
                 self.from_journal += 1
             if meta.status != "ok" and meta.error_code:
                 self.error_counts[meta.error_code] += 1
-                examples = self.error_examples.setdefault(meta.error_code, [])
-                if len(examples) < MAX_EXAMPLES:
-                    examples.append(record_id)
+                _keep_example(self.error_examples.setdefault(meta.error_code, []), record_id)
 
     def merge(self, other: RunStats) -> None:
         """Add another shard's tallies into this one."""
@@ -100,7 +98,8 @@ class RunStats:
         self.error_counts.update(other.error_counts)
         for code, ids in other.error_examples.items():
             mine = self.error_examples.setdefault(code, [])
-            mine.extend(ids[: MAX_EXAMPLES - len(mine)])
+            for record_id in ids:
+                _keep_example(mine, record_id)
 
     def status_table(self) -> dict[str, int]:
         return {status: self.status_counts.get(status, 0) for status in STATUSES}
@@ -116,6 +115,14 @@ class RunStats:
         """Error codes, most frequent first, with a few example record ids each."""
         return tuple(ErrorCount(code, count, tuple(self.error_examples.get(code, ())))
                      for code, count in self.error_counts.most_common())
+
+
+def _keep_example(examples: list[str], record_id: str) -> None:
+    """Keep the ``MAX_EXAMPLES`` smallest ids, sorted: the same examples whichever shard ends first."""
+    if record_id not in examples:
+        examples.append(record_id)
+        examples.sort()
+        del examples[MAX_EXAMPLES:]
 
 
 _SCALAR_FIELDS = ("requests_sent", "answered", "retries", "rate_limited", "reasks", "prompt_tokens",
