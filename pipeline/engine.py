@@ -174,7 +174,7 @@ async def _answer_pack_into(ctx: EngineContext, pack: list[PackRow], out: dict[s
         raise
     except BaseException as exc:
         for member in pack:
-            ctx.shared.inflight.pop(member.key).set_exception(exc)
+            _fail_borrowers(ctx.shared.inflight.pop(member.key), exc)
         raise
     for member, (entry, raw) in zip(pack, results, strict=True):
         out[member.key] = entry
@@ -268,13 +268,21 @@ async def _answer_into(ctx: EngineContext, key: str, body: dict[str, Any], out: 
         ctx.shared.inflight.pop(key).cancel()  # borrowers are cancelled too; nothing left unretrieved
         raise
     except BaseException as exc:
-        ctx.shared.inflight.pop(key).set_exception(exc)
+        _fail_borrowers(ctx.shared.inflight.pop(key), exc)
         raise
     out[key] = entry
     ctx.shared.inflight.pop(key).set_result(entry)
     ctx.journal.add(entry, raw)  # a non-final entry is not kept: only its claim is released
     if ctx.journal.pending == 1:  # first of this loop tick: commit the tick's batch soon
         asyncio.get_running_loop().call_soon(_commit, ctx)
+
+
+def _fail_borrowers(owner: asyncio.Future[JournalEntry], exc: BaseException) -> None:
+    """Hand ``exc`` to the shards waiting on ``owner``. The error itself reaches the run through the
+    task that raised it; the future's copy is marked seen, so a future nobody waits on does not log
+    "Future exception was never retrieved" once per request."""
+    owner.set_exception(exc)
+    owner.exception()
 
 
 def _commit(ctx: EngineContext) -> None:
