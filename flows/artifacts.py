@@ -115,6 +115,12 @@ async def publish_summary(summary: RunSummary, *, evaluation: str | None, export
                                     key=artifact_key(task, "outputs"), description=f"Outputs of {task}")
 
 
+async def publish_refusal(task: str, message: str) -> None:
+    """Why the run refused to start (bad input, output or task): nothing was sent or written."""
+    text = f"## Run refused: nothing was sent, nothing was written\n\n{message}\n"
+    await acreate_markdown_artifact(text, key=artifact_key(task, "errors"), description=f"Why {task} did not run")
+
+
 async def publish_estimate(estimate: Mapping[str, Any]) -> None:
     """The estimate-only report as a Markdown artifact."""
     await acreate_markdown_artifact(estimate_markdown(estimate), key=artifact_key(str(estimate["task"]), "estimate"),

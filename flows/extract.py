@@ -29,17 +29,18 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError, ConcurrencySlotAcquisitionError
+from prefect.states import Failed
 from prefect.tasks import Task
 from prefect.utilities.annotations import quote
 
-from flows.artifacts import ProgressReport, publish_estimate, publish_summary
+from flows.artifacts import ProgressReport, publish_estimate, publish_refusal, publish_summary
 from flows.limits import Gate, choose_gate
 from flows.params import DATE_PLACEHOLDER, ExtractParams, default_schemas_dir, fill_date, local_path, partition_day
 from flows.reports import evaluate_output, failure_message, run_line, shard_line
 from flows.secrets import describe_key_source, load_secret_key, redact_in_logs
 from pipeline import io
 from pipeline.endpoints import OFFLINE_BANNER, resolve_target
-from pipeline.errors import GlmExtractError
+from pipeline.errors import GlmExtractError, InputError, OutputError, TaskError
 from pipeline.runner import PreparedRun, Run, RunRequest, ShardsDone, new_run_id, prepare_run
 from pipeline.settings import Settings
 from pipeline.stats import RunStats, stats_from_dict, stats_to_dict
@@ -105,9 +106,25 @@ async def export_output(output: str, target: str, summary: dict[str, Any]) -> st
     return result.describe()
 
 
+#: Errors in what the run was given (input, output, task): the run ends Failed with their one line
+#: and an error artifact, not with a traceback in its log.
+REFUSALS = (InputError, OutputError, TaskError)
+
+
 @flow(name="extract-documents", persist_result=False, log_prints=False)
-async def extract_documents(params: ExtractParams) -> dict[str, Any]:
-    """Extract typed fields from every row of ``params.input`` into ``params.output``; return the summary."""
+async def extract_documents(params: ExtractParams) -> dict[str, Any] | State[Any]:
+    """Extract typed fields from every row of ``params.input`` into ``params.output``; return the summary.
+    Bad input, output or task: a Failed state carrying the one-line reason (nothing was sent)."""
+    try:
+        return await run_documents(params)
+    except REFUSALS as exc:
+        get_run_logger().error("%s", exc)
+        await publish_refusal(params.task.value, str(exc))
+        return Failed(message=str(exc))
+
+
+async def run_documents(params: ExtractParams) -> dict[str, Any]:
+    """The flow's body: check, shard, run, assemble, export, evaluate, report."""
     logger = get_run_logger()
     day = partition_day(params)
     settings = await build_settings(params)
@@ -130,7 +147,8 @@ async def extract_documents(params: ExtractParams) -> dict[str, Any]:
 async def extract(task: str, input_path: str, output_path: str, **options: Any) -> dict[str, Any]:
     """Run the flow with explicit arguments (scripts, notebooks); ``options`` are other ExtractParams fields."""
     params = ExtractParams.model_validate({"task": task, "input": input_path, "output": output_path, **options})
-    return await extract_documents(params)
+    # a refused run's Failed state surfaces here as Prefect's FailedRun carrying the one-line reason
+    return cast(dict[str, Any], await extract_documents(params))
 
 
 async def estimate_only(prepared: PreparedRun, settings: Settings, shards: Sequence[io.ShardSpec]) -> dict[str, Any]:

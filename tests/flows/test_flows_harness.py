@@ -155,3 +155,22 @@ def test_budget_and_export_parameters_reach_the_engine_and_the_warehouse(tmp_pat
     assert warehouse.exists()
     outputs = str(asyncio.run(artifacts_of(run_id))["glm-extract-ticket-qa-outputs"].data)
     assert "exported 8 rows" in outputs
+
+
+def test_a_flow_on_a_missing_input_fails_with_its_one_line_an_artifact_and_no_traceback(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-input.parquet"
+
+    async def go() -> tuple[Any, UUID]:
+        state = await extract_documents(ExtractParams.model_validate(
+            {"task": "ticket_qa", "input": str(missing), "output": str(tmp_path / "o.parquet")}), return_state=True)
+        assert state.state_details.flow_run_id is not None
+        return state, state.state_details.flow_run_id
+
+    state, run_id = asyncio.run(go())
+    assert state.is_failed() and "input not found" in str(state.message) and str(missing) in str(state.message)
+    assert "\n" not in str(state.message)
+    logs = asyncio.run(messages_of(run_id, until="Finished in state"))
+    assert not [m for m in logs if "Traceback" in m], logs
+    found = asyncio.run(artifacts_of(run_id))
+    assert "input not found" in str(found["glm-extract-ticket-qa-errors"].data)
+    assert not (tmp_path / "o.parquet").exists()
