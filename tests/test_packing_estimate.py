@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,19 +18,10 @@ from pipeline.glm.client import Endpoint
 from pipeline.io import summary_path_for
 from pipeline.runner import RunRequest, Target, run_extraction
 from pipeline.settings import Settings
-from tests.conftest import SAMPLE, SCHEMAS
+from tests.conftest import SAMPLE
+from tests.packing_support import packing_schemas
 
 TICKETS = SAMPLE / "tickets.parquet"
-
-
-def _schemas(tmp_path: Path, packing: str) -> Path:
-    folder = tmp_path / ("packing" if packing else "plain")
-    shutil.copytree(SCHEMAS, folder)
-    toml = folder / "ticket_qa" / "task.toml"
-    lines = [ln for ln in toml.read_text(encoding="utf-8").splitlines()
-             if not ln.startswith(("pack_tokens", "pack_max"))]
-    toml.write_text(packing + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
-    return folder
 
 
 def _estimate(cwd: Path, schemas: Path, journal: Path) -> dict[str, Any]:
@@ -44,9 +34,9 @@ def _estimate(cwd: Path, schemas: Path, journal: Path) -> dict[str, Any]:
 
 
 def test_the_estimate_counts_packed_requests_and_matches_the_packed_run(tmp_path: Path) -> None:
-    packing = _schemas(tmp_path, "pack_tokens = 3000\npack_max = 10")
+    packing = packing_schemas(tmp_path, "pack_tokens = 3000\npack_max = 10")
     journal = tmp_path / "journal.sqlite"
-    plain = _estimate(tmp_path, _schemas(tmp_path, ""), journal)
+    plain = _estimate(tmp_path, packing_schemas(tmp_path, ""), journal)
     packed = _estimate(tmp_path, packing, journal)
     assert plain["requests_after_packing"] == "off (the task sets no pack_tokens)"
     assert packed["requests"] == plain["requests"]  # rows to pay: the same

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +19,18 @@ from pipeline.packing import item_tokens
 from pipeline.runner import RunRequest, Target, run_extraction
 from pipeline.settings import Settings
 from pipeline.tasks import load_task
-from tests.conftest import SAMPLE, SCHEMAS
+from tests.conftest import SAMPLE
+from tests.packing_support import packing_schemas
 
 TICKETS = SAMPLE / "tickets.parquet"
 FIELDS = ["issue_category", "customer_intent", "sentiment", "resolution_status", "sop_checks", "risk_flags",
           "entities", "summary", "language"]
 
 
-def _schemas(tmp_path: Path, packing: str) -> Path:
-    """A copy of the bundled tasks with ticket_qa's pack settings replaced by ``packing``."""
-    folder = tmp_path / f"schemas-{abs(hash(packing))}"
-    if not folder.exists():
-        shutil.copytree(SCHEMAS, folder)
-        toml = folder / "ticket_qa" / "task.toml"
-        lines = [ln for ln in toml.read_text(encoding="utf-8").splitlines()
-                 if not ln.startswith(("pack_tokens", "pack_max"))]
-        toml.write_text(packing + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
-    return folder
-
-
 def _run(base_url: str, tmp_path: Path, name: str, *, packing: str, source: Path = TICKETS,
          journal: Path | None = None) -> tuple[dict[str, Any], pl.DataFrame]:
-    settings = Settings(journal_path=journal or tmp_path / f"{name}.sqlite", schemas_dir=_schemas(tmp_path, packing),
-                        backoff_initial_s=0.01, backoff_max_s=0.05, concurrency=8)
+    settings = Settings(journal_path=journal or tmp_path / f"{name}.sqlite",
+                        schemas_dir=packing_schemas(tmp_path, packing), backoff_initial_s=0.01, backoff_max_s=0.05, concurrency=8)
     output = tmp_path / f"{name}.parquet"
     asyncio.run(run_extraction(RunRequest("ticket_qa", str(source), output), settings,
                                Target(Endpoint(base_url), "emulator")))
@@ -55,7 +43,7 @@ PACKED, UNPACKED = "pack_tokens = 3000\npack_max = 10", ""
 
 def _too_long(tmp_path: Path) -> set[str]:
     """Sample tickets whose item alone is over ``pack_tokens``: they never share a request."""
-    task = load_task("ticket_qa", _schemas(tmp_path, PACKED))
+    task = load_task("ticket_qa", packing_schemas(tmp_path, PACKED))
     return {r["ticket_id"] for r in pl.read_parquet(TICKETS).to_dicts()
             if r["text"] and item_tokens(task, {"text": r["text"], "channel": r["channel"]}) > 3000}
 
