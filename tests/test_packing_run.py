@@ -30,7 +30,8 @@ FIELDS = ["issue_category", "customer_intent", "sentiment", "resolution_status",
 def _run(base_url: str, tmp_path: Path, name: str, *, packing: str, source: Path = TICKETS,
          journal: Path | None = None) -> tuple[dict[str, Any], pl.DataFrame]:
     settings = Settings(journal_path=journal or tmp_path / f"{name}.sqlite",
-                        schemas_dir=packing_schemas(tmp_path, packing), backoff_initial_s=0.01, backoff_max_s=0.05, concurrency=8)
+                        schemas_dir=packing_schemas(tmp_path, packing), backoff_initial_s=0.01,
+                        backoff_max_s=0.05, concurrency=8)
     output = tmp_path / f"{name}.parquet"
     asyncio.run(run_extraction(RunRequest("ticket_qa", str(source), output), settings,
                                Target(Endpoint(base_url), "emulator")))
