@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
 
+from pipeline.errors import GlmExtractError
 from pipeline.settings import DEFAULT_MODEL
 from pipeline.tasks import list_tasks
 
@@ -56,7 +57,8 @@ def _at(position: int) -> JsonDict:
 class ExtractParams(BaseModel):
     """One extraction run, as a person fills it in on the Prefect UI."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, title="Extraction run", regex_engine="python-re")
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Extraction run", regex_engine="python-re",
+                              hide_input_in_errors=True)  # an export target may hold a password
 
     task: TaskName = Field(title="Task", description="Task under schemas/: JSON Schema + prompt template.",
                            json_schema_extra=_at(0))
@@ -91,6 +93,25 @@ class ExtractParams(BaseModel):
                     "`postgresql://USER@HOST/DB` (password from PGPASSWORD, never here) or `dlt:DESTINATION`. "
                     "Empty: no export.",
     )
+
+    @field_validator("export_to")
+    @classmethod
+    def _no_password_as_libpq_reads_it(cls, value: str | None) -> str | None:
+        """The pattern above shows the rule in the form; libpq's own parser decides (it also reads
+        ``pass%77ord=`` and a key=value line after a newline as a password)."""
+        from pipeline.warehouse.pg_dsn import is_postgres, parse_dsn, secrets
+
+        if value is None or not is_postgres(value.strip()):
+            return value
+        try:
+            params, _ = parse_dsn(value.strip())
+        except GlmExtractError as exc:  # its message shows the target redacted
+            raise ValueError(str(exc)) from None
+        if secrets(params):
+            raise ValueError("holds a password, which would be stored with the run's parameters: "
+                             "set PGPASSWORD for the worker instead")
+        return value
+
     estimate_only: bool = Field(title="Estimate only", default=False, json_schema_extra=_at(9),
                                 description="Count rows, requests and the expected cost; send nothing, write nothing.")
     api_key_block: str = Field(title="API key Secret block", default=DEFAULT_SECRET_BLOCK, min_length=1, max_length=100,

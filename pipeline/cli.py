@@ -29,7 +29,8 @@ from pipeline.tasks import (
 )
 from pipeline.wording import plural
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLM-4-Air structured extraction over Parquet.")
+app = typer.Typer(pretty_exceptions_show_locals=False,  # a traceback's locals may hold the key
+                  add_completion=False, no_args_is_help=True, help="GLM-4-Air structured extraction over Parquet.")
 FAILURE_EXIT = 4
 INTERRUPTED_EXIT = 130
 

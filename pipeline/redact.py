@@ -27,7 +27,8 @@ def without_credentials(url: str) -> str:
     except ValueError:
         return url.rpartition("@")[2] if "@" in url else url
     if "@" not in parts.netloc:
-        return url
+        # no scheme: urlsplit sees no host, but "user:pw@host/…" still carries credentials
+        return url.rpartition("@")[2] if not parts.netloc and "@" in url.split("/", 1)[0] else url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 

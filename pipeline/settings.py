@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ZHIPUAI_API_KEY", "GLM_EXTRACT_API_KEY")
     )
-    base_url: str | None = Field(default=None, description="None: GLM with a key, else the emulator")
+    base_url: str | None = Field(default=None, description="None: GLM with a key, else the emulator",
+                                 repr=False)  # it may carry user:password@
     model: str = DEFAULT_MODEL
     concurrency: int = Field(default=30, ge=1, le=1000, description="requests in flight at most")
     mode: Literal["json", "tools"] = "json"
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str | None, info: ValidationInfo) -> str | None:
+        parts = urlsplit(value) if value else None
+        if parts is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError("must be an http:// or https:// URL with a host")  # no URL: it may hold credentials
         if value and info.data.get("api_key") is not None and urlsplit(value).netloc.count("@"):
             raise ValueError("the URL carries credentials (user:password@) and an API key is set: "
                              "HTTP sends one Authorization header, so use one of them")  # no URL: it holds them

@@ -14,6 +14,8 @@ from pipeline.redact import MASK, Redactor, url_secrets, without_credentials
     ("http://only-user@127.0.0.1:8080/v4", "http://127.0.0.1:8080/v4"),
     ("https://open.bigmodel.cn/api/paas/v4", "https://open.bigmodel.cn/api/paas/v4"),
     ("http://a:b@c@host/x", "http://host/x"),
+    ("robot:s3cret@127.0.0.1:8080/v4", "127.0.0.1:8080/v4"),  # no scheme: still no credentials shown
+    ("127.0.0.1:8080/v4/mail@example", "127.0.0.1:8080/v4/mail@example"),  # an @ in the path is no user
 ])
 def test_urls_are_shown_without_credentials(url: str, shown: str) -> None:
     assert without_credentials(url) == shown

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from pipeline.endpoints import needs_emulator, online_target
 from pipeline.settings import GLM_BASE_URL, Settings
@@ -29,3 +30,15 @@ def test_invalid_values_are_rejected() -> None:
         Settings(concurrency=0)
     with pytest.raises(ValueError, match="max_tokens"):
         Settings(max_tokens=20000)
+
+
+@pytest.mark.parametrize("url", ["robot:s3cret-pw@127.0.0.1:8080/v4", "ftp://robot:s3cret-pw@h/v4", "http:///v4"])
+def test_a_base_url_without_scheme_or_host_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(base_url=url)
+    assert "http:// or https://" in str(caught.value) and "s3cret-pw" not in str(caught.value)
+
+
+def test_url_credentials_never_in_the_settings_repr() -> None:
+    shown = repr(Settings(base_url="http://robot:pw-SECRET@127.0.0.1:9/v4"))
+    assert "pw-SECRET" not in shown and "concurrency" in shown

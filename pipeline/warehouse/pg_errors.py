@@ -34,8 +34,8 @@ _DENIED_HINTS = (
 
 def connection_error(exc: psycopg.Error, where: str, known: tuple[str, ...] = ()) -> ConnectionFailed:
     """The error to raise when connecting to ``where`` (a redacted URL) failed with ``exc``;
-    ``known`` are the secrets to scrub from the driver's text."""
-    detail = scrub(_detail(exc), known)
+    ``known`` are the secrets to scrub from the driver's text (and from ``where``)."""
+    detail, where = scrub(_detail(exc), known), scrub(where, known)
     lowered = detail.lower()
     if any(marker in lowered for marker in _UNREACHABLE):
         return TargetUnreachable(
@@ -52,7 +52,7 @@ def load_error(
     exc: psycopg.Error, where: str, table: str, key: tuple[str, ...], known: tuple[str, ...] = ()
 ) -> LoadFailed | AccessDenied:
     """The error to raise when loading ``table`` failed; the transaction is already rolled back."""
-    detail = scrub(_detail(exc), known)
+    detail, where = scrub(_detail(exc), known), scrub(where, known)
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return AccessDenied(f"PostgreSQL at {where} denied the export into {table}: {detail}; nothing was written")
     if isinstance(exc, psycopg.errors.InvalidColumnReference):

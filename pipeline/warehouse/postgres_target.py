@@ -72,14 +72,14 @@ def _translated(where: str, table: str, key: tuple[str, ...], known: tuple[str, 
     try:
         yield
     except psycopg.Error as exc:
-        raise load_error(exc, where, table, key, known) from exc
+        raise load_error(exc, where, table, key, known) from None  # the driver's own text may hold the password
 
 
 def _connect(target: PostgresTarget, where: str) -> psycopg.Connection[tuple[object, ...]]:
     try:
         return psycopg.connect(target.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
     except psycopg.Error as exc:
-        raise connection_error(exc, where, target.secrets) from exc
+        raise connection_error(exc, where, target.secrets) from None  # its scrubbed text is in the message
 
 
 def _lock(conn: psycopg.Connection[tuple[object, ...]], name: str) -> None:

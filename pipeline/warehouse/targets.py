@@ -16,6 +16,7 @@ everywhere) naming the schema the tables go into.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,8 +64,10 @@ class PostgresTarget:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Values to scrub from any driver message."""
-        return secrets(self.params)
+        """Values to scrub from any driver message: a password in the target, and the one libpq
+        itself takes from ``PGPASSWORD`` (the documented place for it)."""
+        from_env = os.environ.get("PGPASSWORD")
+        return secrets(self.params) + ((from_env,) if from_env else ())
 
 
 @dataclass(frozen=True)

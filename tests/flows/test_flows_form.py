@@ -74,12 +74,15 @@ def test_deployment_descriptions_hold_no_angle_brackets_outside_code_spans() -> 
         "postgresql://etl@db:5432/wh?sslmode=require&PASSWORD=pw",
         "host=db dbname=wh password=pw",
         "postgresql://etl:p/w@db:5432/wh",
+        "host=db dbname=wh\npassword=pw",  # a newline: the pattern's lookahead does not cross it
+        "postgresql://etl@db:5432/wh?pass%77ord=pw",  # percent-encoded key: libpq still reads a password
     ],
 )
 def test_the_form_refuses_a_password_in_the_export_target(target: str) -> None:
     """Parameters are stored and shown in the UI: a password there would be kept in the clear."""
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as caught:
         ExtractParams.model_validate({**BASE, "export_to": target})
+    assert "pw" not in str(caught.value).replace("PGPASSWORD", "")
 
 
 @pytest.mark.parametrize("target", ["postgresql://etl@db:5432/wh?schema=glm", "host=db dbname=wh", "w.duckdb"])

@@ -14,6 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from pipeline.commands.export import register
+from pipeline.errors import GlmExtractError
 from pipeline.warehouse import PostgresTarget, TargetError, parse_target, redact_dsn
 
 MakeTable = Callable[..., Path]
@@ -119,3 +120,25 @@ def test_success_message_does_not_print_a_query_password(
     result = CliRunner().invoke(app, ["export", "--output", str(make_table()), "--to", url])
     assert result.exit_code == 0, result.output
     assert "exported 4 rows" in result.stdout and SECRET not in result.stdout and "Pw-" not in result.stdout
+
+
+@pytest.mark.postgres
+def test_the_password_from_pgpassword_is_scrubbed_and_no_raw_driver_text_is_chained(
+    make_table: MakeTable, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flow's export runs with PGPASSWORD; a failure's traceback (Prefect prints it) shows the
+    exception chain, so the driver's own text must not ride along as its cause."""
+    from pipeline.warehouse import export_table
+
+    secret = f"nosuchdb_{SECRET}_env"
+    monkeypatch.setenv("PGPASSWORD", secret)
+    host = pg_url.rsplit("@", 1)[-1].rsplit("/", 1)[0].removeprefix("postgresql://")
+    with pytest.raises(GlmExtractError) as caught:
+        export_table(make_table(), f"postgresql://postgres@{host}/{secret}")
+    chain: list[BaseException] = []
+    exc: BaseException | None = caught.value
+    while exc is not None:
+        chain.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)  # what a traceback shows
+    assert "does not exist" in str(caught.value)
+    assert not [str(e) for e in chain if secret in str(e)]
