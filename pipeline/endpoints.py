@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import httpx
 
 from pipeline.glm.client import SYNTHETIC_HEADER, Endpoint
+from pipeline.redact import without_credentials
 from pipeline.runner import Target
 from pipeline.settings import GLM_BASE_URL, Settings
 
@@ -46,7 +47,8 @@ def answers_synthetic(base_url: str) -> bool:
     """Whether the server at ``base_url`` says it is an emulator (False when it cannot be reached:
     the header on each answer still marks them)."""
     try:
-        response = httpx.get(base_url.rstrip("/") + "/models", timeout=PROBE_TIMEOUT, follow_redirects=False)
+        probe = without_credentials(base_url).rstrip("/") + "/models"  # no credentials, not even the URL's
+        response = httpx.get(probe, timeout=PROBE_TIMEOUT, follow_redirects=False)
     except httpx.HTTPError:
         return False
     return SYNTHETIC_HEADER in response.headers

@@ -64,14 +64,15 @@ async def answer_pack(ctx: EngineContext, pack: Sequence[PackRow]) -> list[tuple
         ctx.stop.stop(exc)
         return _all(ctx, pack, tries, "failed", exc.code, exc.message)
     except RowError:  # the platform refused or cut the pack: which row it objected to only a row alone tells
-        asked = await asyncio.gather(*(answer_request(ctx, m.key, m.body) for m in pack))
+        asked = await _ask_alone(ctx, pack)
         return [(_plus_share(ctx, entry, Share(0, 0, 0), n), raw) for (entry, raw), n in zip(asked, tries, strict=True)]
     except TransientError as exc:
         return _all(ctx, pack, tries, "failed", exc.code, f"gave up after {log.attempts} attempts: {exc.message}")
     except RunStopping as exc:
         return _all(ctx, pack, tries, "failed", "run_aborted", f"not answered: {exc}")
-    except BudgetReached as exc:
-        return _all(ctx, pack, tries, "skipped", "budget_reached", f"not sent: {exc}")
+    except BudgetReached:  # a pack reserves every row's full answer at once: rows alone may still fit
+        asked = await _ask_alone(ctx, pack)
+        return [(_plus_share(ctx, entry, Share(0, 0, 0), n), raw) for (entry, raw), n in zip(asked, tries, strict=True)]
     cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
     ctx.stats.first_answers += len(pack)  # one answer for each row: the estimate check counts rows
     ctx.stats.rule_prompt_tokens += count_prompt_tokens(body["messages"])
@@ -96,10 +97,18 @@ async def answer_pack(ctx: EngineContext, pack: Sequence[PackRow]) -> list[tuple
         entry = replace(entry, latency_ms=answer.latency_ms, finish_reason=answer.finish_reason,
                         request_id=f"{answer.request_id}{PACKED_ID_MARK}{label(position)}")
         results[position] = (entry, None)
-    asked = await asyncio.gather(*(answer_request(ctx, pack[i].key, pack[i].body) for i in alone))
+    asked = await _ask_alone(ctx, [pack[i] for i in alone])
     for position, (entry, raw) in zip(alone, asked, strict=True):
         results[position] = (_plus_share(ctx, entry, shares[position], tries[position]), raw)
     return [result for result in results if result is not None]
+
+
+async def _ask_alone(ctx: EngineContext, rows: Sequence[PackRow]) -> list[tuple[JournalEntry, bytes | None]]:
+    """Each row as its own request, in order; if one fails unexpectedly the others are cancelled
+    (a TaskGroup), not left paying for answers nobody would journal."""
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(answer_request(ctx, row.key, row.body)) for row in rows]
+    return [task.result() for task in tasks]
 
 
 def _share_tally(ctx: EngineContext, share: Share, attempts: int) -> _Tally:
