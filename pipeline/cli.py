@@ -67,8 +67,8 @@ def run(
     journal: Annotated[Path | None, typer.Option(help="SQLite journal of paid answers")] = None,
     schemas_dir: Annotated[Path | None, typer.Option(help="folder of task definitions")] = None,
     budget_cny: Annotated[float | None, typer.Option(
-        help="never spend more (CNY): a request is sent only if its worst case fits; "
-             "rows that do not fit end skipped/budget_reached")] = None,
+        help="never spend more (CNY): a request is sent only if its worst case (prompt by the rule of thumb "
+             "+ 25 %, plus max_tokens) fits; rows that do not fit end skipped/budget_reached")] = None,
     max_reasks: Annotated[int | None, typer.Option(help="re-asks (each paid) after an answer that fails the "
                                                         "schema, before the row ends `invalid` (default 2)")] = None,
     max_tokens: MaxTokensOption = None,
