@@ -13,6 +13,17 @@ from pipeline.limiter import AdaptiveLimiter
 from pipeline.runner import RunRequest, Target, run_extraction
 from pipeline.settings import Settings
 
+#: A schema an outside client would send (no titles, no descriptions), for the schema-agnostic tests.
+OUTSIDE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["customer_name", "refund_amount", "sentiment"],
+    "properties": {
+        "customer_name": {"type": "string"},
+        "refund_amount": {"type": "number", "minimum": 0},
+        "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
+    },
+}
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample"
 

@@ -9,16 +9,8 @@ import jsonschema_rs
 import orjson
 
 from emulator.answers import answer_request
+from tests.emulator.support import OUTSIDE_SCHEMA as SCHEMA
 
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["customer_name", "refund_amount", "sentiment"],
-    "properties": {
-        "customer_name": {"type": "string"},
-        "refund_amount": {"type": "number", "minimum": 0},
-        "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
-    },
-}
 DOCUMENT = "Hi, this is Maria Lopez. My order 88812 was damaged; please refund 45.90 USD. Very disappointed."
 
 

@@ -20,16 +20,8 @@ from zhipuai.core import _errors as zhipu_errors
 
 from emulator import EmulatorConfig, serve_in_thread
 from emulator.process import EmulatorThread
+from tests.emulator.support import OUTSIDE_SCHEMA as SCHEMA
 
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["customer_name", "refund_amount", "sentiment"],
-    "properties": {
-        "customer_name": {"type": "string"},
-        "refund_amount": {"type": "number", "minimum": 0},
-        "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
-    },
-}
 DOCUMENT = "This is Maria Lopez. Order 88812 arrived broken; please refund 45.90 USD. Very disappointed."
 OWN_PROMPT = [  # an outside client's own prompt: a bare schema in prose, no tags
     {"role": "system", "content": "Extract the fields as JSON conforming to this JSON Schema:\n" + json.dumps(SCHEMA)},
