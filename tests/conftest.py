@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,3 +28,22 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     # profile ask for it by name (tests/emulator)
     monkeypatch.setenv("GLM_EXTRACT_EMULATOR_PROFILE", "clean")
     yield
+
+
+def _chattr(flag: str, path: Path) -> bool:
+    return subprocess.run(["chattr", flag, str(path)], capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture
+def immutable() -> Iterator[object]:
+    """Make paths immutable (``chattr +i``: even root cannot write); undone after the test."""
+    marked: list[Path] = []
+
+    def mark(path: Path) -> None:
+        if not _chattr("+i", path):
+            pytest.skip("chattr +i is not available here")
+        marked.append(path)
+
+    yield mark
+    for path in marked:
+        _chattr("-i", path)

@@ -158,26 +158,6 @@ def test_a_results_table_of_another_shape_is_refused(tmp_path: Path) -> None:
         Journal(path)
 
 
-def _chattr(flag: str, path: Path) -> bool:
-    done = subprocess.run(["chattr", flag, str(path)], capture_output=True, check=False)
-    return done.returncode == 0
-
-
-@pytest.fixture
-def immutable(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Make paths immutable (``chattr +i``: even root cannot write); undone after the test."""
-    marked: list[Path] = []
-
-    def mark(path: Path) -> None:
-        if not _chattr("+i", path):
-            pytest.skip("chattr +i is not available here")
-        marked.append(path)
-
-    yield mark
-    for path in marked:
-        _chattr("-i", path)
-
-
 def test_an_immutable_journal_is_refused_when_opened(tmp_path: Path, immutable) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "j.sqlite"
     with Journal(path) as journal:

@@ -77,24 +77,6 @@ def test_two_runs_sharing_a_journal_at_once_pay_for_each_row_once(tmp_path: Path
 
 # ---- 2. an unusable journal ---------------------------------------------------------------------
 
-def _chattr(flag: str, path: Path) -> bool:
-    return subprocess.run(["chattr", flag, str(path)], capture_output=True, check=False).returncode == 0
-
-
-@pytest.fixture
-def immutable() -> Iterator[object]:
-    marked: list[Path] = []
-
-    def mark(path: Path) -> None:
-        if not _chattr("+i", path):
-            pytest.skip("chattr +i is not available here")
-        marked.append(path)
-
-    yield mark
-    for path in marked:
-        _chattr("-i", path)
-
-
 def assert_refused_before_paying(tmp_path: Path, emu: EmulatorProcess, journal: Path, expected: str) -> str:
     source, output = write_input(tmp_path, 30), tmp_path / "out.parquet"
     emu.reset()
