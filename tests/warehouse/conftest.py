@@ -17,6 +17,9 @@ from typing import Any
 import polars as pl
 import psycopg
 import pytest
+import typer
+
+from pipeline.commands.export import register
 
 DEFAULT_PG_URLS = ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://127.0.0.1:5432/test")
 
@@ -126,3 +129,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    """A CLI holding only the ``export`` command."""
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """Test app."""
+
+    register(app)
+    return app

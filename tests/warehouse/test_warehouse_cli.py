@@ -11,21 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipeline.commands.export import register
-
 MakeTable = Callable[..., Path]
-
-
-@pytest.fixture
-def app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """Test app."""
-
-    register(app)
-    return app
 
 
 def test_export_prints_one_line_and_reads_the_summary(app: typer.Typer, make_table: MakeTable, tmp_path: Path) -> None:

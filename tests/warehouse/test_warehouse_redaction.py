@@ -13,7 +13,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipeline.commands.export import register
 from pipeline.errors import GlmExtractError
 from pipeline.warehouse import PostgresTarget, TargetError, parse_target, redact_dsn
 
@@ -33,18 +32,6 @@ URLS = [
     "host=127.0.0.1 port={port} dbname=db user=postgres password=SECRET",
     "host=127.0.0.1 port={port} dbname=db password='Wr ong#SECRET'",
 ]
-
-
-@pytest.fixture
-def app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """Test app."""
-
-    register(app)
-    return app
 
 
 @pytest.mark.parametrize("url", URLS)
