@@ -11,9 +11,12 @@ import asyncio
 import base64
 import json
 import logging
+import sqlite3
 import threading
 import traceback
 import uuid
+import zlib
+from contextlib import closing, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -46,9 +49,30 @@ FAULTS = {"500": 0.05, "reset": 0.03, "malformed": 0.05, "sensitive_input": 0.05
 
 
 def files_holding(folder: Path, *needles: str) -> list[str]:
-    """Every file under ``folder`` whose bytes contain a needle (as UTF-8 or UTF-16)."""
+    """Every file under ``folder`` whose bytes contain a needle (as UTF-8 or UTF-16), a SQLite file's
+    compressed values included (the journal stores answers deflated, where a byte scan is blind)."""
     encoded = [n.encode(enc) for n in needles for enc in ("utf-8", "utf-16-le")]
-    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and any(e in p.read_bytes() for e in encoded))
+
+    def holds(path: Path) -> bool:
+        return any(e in blob for blob in (path.read_bytes(), *_inflated_values(path)) for e in encoded)
+
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and holds(p))
+
+
+def _inflated_values(path: Path) -> list[bytes]:
+    """The raw-deflate BLOB values of every table of a SQLite file, inflated (none for other files)."""
+    if not path.read_bytes().startswith(b"SQLite format 3"):
+        return []
+    found: list[bytes] = []
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for row in db.execute(f'SELECT * FROM "{table}"'):
+                for value in row:
+                    if isinstance(value, bytes):
+                        with suppress(zlib.error):
+                            found.append(zlib.decompress(value, wbits=-15))
+    return found
 
 
 @pytest.mark.slow
