@@ -61,15 +61,16 @@ def answer_request(body: Mapping[str, Any]) -> Answer:
         messages = []
     tool_name, schema_text = _schema_source(body, messages)
     plan = plan_for_text(schema_text) if schema_text else None
-    if plan is None or schema_text is None:
+    if plan is None:
         schema_text, plan = _FALLBACK_TEXT, plan_for_text(_FALLBACK_TEXT)
+    assert plan is not None and schema_text is not None  # the fallback schema always plans
     items = packed_items(messages) if tool_name is None else []
-    if items and plan is not None:  # several documents in one request: one record each (emulator/packed.py)
+    if items:  # several documents in one request: one record each (emulator/packed.py)
         packed = build_packed(plan, schema_text, items)
         return Answer(instance=packed, text=orjson.dumps(packed).decode(), plan=plan, tool_name=None)
     document = extract_document(messages)
     builder = Builder(DocFacts(document), short_hex(schema_text, document))
-    instance = builder.build(plan) if plan is not None else {}
+    instance = builder.build(plan)
     return Answer(instance=instance, text=orjson.dumps(instance).decode(), plan=plan, tool_name=tool_name)
 
 
