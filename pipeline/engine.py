@@ -387,7 +387,7 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
             continue
         entry = _judged_entry(ctx, key, verdict, tally)
         entry = replace(entry, latency_ms=answer.latency_ms, finish_reason=answer.finish_reason,
-                        request_id=answer.request_id)
+                        request_id=answer.request_id, answer=answer.content)  # the journal need not parse raw again
         if answer.synthetic and ctx.endpoint_id != SYNTHETIC_ENDPOINT:  # never journaled under a real key
             entry = replace(entry, final=False)
         return entry, answer.raw
