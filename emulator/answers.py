@@ -52,6 +52,7 @@ class Answer:
     text: str
     plan: Node | None
     tool_name: str | None  # None: json/text mode, the text goes into ``content``
+    packed: bool = False  # one record per item of a packed request (emulator/packed.py)
 
 
 def answer_request(body: Mapping[str, Any]) -> Answer:
@@ -67,7 +68,8 @@ def answer_request(body: Mapping[str, Any]) -> Answer:
     items = packed_items(messages) if tool_name is None else []
     if items:  # several documents in one request: one record each (emulator/packed.py)
         packed = build_packed(plan, schema_text, items)
-        return Answer(instance=packed, text=orjson.dumps(packed).decode(), plan=plan, tool_name=None)
+        return Answer(instance=packed, text=orjson.dumps(packed).decode(), plan=plan, tool_name=None,
+                      packed=True)
     document = extract_document(messages)
     builder = Builder(DocFacts(document), short_hex(schema_text, document))
     instance = builder.build(plan)

@@ -18,7 +18,7 @@ import orjson
 from emulator.answers import answer_request
 from emulator.faults import BROKEN_ANSWERS, break_answer
 from emulator.hashing import short_hex
-from emulator.packed import break_records, packed_items
+from emulator.packed import break_records
 from emulator.wire import DEFAULT_MODEL, MAX_TOKENS_LIMIT, completion_body, text_message, tool_message
 from pipeline.tokens import count_completion_tokens
 
@@ -35,7 +35,7 @@ def build_completion(body: Mapping[str, Any], fault: str | None, key: str, attem
     ``record_fault``: the fault of each record of a packed answer, by the record's id)."""
     answer = answer_request(body)
     text, finish, as_tool, content_filter = answer.text, "stop", True, False
-    if fault is None and record_fault is not None and packed_items(body.get("messages") or []):
+    if fault is None and record_fault is not None and answer.packed:
         text = orjson.dumps(break_records(answer.instance, answer.plan, record_fault)).decode()
     if fault in BROKEN_ANSWERS:
         broken = break_answer(str(fault), answer.text, answer.instance, answer.plan)
