@@ -81,7 +81,7 @@ class JournalEntry:
     task: str | None
     schema_id: str | None
     cost_cny: float | None = None  # what the answer cost when it was paid (None: not recorded)
-    answer: str | None = None  # the model's last answer text, as read back from the journal
+    answer: str | None = None  # the model's last answer text (the client's parse, or read back from the journal)
     paid_at: float | None = None  # epoch seconds of the commit, as read back from the journal
 
 

@@ -181,7 +181,19 @@ def render_request(
     return body
 
 
+_TOOLS: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+
 def _tool(task: TaskSpec) -> dict[str, Any]:
+    """The task's function definition, built once per task (compacting the schema is most of a row's
+    rendering otherwise); rows share the object, which nothing mutates."""
+    ident = (task.name, task.schema_id, task.description)
+    if ident not in _TOOLS:
+        _TOOLS[ident] = _build_tool(task)
+    return _TOOLS[ident]
+
+
+def _build_tool(task: TaskSpec) -> dict[str, Any]:
     return {
         "type": "function",
         "function": {
