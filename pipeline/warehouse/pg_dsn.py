@@ -18,9 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-import psycopg
-from psycopg import conninfo
-
 from pipeline.warehouse.errors import TargetError
 
 SCHEMA_KEYS = ("schema", "dataset")
@@ -46,6 +43,9 @@ def is_postgres(text: str) -> bool:
 def parse_dsn(text: str) -> tuple[dict[str, str], str | None]:
     """libpq keywords of ``text`` (our schema parameter removed) and that schema; :class:`TargetError`
     when libpq cannot parse it or would read it differently from what was meant."""
+    import psycopg  # here, not at import: every CLI command loads this package, few export to PostgreSQL
+    from psycopg import conninfo
+
     cleaned, schema = _take_schema(text) if "://" in text else (text, None)
     try:
         params = {k: str(v) for k, v in conninfo.conninfo_to_dict(cleaned).items() if v is not None}

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from psycopg import conninfo
-
 from pipeline.warehouse.errors import TargetError
 from pipeline.warehouse.pg_dsn import describe, is_postgres, parse_dsn, redact_dsn, secrets
 
@@ -60,6 +58,8 @@ class PostgresTarget:
     @property
     def conninfo(self) -> str:
         """The key=value string handed to psycopg."""
+        from psycopg import conninfo  # loaded only when a PostgreSQL export runs
+
         return conninfo.make_conninfo(**self.params)
 
     @property
