@@ -22,7 +22,7 @@ import orjson
 from emulator.builder import Builder
 from emulator.docfacts import DocFacts
 from emulator.hashing import canonical_json, short_hex
-from emulator.packed import build_packed, packed_items
+from emulator.packed import DOC_CLOSE, DOC_OPEN, _between, build_packed, packed_items
 from emulator.schema_plan import Node, plan_for_text
 
 SCHEMA_OPEN, SCHEMA_CLOSE = "<json_schema>", "</json_schema>"
@@ -40,7 +40,6 @@ FALLBACK_SCHEMA: dict[str, Any] = {
     },
 }
 _FALLBACK_TEXT = canonical_json(FALLBACK_SCHEMA).decode()
-DOC_OPEN, DOC_CLOSE = "<document>", "</document>"
 DEFAULT_TOOL_NAME = "record_extraction"
 
 
@@ -138,12 +137,3 @@ def extract_document(messages: Sequence[Any]) -> str:
                 return inside
             first_user = content if first_user is None else first_user
     return first_user or ""
-
-
-def _between(text: str, open_tag: str, close_tag: str) -> str | None:
-    start = text.find(open_tag)
-    if start < 0:
-        return None
-    start += len(open_tag)
-    end = text.find(close_tag, start)
-    return text[start : end if end >= 0 else len(text)].strip()

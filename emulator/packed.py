@@ -68,9 +68,15 @@ def break_records(instance: Mapping[str, Any], plan: Node | None,
 
 
 def _document_of(item: str) -> str:
-    start = item.find(DOC_OPEN)
+    inside = _between(item, DOC_OPEN, DOC_CLOSE)
+    return inside if inside is not None else item.strip()
+
+
+def _between(text: str, open_tag: str, close_tag: str) -> str | None:
+    """The stripped text after ``open_tag`` up to ``close_tag`` (or the end); None without ``open_tag``."""
+    start = text.find(open_tag)
     if start < 0:
-        return item.strip()
-    start += len(DOC_OPEN)
-    end = item.find(DOC_CLOSE, start)
-    return item[start : end if end >= 0 else len(item)].strip()
+        return None
+    start += len(open_tag)
+    end = text.find(close_tag, start)
+    return text[start : end if end >= 0 else len(text)].strip()
