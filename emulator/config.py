@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from pipeline.settings import TIER_CAPS as TIER_CAPS  # noqa: PLC0414  (re-exported for the emulator's CLI)
+
 LatencyKind = Literal["fixed", "uniform", "lognormal", "tokens"]
 
 #: Faults the emulator can inject, in the order a draw walks them.
@@ -139,8 +141,6 @@ GLM4_MODELS: tuple[str, ...] = (
 )  # fmt: skip
 #: The context window in tokens (prompt plus nothing else is checked); a longer prompt answers 1261.
 CONTEXT_TOKENS = 128_000
-#: glm-4-air-250414's concurrency cap per account tier (the platform's published table).
-TIER_CAPS: Mapping[str, int] = MappingProxyType({"V0": 30, "V1": 40, "V2": 50, "V3": 60})
 DEFAULT_TIER = "V0"
 
 

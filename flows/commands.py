@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from pipeline.commands.console import fail, out
 from pipeline.errors import GlmExtractError, first_line
-from pipeline.settings import DEFAULT_MODEL, Settings
+from pipeline.settings import DEFAULT_MODEL, TIER_CAPS, Settings
 
 if TYPE_CHECKING:
     from flows.setup import SetupRequest
@@ -35,7 +35,8 @@ class Tier(StrEnum):
 
 
 ModelOpt = Annotated[str, typer.Option(help="model; the global limit is named glm:MODEL")]
-TierOpt = Annotated[Tier, typer.Option(help="account tier: V0..V3 caps 30/40/50/60 requests in flight")]
+TierOpt = Annotated[Tier, typer.Option(help="account tier: V0..V3 caps " + "/".join(map(str, TIER_CAPS.values()))
+                                            + " requests in flight")]
 LimitOpt = Annotated[int | None, typer.Option(min=1, help="explicit cap (overrides --tier)")]
 
 
@@ -124,6 +125,4 @@ def key_to_save() -> SecretStr:
 
 def cap_for(tier: Tier, limit: int | None) -> int:
     """The global limit's size: explicit, else the tier's cap."""
-    from flows.limits import TIER_CAPS
-
     return limit or TIER_CAPS[tier.value]

@@ -35,8 +35,6 @@ from prefect.settings import get_current_settings
 from pipeline.errors import GlmExtractError
 from pipeline.limiter import AdaptiveLimiter
 
-# In-flight caps of glm-4-air-250414 by account tier (docs/glm_platform.md): V0..V3.
-TIER_CAPS = {"V0": 30, "V1": 40, "V2": 50, "V3": 60}
 LEASE_SECONDS = 120.0  # renewed every 90 s; after a crash the server reclaims slots ~2 min later
 ACQUIRE_TIMEOUT_SECONDS = 6 * 3600.0
 LOCAL_LABEL = "local (no Prefect server)"

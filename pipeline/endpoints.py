@@ -20,7 +20,7 @@ import httpx
 from pipeline.glm.client import SYNTHETIC_HEADER, Endpoint
 from pipeline.redact import without_credentials
 from pipeline.runner import Target
-from pipeline.settings import GLM_BASE_URL, Settings
+from pipeline.settings import GLM_BASE_URL, TIER_CAPS, Settings
 
 OFFLINE_BANNER = (
     "OFFLINE: no ZHIPUAI_API_KEY set — using the bundled GLM emulator on 127.0.0.1; "
@@ -63,7 +63,7 @@ def resolve_target(settings: Settings, *, emulator_latency: str | None = None) -
     if not needs_emulator(settings):
         yield online_target(settings)
         return
-    from emulator.config import TIER_CAPS, EmulatorConfig, LatencySpec
+    from emulator.config import EmulatorConfig, LatencySpec
     from emulator.process import start_emulator
 
     overrides = {"latency": LatencySpec.parse(emulator_latency)} if emulator_latency else {}
