@@ -50,8 +50,7 @@ class ExportResult:
 
     def _describe_nul(self) -> str:
         more = f" and {self.nul_rows - len(self.nul_examples)} more" if self.nul_rows > len(self.nul_examples) else ""
-        rows = "row" if self.nul_rows == 1 else "rows"
         return (
-            f"removed NUL characters (PostgreSQL cannot store them) from {self.nul_rows} {rows}: "
+            f"removed NUL characters (PostgreSQL cannot store them) from {plural(self.nul_rows, 'row')}: "
             f"{', '.join(self.nul_examples)}{more} (columns {', '.join(self.nul_columns)})"
         )
