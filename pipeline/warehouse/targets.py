@@ -23,14 +23,13 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from pipeline.warehouse.errors import TargetError
-from pipeline.warehouse.pg_dsn import describe, is_postgres, parse_dsn, redact_dsn, secrets
+from pipeline.warehouse.pg_dsn import SCHEMA_KEYS, describe, is_postgres, parse_dsn, redact_dsn, secrets
 
 __all__ = ["DEFAULT_TARGET", "DltTarget", "DuckDBTarget", "PostgresTarget", "Target", "parse_target", "redact_dsn"]
 
 DEFAULT_TARGET = "warehouse.duckdb"
 DEFAULT_DLT_DATASET = "glm_extract"
 _DUCKDB_SUFFIXES = (".duckdb", ".db")
-_SCHEMA_KEYS = ("schema", "dataset")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -105,9 +104,7 @@ def parse_target(text: str) -> Target:
 
 def _parse_postgres(text: str) -> PostgresTarget:
     params, schema = parse_dsn(text)
-    if schema is not None and not _NAME.match(schema):
-        raise TargetError(f"bad schema name {schema!r} in {redact_dsn(text)!r}: use letters, digits, _")
-    return PostgresTarget(params=params, schema=schema or "public")
+    return PostgresTarget(params=params, schema=_checked_schema(schema, text) or "public")
 
 
 def _parse_dlt(text: str) -> DltTarget:
@@ -123,12 +120,15 @@ def _split_schema(rest: str) -> tuple[str, str | None]:
 
 
 def _schema_from(params: list[tuple[str, str]], text: str) -> str | None:
-    values = [v for k, v in params if k in _SCHEMA_KEYS]
-    if not values:
-        return None
-    if not _NAME.match(values[-1]):
-        raise TargetError(f"bad schema name {values[-1]!r} in {redact_dsn(text)!r}: use letters, digits, _")
-    return values[-1]
+    values = [v for k, v in params if k in SCHEMA_KEYS]
+    return _checked_schema(values[-1], text) if values else None
+
+
+def _checked_schema(schema: str | None, text: str) -> str | None:
+    """``schema`` if it is None or a plain SQL name; :class:`TargetError` naming ``text`` (redacted) if not."""
+    if schema is not None and not _NAME.match(schema):
+        raise TargetError(f"bad schema name {schema!r} in {redact_dsn(text)!r}: use letters, digits, _")
+    return schema
 
 
 def _duckdb_path(path: str, text: str) -> Path:
