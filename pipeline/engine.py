@@ -26,6 +26,7 @@ from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStop, RunStopping, se
 from pipeline.journal import Journal, JournalEntry, JournalError
 from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
 from pipeline.limiter import AdaptiveLimiter
+from pipeline.outcomes import local_outcome
 from pipeline.packing import PackRow, is_packed_request_id, item_tokens, plan_packs, settings_for
 from pipeline.prompts import RenderOptions, render_request, system_message
 from pipeline.stats import RunStats
@@ -250,13 +251,9 @@ async def _borrow(ctx: EngineContext, owner: asyncio.Future[JournalEntry], key: 
 
 def plan_row(ctx: EngineContext, row: Mapping[str, Any]) -> _Planned:
     """Decide, without the network, whether a row needs a request, and render it."""
-    text = row.get(ctx.task.text_column)
-    if text is None or (isinstance(text, str) and not text.strip()):
-        return _Planned(_local_meta("skipped", "empty_text", "the text column is null or blank"), None, None)
-    limit = ctx.task.max_input_chars
-    if limit is not None and isinstance(text, str) and len(text) > limit:
-        message = f"text has {len(text)} characters, over the task's max_input_chars={limit}"
-        return _Planned(_local_meta("failed", "input_too_long", message), None, None)
+    local = local_outcome(ctx.task, row)
+    if local is not None:
+        return _Planned(_local_meta(local.status, local.code, local.message), None, None)
     body = render_request(ctx.task, row, ctx.options, ctx.system)
     return _Planned(None, request_key(body, ctx.endpoint_id), body)
 

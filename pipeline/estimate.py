@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipeline.outcomes import local_outcome
 from pipeline.packing import (
     PackSettings,
     item_tokens,
@@ -55,11 +56,8 @@ class Prices:
 
 
 def needs_request(task: TaskSpec, row: Mapping[str, Any]) -> bool:
-    """The engine's local rule: blank text or text over ``max_input_chars`` is never sent."""
-    text = row.get(task.text_column)
-    if text is None or (isinstance(text, str) and not text.strip()):
-        return False
-    return not (task.max_input_chars is not None and isinstance(text, str) and len(text) > task.max_input_chars)
+    """Whether the engine would send ``row`` (:func:`pipeline.outcomes.local_outcome`)."""
+    return local_outcome(task, row) is None
 
 
 def shared_prefix_tokens(previous: Mapping[str, Any] | None, body: Mapping[str, Any]) -> int:

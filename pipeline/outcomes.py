@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pipeline.wording import plural
+
+if TYPE_CHECKING:
+    from pipeline.tasks import TaskSpec
 
 #: A row's ``_status``, in the order the summary's ``status_counts`` lists them (docs/contracts.md §3).
 STATUSES = ("ok", "invalid", "failed", "filtered", "skipped")
@@ -34,4 +38,27 @@ def excess_failures(status_counts: Mapping[str, int], allowed_ratio: float) -> E
     failed = status_counts.get("failed", 0)
     if attempted >= MIN_ROWS_FOR_FAILURE_RATIO and failed / attempted > allowed_ratio:
         return ExcessFailures(failed, attempted)
+    return None
+
+
+@dataclass(frozen=True)
+class LocalOutcome:
+    """How a row ends without a request."""
+
+    status: str
+    code: str
+    message: str
+
+
+def local_outcome(task: TaskSpec, row: Mapping[str, Any]) -> LocalOutcome | None:
+    """The rule that decides, without the network, that a row is never sent (None: it is sent):
+    blank text is ``skipped``, text over the task's ``max_input_chars`` is ``failed``. The engine and
+    the estimate both ask it."""
+    text = row.get(task.text_column)
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return LocalOutcome("skipped", "empty_text", "the text column is null or blank")
+    limit = task.max_input_chars
+    if limit is not None and isinstance(text, str) and len(text) > limit:
+        return LocalOutcome("failed", "input_too_long",
+                            f"text has {len(text)} characters, over the task's max_input_chars={limit}")
     return None
