@@ -44,12 +44,10 @@ FAULT_MIX = {"1302": 0.02, "500": 0.01, "reset": 0.01, "hang": 0.01}
 
 
 class TimingTransport(httpx.AsyncBaseTransport):
-    """Sums the seconds every request spends on the wire (its answer read whole, or its failure)."""
+    """Records when every request is on the wire (until its answer is read whole, or it fails)."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner = inner
-        self.busy_s = 0.0
-        self.requests = 0
         self.spans: list[tuple[float, float]] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -58,8 +56,6 @@ class TimingTransport(httpx.AsyncBaseTransport):
             return await self.inner.handle_async_request(request)
         finally:
             ended = time.perf_counter()
-            self.busy_s += ended - started
-            self.requests += 1
             self.spans.append((started, ended))
 
     def busy_until(self, until: float) -> float:
@@ -92,14 +88,15 @@ def measure(rows: int, concurrency: int, latency: float, faults: dict[str, float
 
         summary = asyncio.run(go())
         received = emu.stats()
+    busy_s = sum(end - start for start, end in timing.spans)  # request-seconds on the wire
     last_sent = max(start for start, _ in timing.spans)
     working = timing.busy_until(last_sent) / (concurrency * (last_sent - clock[0]))
     seconds = summary.seconds
     rows_s = rows / seconds
-    allowed = concurrency / (timing.busy_s / rows)  # rows/s if every slot were on the wire all the time
+    allowed = concurrency / (busy_s / rows)  # rows/s if every slot were on the wire all the time
     return {
-        "label": label, "rows": rows, "seconds": seconds, "rows_s": rows_s, "requests": timing.requests,
-        "occupancy": timing.busy_s / (concurrency * seconds), "cap_utilisation": rows_s / allowed,
+        "label": label, "rows": rows, "seconds": seconds, "rows_s": rows_s, "requests": len(timing.spans),
+        "occupancy": busy_s / (concurrency * seconds), "cap_utilisation": rows_s / allowed,
         "occupancy_working": working, "drain_s": clock[0] + seconds - last_sent,
         "ideal_rows_s": concurrency / latency, "ok": summary.count("ok"),
         "retries": summary.requests.retries, "by_outcome": received.get("by_outcome", {}),
