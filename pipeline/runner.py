@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,10 +78,15 @@ def prepare_run(request: RunRequest, settings: Settings) -> PreparedRun:
     task = bind_columns(load_task(request.task, settings.schemas_dir), request.columns, request.output_prefix)
     files = io.resolve_inputs(request.input)
     io.check_output_target(request.output, files)  # before the emulator starts or anything is read
-    mapped = [task.source(name) for name in task.sources if name != task.text_column]
-    info = io.check_input(files, id_column=task.id_column, text_column=task.text_source, needed=mapped)
+    info = check_task_input(task, files)
     check_no_clash(info.columns, task.output_fields, task.name, task.output_prefix)
     return PreparedRun(request, task, info, datetime.now(UTC))
+
+
+def check_task_input(task: TaskSpec, files: Sequence[Path]) -> io.InputInfo:
+    """The input contract for ``task`` (its columns as mapped): ids, text, the columns it reads."""
+    mapped = [task.source(name) for name in task.sources if name != task.text_column]
+    return io.check_input(files, id_column=task.id_column, text_column=task.text_source, needed=mapped)
 
 
 def build_context(prepared: PreparedRun, settings: Settings, target: Target, transport: httpx.AsyncBaseTransport,

@@ -25,6 +25,7 @@ from pipeline.journal import Journal, JournalEntry
 from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
 from pipeline.packing import settings_for
 from pipeline.prompts import RenderOptions, render_request, system_message
+from pipeline.runner import check_task_input
 from pipeline.settings import Settings
 from pipeline.tables import prompt_rows
 from pipeline.tasks import TaskSpec, bind_columns, load_task, parse_column_mapping
@@ -88,9 +89,7 @@ def _real_answers(journal: Journal | None, keyed: dict[str, dict[str, Any]], end
 def estimate_input(task_name: str, input_spec: str, settings: Settings, columns: dict[str, str]) -> Estimate:
     """Check INPUT as a run would (one-line errors), then estimate it."""
     task = bind_columns(load_task(task_name, settings.schemas_dir), columns)
-    files = io.resolve_inputs(input_spec)
-    mapped = [task.source(name) for name in task.sources if name != task.text_column]
-    info = io.check_input(files, id_column=task.id_column, text_column=task.text_source, needed=mapped)
+    info = check_task_input(task, io.resolve_inputs(input_spec))
     return estimate_shards(task, input_spec, settings, io.plan_shards(info, settings.shard_size))
 
 
