@@ -50,7 +50,8 @@ from benchmarks.common import (
     result_line,
     run_cli,
 )
-from emulator.config import REALISTIC_LATENCY, TIER_CAPS, LatencySpec
+from emulator.config import REALISTIC_LATENCY, LatencySpec
+from pipeline.platform import TIER_CAPS
 
 
 def mean_latency(spec: str) -> float:

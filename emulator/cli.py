@@ -22,12 +22,12 @@ from emulator.config import (
     FAULT_NAMES,
     GLM4_MODELS,
     PROFILES,
-    TIER_CAPS,
     EmulatorConfig,
     LatencySpec,
     parse_fault,
 )
 from emulator.server import start_runner
+from pipeline.platform import TIER_CAPS
 
 READY_PREFIX = "EMULATOR_READY "
 

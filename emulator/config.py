@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from pipeline.settings import TIER_CAPS as TIER_CAPS  # noqa: PLC0414  (re-exported for the emulator's CLI)
+from pipeline.platform import TIER_CAPS
 
 LatencyKind = Literal["fixed", "uniform", "lognormal", "tokens"]
 

@@ -19,7 +19,8 @@ from pydantic import SecretStr
 
 from pipeline.commands.console import fail, out
 from pipeline.errors import GlmExtractError, first_line
-from pipeline.settings import DEFAULT_MODEL, TIER_CAPS, Settings
+from pipeline.platform import TIER_CAPS
+from pipeline.settings import DEFAULT_MODEL, Settings
 
 if TYPE_CHECKING:
     from flows.setup import SetupRequest

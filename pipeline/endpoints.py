@@ -18,9 +18,10 @@ from contextlib import contextmanager
 import httpx
 
 from pipeline.glm.client import SYNTHETIC_HEADER, Endpoint
+from pipeline.platform import TIER_CAPS
 from pipeline.redact import without_credentials
 from pipeline.runner import Target
-from pipeline.settings import GLM_BASE_URL, TIER_CAPS, Settings
+from pipeline.settings import GLM_BASE_URL, Settings
 
 OFFLINE_BANNER = (
     "OFFLINE: no ZHIPUAI_API_KEY set — using the bundled GLM emulator on 127.0.0.1; "

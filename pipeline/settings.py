@@ -7,9 +7,7 @@ traceback.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -19,7 +17,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 GLM_BASE_URL = "https://open.bigmodel.cn/api/paas/v4"
 DEFAULT_MODEL = "glm-4-air-250414"
 #: DEFAULT_MODEL's concurrency cap (requests in flight) per account tier (docs/glm_platform.md).
-TIER_CAPS: Mapping[str, int] = MappingProxyType({"V0": 30, "V1": 40, "V2": 50, "V3": 60})
 MAX_OUTPUT_TOKENS = 16384
 
 

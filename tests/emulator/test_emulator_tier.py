@@ -11,9 +11,9 @@ import pytest
 
 from emulator import EmulatorConfig, LatencySpec, serve_in_thread
 from emulator.cli import build_parser, config_from_args
-from emulator.config import TIER_CAPS
 from pipeline.endpoints import resolve_target
 from pipeline.limiter import AdaptiveLimiter
+from pipeline.platform import TIER_CAPS
 from pipeline.settings import Settings
 from tests.emulator.support import SAMPLE, run_pipeline
 
