@@ -166,7 +166,7 @@ class Journal:
     def lookup(self, keys: Iterable[str]) -> dict[str, JournalEntry]:
         """Final entries for ``keys`` (missing keys are absent)."""
         unique = list(dict.fromkeys(keys))
-        queued = {e.key: e for e, _ in self._pending if e.final}  # answered, not yet committed
+        queued = {e.key: e for e, _ in self._pending}  # answered, not yet committed (only finals are queued)
         found: dict[str, JournalEntry] = {k: queued[k] for k in unique if k in queued}
         with self._guard("read"):
             for start in range(0, len(unique), _LOOKUP_CHUNK):

@@ -63,16 +63,15 @@ async def answer_pack(ctx: EngineContext, pack: Sequence[PackRow]) -> list[tuple
     except FatalError as exc:
         ctx.stop.stop(exc)
         return _all(ctx, pack, tries, "failed", exc.code, exc.message)
-    except RowError:  # the platform refused or cut the pack: which row it objected to only a row alone tells
+    except (RowError, BudgetReached):
+        # the platform refused or cut the pack (which row it objected to only a row alone tells), or the
+        # pack's worst case (every row's full answer at once) did not fit the budget where rows alone may
         asked = await _ask_alone(ctx, pack)
         return [(_plus_share(ctx, entry, Share(0, 0, 0), n), raw) for (entry, raw), n in zip(asked, tries, strict=True)]
     except TransientError as exc:
         return _all(ctx, pack, tries, "failed", exc.code, f"gave up after {log.attempts} attempts: {exc.message}")
     except RunStopping as exc:
         return _all(ctx, pack, tries, "failed", "run_aborted", f"not answered: {exc}")
-    except BudgetReached:  # a pack reserves every row's full answer at once: rows alone may still fit
-        asked = await _ask_alone(ctx, pack)
-        return [(_plus_share(ctx, entry, Share(0, 0, 0), n), raw) for (entry, raw), n in zip(asked, tries, strict=True)]
     cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
     ctx.stats.first_answers += len(pack)  # one answer for each row: the estimate check counts rows
     ctx.stats.rule_prompt_tokens += count_prompt_tokens(body["messages"])

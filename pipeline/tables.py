@@ -16,7 +16,6 @@ import orjson
 import polars as pl
 
 from pipeline.errors import TaskError
-from pipeline.outcomes import STATUSES  # noqa: F401  (a row's _status values, defined there)
 from pipeline.tasks import TaskSpec
 
 _SCALARS: dict[str, pl.DataType] = {

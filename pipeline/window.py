@@ -28,7 +28,6 @@ class ShardWindow:
         self._max = max(1, max_shards)
         self._changed = asyncio.Event()
         self.running = 0
-        self.most_running = 0
         self._moved = True  # requests moved since the last shard started
 
     def _note_movement(self) -> None:
@@ -55,7 +54,6 @@ class ShardWindow:
             self._changed.clear()
             await self._changed.wait()
         self.running += 1
-        self.most_running = max(self.most_running, self.running)
         self._moved = False
 
     def done(self) -> None:
