@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipeline.commands.console import MaxTokensOption, err, fail, out, settings_from
+from pipeline.commands.console import ColumnOption, MaxTokensOption, OutputPrefixOption, err, fail, out, settings_from
 from pipeline.endpoints import OFFLINE_BANNER, needs_emulator, resolve_target
 from pipeline.errors import GlmExtractError
 from pipeline.interrupts import Terminated, run_stoppable
@@ -34,12 +34,6 @@ app = typer.Typer(pretty_exceptions_show_locals=False,  # a traceback's locals m
 FAILURE_EXIT = 4
 INTERRUPTED_EXIT = 130
 
-
-ColumnOption = Annotated[list[str] | None, typer.Option(
-    "--column", "-c", metavar="NAME=INPUT_COLUMN",
-    help="read the task's column NAME (see `glm-extract tasks`) from INPUT_COLUMN; repeatable")]
-OutputPrefixOption = Annotated[str, typer.Option(
-    help="put this before every extraction column, e.g. x_ (when a schema field has an input column's name)")]
 
 
 def user_error(group: BaseExceptionGroup[Any]) -> GlmExtractError:

@@ -112,7 +112,7 @@ def _string_args(call: ast.Call) -> Iterator[str]:
 
 def own_error_codes() -> set[str]:
     """Codes of our own the pipeline can put in ``_error_code``: the ``code=`` literals, the codes of
-    rows decided without a request (``_local_meta(status, code, …)``) and the validator's verdicts."""
+    rows decided without a request (``LocalOutcome(status, code, …)``) and the validator's verdicts."""
     codes: set[str] = set()
     for path in (REPO / "pipeline").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -123,7 +123,7 @@ def own_error_codes() -> set[str]:
             if any(k.arg == "code" for k in node.keywords):
                 codes.update(v.value for k in node.keywords if k.arg == "code"
                              for v in [k.value] if isinstance(v, ast.Constant) and isinstance(v.value, str))
-            elif name == "_local_meta" and len(literals) >= 2:
+            elif name in ("_local_meta", "LocalOutcome") and len(literals) >= 2:
                 codes.add(literals[1])
             elif name in ("Reask", "Filtered") and literals:
                 codes.add(literals[0])

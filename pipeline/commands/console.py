@@ -16,6 +16,12 @@ from pipeline.settings import Settings
 out = Console()
 err = Console(stderr=True)
 
+#: ``--column``/``--output-prefix`` of the commands that read an input through a task (run, estimate, evaluate)
+ColumnOption = Annotated[list[str] | None, typer.Option(
+    "--column", "-c", metavar="NAME=INPUT_COLUMN",
+    help="read the task's column NAME (see `glm-extract tasks`) from INPUT_COLUMN; repeatable")]
+OutputPrefixOption = Annotated[str, typer.Option(
+    help="put this before every extraction column, e.g. x_ (when a schema field has an input column's name)")]
 #: ``--max-tokens`` of the commands that render requests (run, estimate): it is part of every request
 MaxTokensOption = Annotated[int | None, typer.Option(
     help="the answer's token limit (default: the task's max_tokens, else 4096); part of every request key")]

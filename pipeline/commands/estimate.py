@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from pipeline import io
-from pipeline.commands.console import MaxTokensOption, fail, out, settings_from
+from pipeline.commands.console import ColumnOption, MaxTokensOption, fail, out, settings_from
 from pipeline.endpoints import needs_emulator, online_target
 from pipeline.errors import GlmExtractError
 from pipeline.estimate import Estimate, EstimateWalk, Prices, add_rows, finish, needs_request, packed_bodies
@@ -96,9 +96,7 @@ def estimate_input(task_name: str, input_spec: str, settings: Settings, columns:
 def estimate(
     task: Annotated[str, typer.Option(help="task name (see `glm-extract tasks`)")],
     input: Annotated[str, typer.Option("--input", "-i", help="Parquet file, glob or folder")],
-    column: Annotated[list[str] | None, typer.Option(
-        "--column", "-c", metavar="NAME=INPUT_COLUMN",
-        help="read the task's column NAME from INPUT_COLUMN; repeatable")] = None,
+    column: ColumnOption = None,
     journal: Annotated[Path | None, typer.Option(help="SQLite journal of paid answers (read only)")] = None,
     model: Annotated[str | None, typer.Option(help="GLM model id; part of every request key")] = None,
     mode: Annotated[str | None, typer.Option(help="json or tools, as the run would use")] = None,

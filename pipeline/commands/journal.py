@@ -10,10 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pipeline.commands.console import fail, out
-from pipeline.errors import GlmExtractError, first_line
+from pipeline.commands.console import fail, out, settings_from
+from pipeline.errors import GlmExtractError
 from pipeline.journal import Journal, JournalError, JournalStats
-from pipeline.settings import Settings
 
 journal_app = typer.Typer(no_args_is_help=True, help="Inspect and prune the journal of paid answers.")
 _JOURNAL_HELP = "journal file (default: GLM_EXTRACT_JOURNAL_PATH or .glm-extract/journal.sqlite)"
@@ -27,10 +26,7 @@ def register(app: typer.Typer) -> None:
 
 def existing_journal(path: Path | None) -> Path:
     """The journal to work on; it must exist (these commands never create one)."""
-    try:
-        chosen = path or Settings().journal_path
-    except ValueError as exc:
-        raise JournalError(f"invalid setting: {first_line(exc)}") from None
+    chosen = path or settings_from().journal_path
     if not chosen.is_file():
         raise JournalError(f"journal {chosen} does not exist (pass --journal or set GLM_EXTRACT_JOURNAL_PATH)")
     return chosen
@@ -105,7 +101,7 @@ def rejudge(
 
     try:
         path = existing_journal(journal)
-        spec = load_task(task, schemas_dir or Settings().schemas_dir)
+        spec = load_task(task, settings_from(schemas_dir=schemas_dir).schemas_dir)
         with Journal(path) as opened:
             report = rejudge_journal(opened, spec, dry_run=dry_run)
     except GlmExtractError as exc:
