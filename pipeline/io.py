@@ -96,7 +96,7 @@ def check_input(
     if pa.types.is_nested(id_type) or pa.types.is_dictionary(id_type):
         raise InputError(f"{files[0]}: id column {id_column!r} has type {id_type}; "
                          "ids must be strings or integers")
-    _check_ids(files, id_column, [meta[1] for meta in metas])
+    _check_ids(files, schema.field(id_column), [meta[1] for meta in metas])
     return InputInfo(files=tuple(files), rows=rows, columns=tuple(schema.names), schema=schema)
 
 
@@ -126,11 +126,12 @@ def _parquet_meta(path: Path) -> tuple[pa.Schema, int]:
         raise InputError(f"{path}: not a readable Parquet file ({first_line(exc)})") from exc
 
 
-def _check_ids(files: Sequence[Path], id_column: str, file_rows: Sequence[int]) -> None:
+def _check_ids(files: Sequence[Path], id_field: pa.Field, file_rows: Sequence[int]) -> None:
     """Every id present and unique. Counted on 64-bit hashes, streamed: 8 bytes a row instead of
     the ids themselves (docs/performance.md §3); a hash clash only costs the exact pass below.
     Each file is scanned on its own and cast to the unified type, so mixed writers agree."""
-    kind = pl.from_arrow(input_schema(files).empty_table().select([id_column])).schema[id_column]  # type: ignore[union-attr]
+    id_column = id_field.name  # typed as in the unified schema the caller has already read
+    kind = pl.from_arrow(pa.schema([id_field]).empty_table()).schema[id_column]  # type: ignore[union-attr]
     ids = pl.concat([pl.scan_parquet(path).select(pl.col(id_column).cast(kind)) for path in files])
     try:
         counts = ids.select(pl.len(), pl.col(id_column).null_count().alias("nulls"),
@@ -160,11 +161,12 @@ def _where(files: Sequence[Path], file_rows: Sequence[int], row: int) -> str:
     return f"row {row} of {files[-1]}"
 
 
-def iter_shards(files: Sequence[Path], size: int) -> Iterator[pl.DataFrame]:
+def iter_shards(files: Sequence[Path], size: int, schema: pa.Schema | None = None) -> Iterator[pl.DataFrame]:
     """Frames of exactly ``size`` rows (the last one shorter), streamed, in input order, every one
-    with the input's unified schema. An input without rows yields one empty, typed frame, so the
-    output still gets its columns."""
-    schema = input_schema(files)
+    with the input's unified schema (``schema``: the one :func:`check_input` read, else read again
+    from the footers). An input without rows yields one empty, typed frame, so the output still
+    gets its columns."""
+    schema = schema or input_schema(files)
     buffer: list[pa.RecordBatch] = []
     held, emitted = 0, False
     for path in files:

@@ -204,7 +204,7 @@ async def run_extraction(
     to the output)."""
     prepared = prepared or prepare_run(request, settings)
     async with Run.open(prepared, settings, target, transport=transport) as run:
-        frames = enumerate(io.iter_shards(prepared.info.files, settings.shard_size))
+        frames = enumerate(io.iter_shards(prepared.info.files, settings.shard_size, prepared.info.schema))
         done = await run.shards(frames, limiter or AdaptiveLimiter(settings.concurrency), on_progress)
         return run.finish(done, limiter_label)
 
