@@ -328,6 +328,14 @@ class _BudgetAdmission:
         self.budget.release(reserved)
 
 
+def admission_for(ctx: EngineContext, body: Mapping[str, Any]) -> _BudgetAdmission | None:
+    """The budget's admission of ``body``'s attempts; none without a budget (nothing to reserve, so
+    the prompt is not counted on every attempt for it)."""
+    if ctx.budget_cny is None:
+        return None
+    return _BudgetAdmission(ctx.shared.budget, worst_case_cny(ctx, body), ctx.budget_cny)
+
+
 def worst_case_cny(ctx: EngineContext, body: Mapping[str, Any]) -> float:
     """The most one request of ``body`` can cost: its prompt (with a margin) plus a full answer."""
     prompt = math.ceil(count_prompt_tokens(body["messages"], body.get("tools")) * PROMPT_MARGIN)
@@ -340,7 +348,7 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
     current = body
     while True:
         log = AttemptLog()
-        admission = _BudgetAdmission(ctx.shared.budget, worst_case_cny(ctx, current), ctx.budget_cny)
+        admission = admission_for(ctx, current)
         try:
             try:
                 answer = await send_with_retry(ctx.client, current, ctx.limiter, ctx.policy, ctx.stop, log, admission)

@@ -18,11 +18,10 @@ import orjson
 from pipeline.budget import BudgetReached
 from pipeline.engine import (
     EngineContext,
-    _BudgetAdmission,
     _entry,
     _Tally,
+    admission_for,
     answer_request,
-    worst_case_cny,
 )
 from pipeline.glm.errors import FatalError, RowError, TransientError
 from pipeline.glm.retry import AttemptLog, RunStopping, send_with_retry
@@ -53,7 +52,7 @@ async def answer_pack(ctx: EngineContext, pack: Sequence[PackRow]) -> list[tuple
     rows = [member.row for member in pack]
     body = render_packed_request(ctx.task, rows, ctx.options, packed_system_message(ctx.task))
     log = AttemptLog()
-    admission = _BudgetAdmission(ctx.shared.budget, worst_case_cny(ctx, body), ctx.budget_cny)
+    admission = admission_for(ctx, body)
     try:
         try:
             answer = await send_with_retry(ctx.client, body, ctx.limiter, ctx.policy, ctx.stop, log, admission)
