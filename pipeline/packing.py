@@ -29,13 +29,8 @@ import jsonschema_rs
 import orjson
 
 from pipeline.prompts import (
-    CLOSED_RULE,
-    DATA_RULE,
-    SCHEMA_CLOSE,
-    SCHEMA_OPEN,
     RenderOptions,
-    all_objects_closed,
-    compact_schema,
+    json_system_message,
     user_message,
 )
 from pipeline.settings import MAX_OUTPUT_TOKENS
@@ -136,13 +131,7 @@ def plan_packs(tokens: Sequence[int], settings: PackSettings) -> list[list[int]]
 
 def packed_system_message(task: TaskSpec) -> str:
     """The system message of every packed request of ``task`` (json mode only)."""
-    closed = all_objects_closed(task.schema)
-    parts = [" ".join([PACKED_RULES, *([CLOSED_RULE] if closed else []), DATA_RULE])]
-    if task.instructions:
-        parts.append(task.instructions)
-    schema = orjson.dumps(compact_schema(task.schema, drop_closed=closed)).decode()
-    parts.append(f"{SCHEMA_OPEN}\n{schema}\n{SCHEMA_CLOSE}")
-    return "\n\n".join(parts)
+    return json_system_message(task, PACKED_RULES)
 
 
 def packed_user_message(task: TaskSpec, rows: Sequence[Mapping[str, Any]]) -> str:

@@ -68,15 +68,19 @@ def system_message(task: TaskSpec, mode: Literal["json", "tools"]) -> str:
     """The system prompt, the same for every row: generic rules, the task's instructions, and
     (json mode) the compact schema."""
     if mode == "tools":
-        parts = [f"{TOOL_RULES} {DATA_RULE}"]
-    else:
-        closed = all_objects_closed(task.schema)
-        parts = [" ".join([RULES, *([CLOSED_RULE] if closed else []), DATA_RULE])]
+        return "\n\n".join([f"{TOOL_RULES} {DATA_RULE}", *([task.instructions] if task.instructions else [])])
+    return json_system_message(task, RULES)
+
+
+def json_system_message(task: TaskSpec, lead: str) -> str:
+    """A json-mode system message: ``lead`` and the generic rules, the task's instructions, then the
+    compact schema between the schema tags (unpacked requests lead with ``RULES``, packs with theirs)."""
+    closed = all_objects_closed(task.schema)
+    parts = [" ".join([lead, *([CLOSED_RULE] if closed else []), DATA_RULE])]
     if task.instructions:
         parts.append(task.instructions)
-    if mode == "json":
-        schema = orjson.dumps(compact_schema(task.schema, drop_closed=closed)).decode()
-        parts.append(f"{SCHEMA_OPEN}\n{schema}\n{SCHEMA_CLOSE}")
+    schema = orjson.dumps(compact_schema(task.schema, drop_closed=closed)).decode()
+    parts.append(f"{SCHEMA_OPEN}\n{schema}\n{SCHEMA_CLOSE}")
     return "\n\n".join(parts)
 
 
