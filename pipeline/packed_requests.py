@@ -13,12 +13,11 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
 
-import orjson
-
 from pipeline.budget import BudgetReached
 from pipeline.engine import (
     EngineContext,
     _entry,
+    _judged_entry,
     _Tally,
     admission_for,
     answer_request,
@@ -40,7 +39,6 @@ from pipeline.packing import (
     split_answer,
     split_tokens,
 )
-from pipeline.tables import json_text_for
 from pipeline.tokens import count_prompt_tokens
 from pipeline.validate import Valid
 
@@ -90,9 +88,8 @@ async def answer_pack(ctx: EngineContext, pack: Sequence[PackRow]) -> list[tuple
             alone.append(position)
             continue
         tally = _share_tally(ctx, share, tries[position])
-        data = json_text_for(verdict.data, ctx.answer_dtype) if ctx.free_form else verdict.data
-        entry = _entry(ctx, pack[position].key, "ok", tally, final=keep, data_json=orjson.dumps(data).decode())
-        entry = replace(entry, latency_ms=answer.latency_ms, finish_reason=answer.finish_reason,
+        entry = replace(_judged_entry(ctx, pack[position].key, verdict, tally), final=keep,
+                        latency_ms=answer.latency_ms, finish_reason=answer.finish_reason,
                         request_id=f"{answer.request_id}{PACKED_ID_MARK}{label(position)}")
         results[position] = (entry, None)
     asked = await _ask_alone(ctx, [pack[i] for i in alone])
