@@ -20,7 +20,7 @@ import orjson
 import polars as pl
 
 from pipeline.budget import Budget, BudgetReached
-from pipeline.glm.client import GLMClient
+from pipeline.glm.client import ChatAnswer, GLMClient
 from pipeline.glm.errors import FatalError, RowError, TransientError
 from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStop, RunStopping, send_with_retry
 from pipeline.journal import Journal, JournalEntry, JournalError
@@ -377,13 +377,7 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
         if not tally.reasks:  # the request as rendered: the summary checks the estimate against it
             ctx.stats.first_answers += 1
             ctx.stats.rule_prompt_tokens += count_prompt_tokens(body["messages"], body.get("tools"))
-        cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
-        ctx.stats.note_cached(answer.cached_tokens, synthetic=answer.synthetic)
-        ctx.shared.budget.settle(log.reserved, cost)
-        tally.cost_cny += cost
-        ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost,
-                              spent_on=_spent_on(tally, log),
-                              cached_cny=ctx.cost(answer.cached_tokens, 0, answer.cached_tokens))
+        tally.cost_cny += book_answer(ctx, answer, log, _spent_on(tally, log))
         verdict = judge(answer.content, answer.finish_reason, ctx.validator)
         if isinstance(verdict, Reask) and tally.reasks < ctx.max_reasks:
             current = build_reask(current, answer.content, verdict)
@@ -396,6 +390,16 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
         if answer.synthetic and ctx.endpoint_id != SYNTHETIC_ENDPOINT:  # never journaled under a real key
             entry = replace(entry, final=False)
         return entry, answer.raw
+
+
+def book_answer(ctx: EngineContext, answer: ChatAnswer, log: AttemptLog, spent_on: str) -> float:
+    """Price a paid answer, settle the budget's reservation with it, count it; return its cost."""
+    cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
+    ctx.stats.note_cached(answer.cached_tokens, synthetic=answer.synthetic)
+    ctx.shared.budget.settle(log.reserved, cost)
+    ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost,
+                          spent_on=spent_on, cached_cny=ctx.cost(answer.cached_tokens, 0, answer.cached_tokens))
+    return cost
 
 
 def _spent_on(tally: _Tally, log: AttemptLog) -> str:

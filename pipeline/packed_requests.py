@@ -21,6 +21,7 @@ from pipeline.engine import (
     _Tally,
     admission_for,
     answer_request,
+    book_answer,
 )
 from pipeline.glm.errors import FatalError, RowError, TransientError
 from pipeline.glm.retry import AttemptLog, RunStopping, send_with_retry
@@ -69,14 +70,9 @@ async def answer_pack(ctx: EngineContext, pack: Sequence[PackRow]) -> list[tuple
         return _all(ctx, pack, tries, "failed", exc.code, f"gave up after {log.attempts} attempts: {exc.message}")
     except RunStopping as exc:
         return _all(ctx, pack, tries, "failed", "run_aborted", f"not answered: {exc}")
-    cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
     ctx.stats.first_answers += len(pack)  # one answer for each row: the estimate check counts rows
     ctx.stats.rule_prompt_tokens += count_prompt_tokens(body["messages"])
-    ctx.stats.note_cached(answer.cached_tokens, synthetic=answer.synthetic)
-    ctx.shared.budget.settle(log.reserved, cost)
-    ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost,
-                          spent_on="retries" if log.attempts > 1 else "first_attempts",
-                          cached_cny=ctx.cost(answer.cached_tokens, 0, answer.cached_tokens))
+    book_answer(ctx, answer, log, "retries" if log.attempts > 1 else "first_attempts")
     verdicts = split_answer(answer.content, answer.finish_reason, len(pack), ctx.validator)
     shares = share_usage(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens,
                          packed_prompt_weights(ctx.task, rows), record_weights(verdicts))
