@@ -46,7 +46,12 @@ class Target:
 
     endpoint: Endpoint
     kind: Literal["glm", "emulator", "custom"]
-    synthetic: bool = False  # an emulator answers (bundled, or found at a custom URL by its header)
+    synthetic: bool = False  # an emulator found at a custom URL by its header
+
+    @property
+    def is_emulator(self) -> bool:
+        """An emulator answers: the bundled one, or one found at a custom URL."""
+        return self.kind == "emulator" or self.synthetic
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ def build_context(prepared: PreparedRun, settings: Settings, target: Target, tra
                   limiter: AdaptiveLimiter, journal: Journal, shared: RunShared | None = None) -> EngineContext:
     """A shard's context: a client for ``target`` over ``transport`` with the settings' timeouts."""
     timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
-    emulator = target.kind == "emulator" or target.synthetic
+    emulator = target.is_emulator
     return EngineContext(
         task=prepared.task,
         options=RenderOptions(model=settings.model, mode=settings.mode,
@@ -262,7 +267,7 @@ def build_summary(prepared: PreparedRun, stats: RunStats, settings: Settings, ta
         model=settings.model, prompt_version=task.prompt_version, schema_id=task.schema_id,
         endpoint=target.kind, base_url=without_credentials(target.endpoint.base_url),
         offline_emulator=target.kind == "emulator", limiter=limiter_label,
-        synthetic=target.kind == "emulator" or target.synthetic or stats.synthetic_answers > 0,
+        synthetic=target.is_emulator or stats.synthetic_answers > 0,
         concurrency=settings.concurrency, errors=stats.errors(),
         estimate=EstimateCheck(**estimate_check(task.schema, stats.rule_prompt_tokens, stats.first_answers,
                                                 stats.prompt_tokens, stats.completion_tokens)),
