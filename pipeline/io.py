@@ -441,10 +441,7 @@ def read_shard(spec: ShardSpec) -> pl.DataFrame:
     frame = pl.scan_parquet(spec.file).slice(spec.offset, spec.rows).collect()
     if not spec.inputs:
         return frame
-    target = pl.from_arrow(input_schema(spec.inputs).empty_table())
-    assert isinstance(target, pl.DataFrame)
-    return frame.select([pl.col(name).cast(kind) if name in frame.columns else pl.lit(None, dtype=kind).alias(name)
-                         for name, kind in target.schema.items()])
+    return _frame(conform(frame.to_arrow(), input_schema(spec.inputs)))  # as iter_shards conforms its batches
 
 
 def plan_output_parts(output: Path, run_id: str) -> OutputPlan:
