@@ -242,3 +242,17 @@ def test_a_key_and_url_credentials_together_are_refused_in_one_line(tmp_path: Pa
     assert "base_url" in line and "credentials" in line, line
     assert gateway.seen == [] and not output.exists()
     assert SENTINEL not in done.stdout + done.stderr and URL_SECRET not in done.stdout + done.stderr
+
+
+def test_a_base_url_without_a_scheme_is_refused_without_showing_its_password(tmp_path: Path) -> None:
+    """``user:pw@host`` without ``http://`` was taken as a URL with no host: the run went ahead,
+    retried every row as a network fault and wrote the password into summary.json and the table."""
+    source = write_tickets(tmp_path / "in.parquet", 4)
+    output = tmp_path / "out.parquet"
+    done = run_cli(run_argv(source, output, f"robot:{URL_SECRET}@127.0.0.1:9/api/paas/v4", CAP),
+                   cli_env(tmp_path / "journal.sqlite"))
+    assert done.returncode == 2, done.stderr
+    line = one_error_line(done.stderr)
+    assert "base_url" in line and "http://" in line, line
+    assert URL_SECRET not in done.stdout + done.stderr and not output.exists()
+    assert files_holding(tmp_path, URL_SECRET) == []
