@@ -71,7 +71,10 @@ def shard_size_for(rows: int, preferred: int) -> int:
 
 
 def is_infrastructure_fault(exc: BaseException) -> bool:
-    """Worth retrying the whole shard: disk, network to Prefect, a locked journal (not API faults)."""
+    """Worth retrying the whole shard: disk, network to Prefect, a locked journal (not API faults).
+    A group (what a shard's TaskGroup raises) is worth it when every error in it is."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_infrastructure_fault(inner) for inner in exc.exceptions)
     if isinstance(exc, GlmExtractError | ConcurrencySlotAcquisitionError | AcquireConcurrencySlotTimeoutError):
         return False
     return isinstance(exc, OSError | sqlite3.OperationalError | httpx.TransportError)

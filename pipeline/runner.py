@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -95,8 +95,10 @@ def check_task_input(task: TaskSpec, files: Sequence[Path]) -> io.InputInfo:
 
 
 def build_context(prepared: PreparedRun, settings: Settings, target: Target, transport: httpx.AsyncBaseTransport,
-                  limiter: AdaptiveLimiter, journal: Journal, shared: RunShared | None = None) -> EngineContext:
-    """A shard's context: a client for ``target`` over ``transport`` with the settings' timeouts."""
+                  limiter: AdaptiveLimiter, journal: Journal, shared: RunShared | None = None,
+                  stats: RunStats | None = None) -> EngineContext:
+    """A shard's context: a client for ``target`` over ``transport`` with the settings' timeouts,
+    counting into ``stats`` (a new tally without)."""
     timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
     emulator = target.is_emulator
     return EngineContext(
@@ -105,7 +107,7 @@ def build_context(prepared: PreparedRun, settings: Settings, target: Target, tra
                               max_tokens=settings.max_tokens_for(prepared.task.max_tokens)),
         client=GLMClient(transport, target.endpoint, timeout), limiter=limiter, journal=journal,
         policy=RetryPolicy(settings.max_attempts, settings.backoff_initial_s, settings.backoff_max_s),
-        stats=RunStats(), max_reasks=settings.max_reasks, price_cny_per_mtok=settings.price_cny_per_mtok,
+        stats=stats or RunStats(), max_reasks=settings.max_reasks, price_cny_per_mtok=settings.price_cny_per_mtok,
         budget_cny=settings.budget_cny, shared=shared or RunShared(),
         endpoint_id=SYNTHETIC_ENDPOINT if emulator else "",
         price_cached_cny_per_mtok=settings.price_cached_cny_per_mtok,
@@ -136,6 +138,22 @@ class ShardsDone:
         return cls(parts, stats)
 
 
+#: The tallies :meth:`RunStats.note_rows` keeps: how the rows of a written shard ended. The others
+#: count requests: what was sent, answered and paid.
+ROW_TALLIES = ("rows", "from_journal", "answers_cost_cny", "status_counts", "error_counts", "error_examples")
+
+
+def requests_part(stats: RunStats) -> RunStats:
+    """``stats`` without its row tallies: what its requests sent, answered and cost."""
+    empty = RunStats()
+    return replace(stats, **{name: getattr(empty, name) for name in ROW_TALLIES})
+
+
+def rows_part(stats: RunStats) -> RunStats:
+    """Only the row tallies of ``stats``."""
+    return replace(RunStats(), **{name: getattr(stats, name) for name in ROW_TALLIES})
+
+
 @dataclass(frozen=True)
 class Run:
     """One run, from its checked input to its summary; every run goes through one.
@@ -145,6 +163,11 @@ class Run:
     Prefect shard task one with :meth:`shard`); :meth:`finish` writes the table and the summary
     and returns :class:`~pipeline.summary.RunSummary`. Leaving :meth:`open` removes the parts of a
     run that did not finish; the journal keeps every answer paid for.
+
+    What requests were sent and paid is booked in :attr:`request_tallies` by every call of :meth:`shards`,
+    also one that raises (a Prefect shard task that fails after paying and is retried: its retry
+    takes the answers from the journal for free, but the money was spent); the summary's rows come
+    from the shards that finished.
     """
 
     prepared: PreparedRun
@@ -154,6 +177,7 @@ class Run:
     plan: io.OutputPlan
     shared: RunShared = field(default_factory=RunShared)  # budget, requests on the wire, stop signal
     clock: float = field(default_factory=time.perf_counter)
+    request_tallies: RunStats = field(default_factory=RunStats)  # every shard call's, also failed ones
 
     @classmethod
     @asynccontextmanager
@@ -172,12 +196,17 @@ class Run:
 
     async def shards(self, frames: Iterable[tuple[int, pl.DataFrame]], limiter: AdaptiveLimiter,
                      on_progress: Progress | None = None) -> ShardsDone:
-        """Process ``(index, frame)`` shards into parts; raise RunAborted on a fatal error."""
-        with Journal(self.settings.journal_path) as journal:
-            ctx = build_context(self.prepared, self.settings, self.target, self.transport, limiter, journal,
-                                self.shared)
-            parts = await run_shards(ctx, frames, self.plan, self.prepared.request.run_id, on_progress)
-        return ShardsDone(parts, ctx.stats)
+        """Process ``(index, frame)`` shards into parts; raise RunAborted on a fatal error. What the
+        requests cost is booked in :attr:`request_tallies` whether this returns or raises."""
+        stats = RunStats()
+        try:
+            with Journal(self.settings.journal_path) as journal:
+                ctx = build_context(self.prepared, self.settings, self.target, self.transport, limiter, journal,
+                                    self.shared, stats)
+                parts = await run_shards(ctx, frames, self.plan, self.prepared.request.run_id, on_progress)
+        finally:
+            self.request_tallies.merge(requests_part(stats))
+        return ShardsDone(parts, stats)
 
     async def shard(self, spec: io.ShardSpec, limiter: AdaptiveLimiter) -> ShardsDone:
         """One shard, read from its slice of the input (a Prefect shard task's call)."""
@@ -185,8 +214,12 @@ class Run:
 
     def finish(self, done: ShardsDone, limiter_label: str, *, partition_date: str | None = None,
                shards: int | None = None) -> RunSummary:
-        """Write the table from ``done``'s parts and the summary beside it; return the summary."""
-        summary = build_summary(self.prepared, done.stats, self.settings, self.target, limiter_label,
+        """Write the table from ``done``'s parts and the summary beside it; return the summary (its
+        rows from ``done``, its requests and cost from every shard call of this run)."""
+        stats = RunStats()
+        stats.merge(rows_part(done.stats))
+        stats.merge(self.request_tallies)
+        summary = build_summary(self.prepared, stats, self.settings, self.target, limiter_label,
                                 time.perf_counter() - self.clock)
         if partition_date is not None and shards is not None:
             summary = summary.for_partition(partition_date, shards)
