@@ -342,9 +342,15 @@ def worst_case_cny(ctx: EngineContext, body: Mapping[str, Any]) -> float:
     return ctx.cost(prompt, int(body.get("max_tokens") or ctx.options.max_tokens))
 
 
-async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> tuple[JournalEntry, bytes | None]:
-    """Fetch, judge and (bounded) re-ask one request; never raises for a row-level problem."""
-    tally = _Tally()
+async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,
+                         after_pack: bool = False) -> tuple[JournalEntry, bytes | None]:
+    """Fetch, judge and (bounded) re-ask one request; never raises for a row-level problem.
+
+    ``after_pack``: the row's first request was a pack that gave no usable record for it, so this
+    request is already a re-ask (counted and booked as one); the usual re-asks still follow."""
+    tally = _Tally(reasks=int(after_pack))
+    ctx.stats.reasks += tally.reasks
+    most_reasks = ctx.max_reasks + tally.reasks
     current = body
     while True:
         log = AttemptLog()
@@ -379,7 +385,7 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any]) -> 
             ctx.stats.rule_prompt_tokens += count_prompt_tokens(body["messages"], body.get("tools"))
         tally.cost_cny += book_answer(ctx, answer, log, _spent_on(tally, log))
         verdict = judge(answer.content, answer.finish_reason, ctx.validator)
-        if isinstance(verdict, Reask) and tally.reasks < ctx.max_reasks:
+        if isinstance(verdict, Reask) and tally.reasks < most_reasks:
             current = build_reask(current, answer.content, verdict)
             tally.reasks += 1
             ctx.stats.reasks += 1

@@ -61,10 +61,11 @@ async def answer_pack(ctx: EngineContext, pack: Sequence[PackRow]) -> list[tuple
     except FatalError as exc:
         ctx.stop.stop(exc)
         return _all(ctx, pack, tries, "failed", exc.code, exc.message)
-    except (RowError, BudgetReached):
-        # the platform refused or cut the pack (which row it objected to only a row alone tells), or the
-        # pack's worst case (every row's full answer at once) did not fit the budget where rows alone may
-        asked = await _ask_alone(ctx, pack)
+    except (RowError, BudgetReached) as exc:
+        # the platform refused or cut the pack (which row it objected to only a row alone tells: a re-ask),
+        # or the pack's worst case (every row's full answer at once) did not fit the budget where rows
+        # alone may (then a row's request alone is its first)
+        asked = await _ask_alone(ctx, pack, after_pack=isinstance(exc, RowError))
         return [(_plus_share(ctx, entry, Share(0, 0, 0), n), raw) for (entry, raw), n in zip(asked, tries, strict=True)]
     except TransientError as exc:
         return _all(ctx, pack, tries, "failed", exc.code, f"gave up after {log.attempts} attempts: {exc.message}")
@@ -88,17 +89,19 @@ async def answer_pack(ctx: EngineContext, pack: Sequence[PackRow]) -> list[tuple
                         latency_ms=answer.latency_ms, finish_reason=answer.finish_reason,
                         request_id=f"{answer.request_id}{PACKED_ID_MARK}{label(position)}")
         results[position] = (entry, None)
-    asked = await _ask_alone(ctx, [pack[i] for i in alone])
+    asked = await _ask_alone(ctx, [pack[i] for i in alone], after_pack=True)
     for position, (entry, raw) in zip(alone, asked, strict=True):
         results[position] = (_plus_share(ctx, entry, shares[position], tries[position]), raw)
     return [result for result in results if result is not None]
 
 
-async def _ask_alone(ctx: EngineContext, rows: Sequence[PackRow]) -> list[tuple[JournalEntry, bytes | None]]:
-    """Each row as its own request, in order; if one fails unexpectedly the others are cancelled
-    (a TaskGroup), not left paying for answers nobody would journal."""
+async def _ask_alone(ctx: EngineContext, rows: Sequence[PackRow], *,
+                     after_pack: bool) -> list[tuple[JournalEntry, bytes | None]]:
+    """Each row as its own request, in order (``after_pack``: a re-ask, the pack having been sent);
+    if one fails unexpectedly the others are cancelled (a TaskGroup), not left paying for answers
+    nobody would journal."""
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(answer_request(ctx, row.key, row.body)) for row in rows]
+        tasks = [group.create_task(answer_request(ctx, row.key, row.body, after_pack=after_pack)) for row in rows]
     return [task.result() for task in tasks]
 
 
