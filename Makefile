@@ -29,7 +29,7 @@ run: $(STAMP)  ## extract the bundled sample tickets and reports (offline emulat
 test: $(STAMP)  ## lint, type-check and run every test suite
 	$(BIN)/ruff check pipeline flows emulator tests benchmarks scripts
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline flows emulator tests benchmarks scripts
