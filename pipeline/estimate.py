@@ -10,6 +10,15 @@ is calibrated on them (:class:`Calibration`). Prices, cache and batch rules: doc
 - *cached*: the leading messages a prompt shares with the previous request (the fixed system
   message comes first, so every request but the first shares it) at the cached-token price;
 - *batch*: the batch API charges half the online price (no cache assumed).
+
+A run pays more than one answer per request: an answer that fails the schema or is cut at
+``max_tokens`` is asked again (the prompt once more, with the bad answer and the validator's
+errors, and a second answer), and a runaway answer is billed at ``max_tokens``. The estimate adds
+an *allowance* for them (:class:`Allowance`): learnt from the journal's answers to these rows from
+the kind of endpoint the run will use (an emulator run may learn from synthetic answers, a real
+run only from real ones), blended with a stated prior (:data:`REASK_PRIOR`) that the journal
+outweighs as it grows. It also gives a *worst case*: every answer runs to ``max_tokens`` and is
+re-asked ``max_reasks`` times.
 """
 
 from __future__ import annotations
@@ -17,11 +26,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any
 
 from pipeline.outcomes import local_outcome
 from pipeline.packing import (
     PackSettings,
+    is_packed_request_id,
     item_tokens,
     label,
     packed_system_message,
@@ -29,10 +40,25 @@ from pipeline.packing import (
     render_packed_request,
 )
 from pipeline.prompts import RenderOptions, document_text, render_request, system_message
+from pipeline.settings import Settings
 from pipeline.tasks import TaskSpec
 from pipeline.tokens import count_completion_tokens, count_prompt_tokens, count_text_tokens
+from pipeline.validate import Reask, build_reask
 
 BATCH_PRICE_FACTOR = 0.5
+#: Re-asks per request assumed until the journal holds answers to learn from: the emulator's
+#: realistic fault table (docs/emulator.md), where 5.3 % of answers need a re-ask (a value outside
+#: an enum, a required field left out, a number written as a string, an answer cut at
+#: ``max_tokens``) and a re-ask is re-asked as often (0.053 + 0.053²). GLM publishes no such rate:
+#: a prior, not a measurement.
+REASK_PRIOR = 0.056
+#: Packed rows asked again alone per row, assumed the same way: the emulator's table drawn once per
+#: record leaves ~5 % of records invalid and ~4.5 % missing. A prior, not a measurement.
+ALONE_PRIOR = 0.095
+#: How many answers the prior counts as when blended with the journal's answers.
+PRIOR_WEIGHT = 50
+DEFAULT_MAX_REASKS: int = Settings.model_fields["max_reasks"].default
+DEFAULT_MAX_TOKENS: int = Settings.model_fields["max_tokens"].default
 NOT_YET = "not yet"  # chunking of long documents does not exist yet
 PACKING_OFF = "off (the task sets no pack_tokens)"
 
@@ -221,6 +247,130 @@ def calibrate(pairs: Iterable[tuple[int, int, int]]) -> Calibration:
     return Calibration(answers=answers, prompt_scale=actual / ours, completion_per_request=completion / answers)
 
 
+# ---------------------------------------------------------------------------------------------
+# What a run pays beyond one answer per request: re-asks and runaway answers
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One journaled answer to a row of the input: our count of its first prompt, what all its
+    requests (first and re-asks) were billed, and how many re-asks it took."""
+
+    counted: int
+    prompt: int
+    completion: int
+    reasks: int
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """Tokens beyond one answer per request, as shares of the first requests' tokens (the rows'
+    own prompts, unpacked, and their answers). ``learnt_from == 0``: the prior alone."""
+
+    reasks_per_request: float  # re-asks per row to pay (packed: rows asked again alone)
+    prompt_share: float  # extra prompt tokens per prompt token of the rows' first requests
+    cached_share: float  # of which the cache serves (a re-ask repeats its first prompt as a prefix)
+    completion_share: float  # extra completion tokens per first-answer token (runaways included)
+    learnt_from: int = 0
+    packed: bool = False
+
+    def source(self) -> str:
+        prior = (f"prior: {ALONE_PRIOR:.1%} of packed rows asked again alone" if self.packed
+                 else f"prior: {REASK_PRIOR:.1%} re-asks per request")
+        if not self.learnt_from:
+            return f"{prior} (the emulator's realistic fault table; no answers in the journal to learn from)"
+        return f"{self.learnt_from} answers in the journal, blended with the {prior} (weight {PRIOR_WEIGHT})"
+
+
+@cache
+def follow_up_tokens() -> int:
+    """Prompt tokens a re-ask adds besides the bad answer's text: that answer's message framing and
+    the follow-up message listing one validator error (:func:`pipeline.validate.build_reask`)."""
+    error = "/issue_category: 'billing issue' is not one of ['billing', 'refund', 'delivery']"
+    return count_prompt_tokens(build_reask({"messages": []}, "", Reask("schema_invalid", (error,)))["messages"])
+
+
+def prior_allowance(rows_prompt: float, rows: int, answer: float, *, packed: bool = False) -> Allowance:
+    """The stated prior for ``rows`` rows whose first prompts count ``rows_prompt`` tokens and whose
+    answers ``answer`` each. A re-ask sends the prompt again with the bad answer and the follow-up
+    (:func:`follow_up_tokens`) and gets a second answer; a packed row asked alone sends its own
+    request. Answers cut at ``max_tokens`` are left to the worst case (0.3 % in the same table)."""
+    if packed:
+        return Allowance(ALONE_PRIOR, ALONE_PRIOR, 0.0, ALONE_PRIOR, packed=True)
+    prompt_share = REASK_PRIOR * (1 + rows * (answer + follow_up_tokens()) / rows_prompt) if rows_prompt else 0.0
+    return Allowance(REASK_PRIOR, prompt_share, REASK_PRIOR, REASK_PRIOR)
+
+
+def learnt_allowance(observed: Sequence[Observed], prior: Allowance, answer: float) -> Allowance:
+    """What the journal's answers to these rows teach, blended with ``prior`` (weight
+    :data:`PRIOR_WEIGHT`): an answer without re-asks shows what a first request costs (prompt scale,
+    answer size); everything a re-asked answer was billed beyond that is the allowance."""
+    if prior.packed or not observed:
+        return prior
+    single = [o for o in observed if not o.reasks]
+    counted_single = sum(o.counted for o in single)
+    scale = sum(o.prompt for o in single) / counted_single if counted_single else 1.0
+    first_answer = sum(o.completion for o in single) / len(single) if single else answer
+    first_prompt = scale * sum(o.counted for o in observed)
+    extra_prompt = sum(o.prompt - scale * o.counted for o in observed if o.reasks)
+    extra_completion = sum(o.completion - first_answer for o in observed if o.reasks)
+    seen = Allowance(
+        reasks_per_request=sum(o.reasks for o in observed) / len(observed),
+        prompt_share=extra_prompt / first_prompt if first_prompt else 0.0,
+        cached_share=sum(o.reasks for o in observed) / len(observed),
+        completion_share=extra_completion / (len(observed) * first_answer) if first_answer else 0.0,
+    )
+    return _blend(seen, len(observed), prior)
+
+
+def _blend(seen: Allowance, answers: int, prior: Allowance) -> Allowance:
+    def mix(learnt: float, assumed: float) -> float:
+        return (answers * learnt + PRIOR_WEIGHT * assumed) / (answers + PRIOR_WEIGHT)
+
+    return Allowance(
+        reasks_per_request=mix(seen.reasks_per_request, prior.reasks_per_request),
+        prompt_share=mix(seen.prompt_share, prior.prompt_share),
+        cached_share=mix(seen.cached_share, prior.cached_share),
+        completion_share=mix(seen.completion_share, prior.completion_share),
+        learnt_from=answers,
+    )
+
+
+@dataclass(frozen=True)
+class Expected:
+    """Tokens of a run: its first requests plus the allowance."""
+
+    prompt: int
+    cached: int
+    completion: int
+    extra_prompt: int
+    extra_cached: int
+    extra_completion: int
+
+
+def expected_tokens(first_prompt: float, first_cached: float, first_completion: float, rows_prompt: float,
+                    allowance: Allowance) -> Expected:
+    """``first_*``: the requests to send (packed when the task packs); ``rows_prompt``: the rows'
+    own first prompts, unpacked, on which the allowance's prompt shares are taken."""
+    extra_prompt = round(allowance.prompt_share * rows_prompt)
+    extra_cached = round(allowance.cached_share * rows_prompt)
+    extra_completion = round(allowance.completion_share * first_completion)
+    prompt = round(first_prompt) + extra_prompt
+    return Expected(prompt=prompt, cached=min(round(first_cached) + extra_cached, prompt),
+                    completion=round(first_completion) + extra_completion, extra_prompt=extra_prompt,
+                    extra_cached=extra_cached, extra_completion=extra_completion)
+
+
+def worst_case_tokens(sent_prompt: float, sent: int, rows_prompt: float, rows: int, max_tokens: int,
+                      max_reasks: int, *, packed: bool) -> int:
+    """Every answer runs to ``max_tokens`` and is re-asked ``max_reasks`` times, each re-ask carrying
+    the previous answers (at most ``max_tokens`` each) and a follow-up; packed, every pack answers
+    ``max_tokens`` and then every row is asked alone that way. A ceiling, not a forecast."""
+    asks = max_reasks + 1
+    alone = asks * rows_prompt + rows * (max_reasks * asks // 2 * (max_tokens + follow_up_tokens()) + asks * max_tokens)
+    return round(sent_prompt + sent * max_tokens + alone) if packed else round(alone)
+
+
 @dataclass
 class Estimate:
     """Counts and prices of a run that has not been made (JSON-ready through :meth:`as_dict`)."""
@@ -232,7 +382,7 @@ class Estimate:
     skipped: int = 0
     requests: int = 0
     from_journal: int = 0
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # the first requests' and the allowance's
     cached_tokens: int = 0
     completion_tokens: int = 0
     cost_cny: float = 0.0
@@ -245,9 +395,12 @@ class Estimate:
     completion_per_request: float = 0.0
     requests_after_packing: int | str = PACKING_OFF
     requests_after_chunking: str = NOT_YET
+    allowance: dict[str, Any] = field(default_factory=dict)  # re-asks and runaways, in the figures above
+    worst_case: dict[str, Any] = field(default_factory=dict)  # every answer at max_tokens, re-asked
     # counted while walking the rows, turned into tokens by :func:`finish`
     _counted_prompt: int = field(default=0, repr=False)
     _counted_cached: int = field(default=0, repr=False)
+    _counted_rows: int = field(default=0, repr=False)  # the rows' own (unpacked) first prompts
     _sent: int = field(default=0, repr=False)  # requests after packing
 
     def as_dict(self) -> dict[str, Any]:
@@ -261,22 +414,28 @@ class Estimate:
 
 @dataclass
 class EstimateWalk:
-    """State carried across shards: the previous prompt (for the shared prefix) and the calibration
-    pairs read from the journal."""
+    """State carried across shards: the previous prompt (for the shared prefix), the calibration
+    pairs and the answers to learn the allowance from, read from the journal; the run's limits."""
 
     previous: Mapping[str, Any] | None = None
     pairs: list[tuple[int, int, int]] = field(default_factory=list)
+    observed: list[Observed] = field(default_factory=list)
+    packed: bool = False
+    max_tokens: int | None = None  # None: the task's, else the settings' default
+    max_reasks: int = DEFAULT_MAX_REASKS
 
 
 def add_rows(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, rows: Sequence[Mapping[str, Any]],
              bodies: Mapping[str, Mapping[str, Any]], hits: Mapping[str, Any], real: Mapping[str, Any],
              sent: Sequence[Mapping[str, Any]] | None = None) -> None:
     """Add one shard: ``bodies`` by request key (the rows that need a request), ``hits`` the journal's
-    final answers a run would reuse, ``real`` the answers a real endpoint gave to these requests
-    (objects with ``attempts``, ``reasks``, ``prompt_tokens``, ``completion_tokens``); ``sent``: the
-    bodies a packing task sends for the rows not in the journal (:func:`packed_bodies`)."""
+    final answers a run would reuse (from the endpoint the run will use: they teach the allowance),
+    ``real`` the answers a real endpoint gave to these requests (objects with ``attempts``,
+    ``reasks``, ``prompt_tokens``, ``completion_tokens``, ``request_id``); ``sent``: the bodies a
+    packing task sends for the rows not in the journal (:func:`packed_bodies`)."""
     estimate.rows += len(rows)
     estimate.skipped += sum(not needs_request(task, row) for row in rows)
+    walk.packed = walk.packed or sent is not None
     todo = []
     for key, body in bodies.items():
         counted = count_prompt_tokens(body["messages"], body.get("tools"))
@@ -285,8 +444,10 @@ def add_rows(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, rows: Seque
             walk.pairs.append((counted, answer.prompt_tokens, answer.completion_tokens))
         if key in hits:
             estimate.from_journal += 1
+            _observe(walk, counted, hits[key])
             continue
         estimate.requests += 1
+        estimate._counted_rows += counted
         todo.append(body)
     for body in todo if sent is None else sent:
         estimate._sent += 1
@@ -295,6 +456,13 @@ def add_rows(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, rows: Seque
         walk.previous = body
     if sent is not None:
         estimate.requests_after_packing = estimate._sent
+
+
+def _observe(walk: EstimateWalk, counted: int, entry: Any) -> None:
+    """Keep a journaled answer to learn the allowance from: one this row's own requests paid (not a
+    share of a packed request's bill) and that was paid at all."""
+    if entry.prompt_tokens > 0 and not is_packed_request_id(entry.request_id):
+        walk.observed.append(Observed(counted, entry.prompt_tokens, entry.completion_tokens, entry.reasks))
 
 
 def packed_bodies(task: TaskSpec, options: RenderOptions, settings: PackSettings,
@@ -308,29 +476,58 @@ def packed_bodies(task: TaskSpec, options: RenderOptions, settings: PackSettings
 
 
 def finish(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, prices: Prices) -> Estimate:
-    """Calibrate on what the journal taught and price the estimate."""
+    """Calibrate on what the journal taught, add the allowance, and price the estimate."""
     calibration = calibrate(walk.pairs)
     per_answer = calibration.completion(task)
     estimate.calibrated_on = calibration.answers
-    estimate.prompt_scale = calibration.prompt_scale
+    estimate.prompt_scale = scale = calibration.prompt_scale
     estimate.completion_per_request = per_answer
-    estimate.prompt_tokens = round(estimate._counted_prompt * calibration.prompt_scale)
-    estimate.cached_tokens = min(round(estimate._counted_cached * calibration.prompt_scale), estimate.prompt_tokens)
-    estimate.completion_tokens = round(per_answer * estimate.requests)
-    estimate.price_cny_per_mtok, estimate.price_cached_cny_per_mtok = prices.online, prices.cached
-    estimate.cost_cny = prices.online_cny(estimate.prompt_tokens, estimate.completion_tokens)
-    estimate.cost_cny_cached = prices.cached_cny(estimate.prompt_tokens, estimate.cached_tokens,
-                                                 estimate.completion_tokens)
-    estimate.cost_cny_batch = prices.batch_cny(estimate.prompt_tokens, estimate.completion_tokens)
+    rows_prompt = estimate._counted_rows * scale
+    prior = prior_allowance(rows_prompt, estimate.requests, per_answer, packed=walk.packed)
+    allowance = learnt_allowance(walk.observed, prior, per_answer)
+    tokens = expected_tokens(estimate._counted_prompt * scale, estimate._counted_cached * scale,
+                             per_answer * estimate.requests, rows_prompt, allowance)
+    _price(estimate, tokens, prices)
+    estimate.allowance = _allowance_dict(allowance, tokens)
+    estimate.worst_case = _worst_case_dict(estimate, walk, task, rows_prompt, prices)
     return estimate
+
+
+def _price(estimate: Estimate, tokens: Expected, prices: Prices) -> None:
+    estimate.prompt_tokens, estimate.cached_tokens = tokens.prompt, tokens.cached
+    estimate.completion_tokens = tokens.completion
+    estimate.price_cny_per_mtok, estimate.price_cached_cny_per_mtok = prices.online, prices.cached
+    estimate.cost_cny = prices.online_cny(tokens.prompt, tokens.completion)
+    estimate.cost_cny_cached = prices.cached_cny(tokens.prompt, tokens.cached, tokens.completion)
+    estimate.cost_cny_batch = prices.batch_cny(tokens.prompt, tokens.completion)
+
+
+def _allowance_dict(allowance: Allowance, tokens: Expected) -> dict[str, Any]:
+    return {"prompt_tokens": tokens.extra_prompt, "cached_tokens": tokens.extra_cached,
+            "completion_tokens": tokens.extra_completion,
+            "reasks_per_request": round(allowance.reasks_per_request, 4),
+            "learnt_from": allowance.learnt_from, "source": allowance.source()}
+
+
+def _worst_case_dict(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, rows_prompt: float,
+                     prices: Prices) -> dict[str, Any]:
+    max_tokens = walk.max_tokens or task.max_tokens or DEFAULT_MAX_TOKENS
+    tokens = worst_case_tokens(estimate._counted_prompt * estimate.prompt_scale, estimate._sent, rows_prompt,
+                               estimate.requests, max_tokens, walk.max_reasks, packed=walk.packed)
+    return {"tokens": tokens, "cost_cny": round(prices.online_cny(tokens, 0), 6), "max_tokens": max_tokens,
+            "max_reasks": walk.max_reasks}
 
 
 def estimate_check(schema: Mapping[str, Any], rule_prompt_tokens: int, first_answers: int,
                    actual_prompt: int, actual_completion: int) -> dict[str, Any]:
-    """For a run's summary: what an uncalibrated estimate of the requests it answered would have
-    said (their prompts by the rule of thumb, answers guessed from the schema) against the usage
-    the endpoint reported (re-asks included), as a signed share of actual."""
-    predicted = rule_prompt_tokens + skeleton_answer_tokens(schema) * first_answers
+    """For a run's summary: what an estimate made without journal history would have said about
+    the requests it answered (their prompts by the rule of thumb, answers guessed from the schema,
+    the prior allowance for re-asks) against the usage the endpoint reported (re-asks included),
+    as a signed share of actual."""
+    answer = skeleton_answer_tokens(schema)
+    allowance = prior_allowance(rule_prompt_tokens, first_answers, answer)
+    tokens = expected_tokens(rule_prompt_tokens, 0, answer * first_answers, rule_prompt_tokens, allowance)
+    predicted = tokens.prompt + tokens.completion
     actual = actual_prompt + actual_completion
     return {
         "requests": first_answers,

@@ -160,10 +160,20 @@ def test_estimate_calibrates_on_real_answers_in_the_journal(tmp_path: Path) -> N
     assert calibrated["calibrated_on"] == answered
     assert calibrated["prompt_scale"] == pytest.approx(2.0, rel=0.01)
     assert calibrated["completion_per_request"] == 100
-    assert calibrated["completion_tokens"] == 100 * calibrated["requests"]
+    assert first_requests(calibrated)[1] == 100 * calibrated["requests"]
     # the same rows the uncalibrated estimate counted once are counted twice now (scale 2)
-    per_request = uncalibrated["prompt_tokens"] / uncalibrated["requests"]
-    assert calibrated["prompt_tokens"] == pytest.approx(2 * per_request * calibrated["requests"], rel=0.05)
+    per_request = first_requests(uncalibrated)[0] / uncalibrated["requests"]
+    assert first_requests(calibrated)[0] == pytest.approx(2 * per_request * calibrated["requests"], rel=0.05)
+    # the real answers (no re-asks among them) also teach the allowance: below the prior's now
+    assert calibrated["allowance"]["learnt_from"] == answered
+    assert 0 < calibrated["allowance"]["reasks_per_request"] < uncalibrated["allowance"]["reasks_per_request"]
+
+
+def first_requests(found: dict[str, Any]) -> tuple[int, int]:
+    """The estimate's prompt and completion tokens without its allowance for re-asks."""
+    allowance = found["allowance"]
+    return (found["prompt_tokens"] - allowance["prompt_tokens"],
+            found["completion_tokens"] - allowance["completion_tokens"])
 
 
 def test_the_flows_estimate_artifact_shows_cache_and_batch_prices() -> None:

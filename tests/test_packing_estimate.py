@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from emulator import EmulatorConfig, serve_in_thread
+from pipeline.estimate import ALONE_PRIOR
 from pipeline.glm.client import Endpoint
 from pipeline.io import summary_path_for
 from pipeline.runner import RunRequest, Target, run_extraction
@@ -42,14 +43,25 @@ def test_the_estimate_counts_packed_requests_and_matches_the_packed_run(tmp_path
     assert packed["requests"] == plain["requests"]  # rows to pay: the same
     assert isinstance(packed["requests_after_packing"], int)
     assert 2 <= packed["requests_after_packing"] <= plain["requests"] // 5
-    assert packed["prompt_tokens"] < plain["prompt_tokens"] / 3
+    assert first_prompt(packed) < first_prompt(plain) / 3
     assert packed["cost_cny_cached"] < plain["cost_cny_cached"] / 1.5
+    # a packed row asked again alone sends its own (unpacked) request: the prior says how often
+    assert packed["allowance"]["source"].startswith(f"prior: {ALONE_PRIOR:.1%} of packed rows asked again alone")
+    assert packed["allowance"]["prompt_tokens"] == round(ALONE_PRIOR * first_prompt(plain))
     settings = Settings(journal_path=journal, schemas_dir=packing, concurrency=8)
     with serve_in_thread(EmulatorConfig()) as emu:
         asyncio.run(run_extraction(RunRequest("ticket_qa", str(TICKETS), tmp_path / "out.parquet"),
                                    settings, Target(Endpoint(emu.base_url), "emulator")))
         assert emu.stats()["requests_received"] == packed["requests_after_packing"]
     summary = json.loads(summary_path_for(tmp_path / "out.parquet").read_text(encoding="utf-8"))
-    assert summary["tokens"]["prompt"] == pytest.approx(packed["prompt_tokens"], rel=0.15)
+    # the clean emulator never asks a row again: the run matches the estimate without its allowance
+    assert summary["requests"]["reasks"] == 0
+    assert summary["tokens"]["prompt"] == pytest.approx(first_prompt(packed), rel=0.15)
     actual = summary["tokens"]["prompt"] + summary["tokens"]["completion"]
-    assert actual == pytest.approx(packed["prompt_tokens"] + packed["completion_tokens"], rel=0.15)
+    first_completion = packed["completion_tokens"] - packed["allowance"]["completion_tokens"]
+    assert actual == pytest.approx(first_prompt(packed) + first_completion, rel=0.15)
+
+
+def first_prompt(found: dict[str, Any]) -> int:
+    """The estimate's prompt tokens without its allowance for rows asked again."""
+    return int(found["prompt_tokens"] - found["allowance"]["prompt_tokens"])

@@ -45,13 +45,14 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
 
     A run without a key or endpoint answers from the emulator (so does an endpoint that says it is
     one), whose answers are journaled apart from real ones: the hits are looked up under the key
-    such a run would use, while only real answers calibrate the token counts.
+    such a run would use, while only real answers calibrate the token counts. The hits (from the
+    endpoint the run will use) teach the allowance for re-asks and runaway answers.
     """
     estimate = Estimate(task.name, input_label, shards=len(shards))
-    walk = EstimateWalk()
     endpoint_id = SYNTHETIC_ENDPOINT if needs_emulator(settings) or online_target(settings).synthetic else ""
     options = RenderOptions(model=settings.model, mode=settings.mode,
                             max_tokens=settings.max_tokens_for(task.max_tokens))
+    walk = EstimateWalk(max_tokens=options.max_tokens, max_reasks=settings.max_reasks)
     system = system_message(task, settings.mode)
     pack = settings_for(task, options)
     journal = Journal(settings.journal_path) if settings.journal_path.is_file() else None
@@ -140,6 +141,18 @@ def render(data: dict[str, Any]) -> Table:
         ("CNY batch", f"{data['cost_cny_batch']:.4f} (half the online price)"),
         ("calibration", calibration),
     ]
-    for name, value in rows:
+    for name, value in rows + _beyond_first_answers(data):
         table.add_row(name, str(value))
     return table
+
+
+def _beyond_first_answers(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The allowance the figures above include, and the worst case they do not."""
+    allowance, worst = data["allowance"], data["worst_case"]
+    return [
+        ("allowance", f"re-asks and runaway answers, in the tokens above: prompt +{allowance['prompt_tokens']}, "
+                      f"completion +{allowance['completion_tokens']} ({allowance['reasks_per_request']:.3f} "
+                      f"re-asks per request; {allowance['source']})"),
+        ("worst case", f"{worst['cost_cny']:.4f} CNY online, {worst['tokens']} tokens, if every answer ran to "
+                       f"max_tokens ({worst['max_tokens']}) and were re-asked {worst['max_reasks']} times"),
+    ]
