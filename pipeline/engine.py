@@ -23,7 +23,7 @@ from pipeline.budget import Budget, BudgetReached
 from pipeline.glm.client import ChatAnswer, GLMClient
 from pipeline.glm.errors import FatalError, RowError, TransientError
 from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStop, RunStopping, send_with_retry
-from pipeline.journal import Journal, JournalEntry, JournalError
+from pipeline.journal import Journal, JournalBusy, JournalEntry, JournalError
 from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
 from pipeline.limiter import AdaptiveLimiter
 from pipeline.outcomes import local_outcome
@@ -36,6 +36,7 @@ from pipeline.tokens import count_prompt_tokens
 from pipeline.validate import Filtered, Reask, Valid, build_reask, compile_validator, judge
 
 CLAIM_POLL_S = 0.25  # how often a run waiting for another run's answers looks in the journal
+COMMIT_RETRY_S = 0.2  # when another process holds the journal, answers are committed again this much later
 
 
 @dataclass
@@ -67,6 +68,7 @@ class EngineContext:
     budget_cny: float | None = None
     shared: RunShared = field(default_factory=RunShared)
     endpoint_id: str = ""  # "emulator" keeps synthetic answers out of real ones (see keys.request_key)
+    commit_retry: asyncio.TimerHandle | None = field(default=None, init=False)  # a commit the journal's lock put off
 
     def __post_init__(self) -> None:
         self.validator: jsonschema_rs.Validator = compile_validator(self.task.schema)
@@ -186,11 +188,14 @@ async def _answer_pack_into(ctx: EngineContext, pack: list[PackRow], out: dict[s
 
 
 def _claim(ctx: EngineContext, keys: list[str]) -> set[str]:
-    """Claim ``keys`` in the journal for this run (none granted once the run is stopping)."""
+    """Claim ``keys`` in the journal for this run (none granted once the run is stopping, nor while
+    another process holds the journal: then the keys wait, and are claimed at a later look)."""
     if not keys or ctx.stop.is_set():
         return set()
     try:
         return ctx.journal.claim(keys)
+    except JournalBusy:
+        return set()
     except JournalError as exc:
         _stop_on_journal_failure(ctx, exc)
         return set()
@@ -202,6 +207,8 @@ async def _keep_claims(ctx: EngineContext) -> None:
         await asyncio.sleep(ctx.journal.claim_ttl_s / 4)
         try:
             ctx.journal.renew()
+        except JournalBusy:
+            continue  # renewed at the next turn, well before the claims lapse
         except JournalError as exc:
             _stop_on_journal_failure(ctx, exc)
             return
@@ -283,13 +290,29 @@ def _fail_borrowers(owner: asyncio.Future[JournalEntry], exc: BaseException) -> 
 
 
 def _commit(ctx: EngineContext) -> None:
-    """Flush the journal; if the file refuses the commit, stop the run at once."""
-    if ctx.journal.failure is not None:
+    """Flush the journal; if the file refuses the commit, stop the run at once. If another process
+    holds the journal, the answers stay queued and are committed a little later (one retry pending
+    at a time; until then other commits leave them to it)."""
+    if ctx.journal.failure is not None or ctx.commit_retry is not None:
         return
     try:
         ctx.journal.flush()
+    except JournalBusy:
+        ctx.commit_retry = asyncio.get_running_loop().call_later(COMMIT_RETRY_S, _retry_commit, ctx)
     except JournalError as exc:
         _stop_on_journal_failure(ctx, exc)
+
+
+def _retry_commit(ctx: EngineContext) -> None:
+    ctx.commit_retry = None
+    _commit(ctx)
+
+
+def stop_committing(ctx: EngineContext) -> None:
+    """No more commits from the event loop (the journal is about to be closed, which commits the rest)."""
+    if ctx.commit_retry is not None:
+        ctx.commit_retry.cancel()
+        ctx.commit_retry = None
 
 
 def _stop_on_journal_failure(ctx: EngineContext, exc: JournalError) -> None:

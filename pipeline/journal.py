@@ -13,6 +13,11 @@ sending them, and takes a claim over once it has expired (its owner was killed).
 Writes are batched: callers ``add`` results and the journal commits everything added within one
 event-loop tick in one transaction (``flush``), so an answer is durable as soon as the loop turns.
 Every problem with the file itself raises :class:`JournalError` (one line naming the file).
+
+Another process may hold the file's write lock for a while (``glm-extract journal prune`` deleting,
+another run committing). A run's journal (``write_wait_s``) waits only briefly for it and then raises
+:class:`JournalBusy`, keeping what it was given: the run's event loop never stalls on the lock, and
+it tries again later. Reads never wait for writers (WAL).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,10 @@ from pipeline.errors import GlmExtractError, first_line
 
 SCHEMA_VERSION = 2  # PRAGMA user_version of a current journal; 0 with a ``results`` table is version 1
 CLAIM_TTL_S = 60.0  # a claim lapses this long after its owner last renewed it
+LOCK_WAIT_S = 60.0  # how long opening, reading, closing and the journal commands wait for a lock
+BUSY_PAUSE_S = (0.1, 2.0)  # a run's journal refused a lock: it tries again after this much, doubling up to the max
+PRUNE_BATCH = 2000  # rows (by rowid range) prune deletes per transaction
+PRUNE_PAUSE_S = 0.05  # between prune's transactions while a run uses the journal: its commits go first
 _LOOKUP_CHUNK = 500
 _HOST = socket.gethostname()
 _RESULTS = """
@@ -58,6 +68,10 @@ _WHAT_TO_DO = "move it aside (or pass --journal NEW_PATH) and rerun; answers in 
 
 class JournalError(GlmExtractError):
     """The journal file cannot be used: unreadable, corrupt, not a journal, or not writable."""
+
+
+class JournalBusy(JournalError):
+    """Another process holds the journal's lock; nothing was written (try again later)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,14 @@ class JournalStats:
     live_claims: int
 
 
+@dataclass(frozen=True)
+class Pruned:
+    """What ``prune`` did: answers deleted (or counted), and whether the file was shrunk."""
+
+    answers: int
+    shrunk: bool
+
+
 def default_owner() -> str:
     """This process's claim owner: host, pid and a random tag (pids are reused)."""
     return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -128,10 +150,14 @@ class Journal:
     migrated in place (once, by whichever process opens it first).
     """
 
-    def __init__(self, path: Path, *, owner: str | None = None, claim_ttl_s: float = CLAIM_TTL_S) -> None:
+    def __init__(self, path: Path, *, owner: str | None = None, claim_ttl_s: float = CLAIM_TTL_S,
+                 write_wait_s: float = LOCK_WAIT_S) -> None:
         self.path = path
         self.owner = owner or default_owner()
         self.claim_ttl_s = claim_ttl_s
+        self.write_wait_s = write_wait_s  # claim, renew, flush: then JournalBusy
+        self._busy_until = 0.0  # monotonic time before which a run's journal does not knock again
+        self._busy_pause = 0.0
         self._pending: list[tuple[JournalEntry, bytes | None]] = []
         self._released: list[str] = []
         self._origins: dict[tuple[str | None, str | None, str | None], int] = {}
@@ -148,6 +174,8 @@ class Journal:
     # ---- life cycle -------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Commit what is queued (waiting as long as the commands do) and drop this owner's claims."""
+        self.write_wait_s = LOCK_WAIT_S
         try:
             if self.failure is None:
                 self.flush()
@@ -186,23 +214,27 @@ class Journal:
     def flush(self) -> int:
         """Commit every queued entry (and drop their claims) in one transaction; return how many.
 
-        A failed commit raises :class:`JournalError` and is remembered in ``failure``."""
+        A failed commit raises :class:`JournalError` and is remembered in ``failure``; a journal
+        another process holds raises :class:`JournalBusy` and keeps the entries for the next flush."""
         if self.failure is not None:
             raise self.failure
         pending, released = self._pending, self._released
         if not pending and not released:
             return 0
         try:
-            with self._guard("commit to"), _transaction(self._db):
+            with self._writing("commit to"):
                 now = time.time()
                 rows = [self._row_of(entry, raw, now) for entry, raw in pending]
                 self._db.executemany(f"INSERT OR REPLACE INTO results ({_COLUMNS}) VALUES ({_MARKS})", rows)
                 self._db.executemany("DELETE FROM claims WHERE key = ?", [(e.key,) for e, _ in pending])
                 self._db.executemany("DELETE FROM claims WHERE key = ? AND owner = ?",
                                      [(key, self.owner) for key in released])
+        except JournalBusy:
+            self._origins.clear()  # ids taken in a rolled-back transaction are not in the file
+            raise
         except JournalError as exc:
             self.failure = exc
-            self._origins.clear()  # ids taken in the rolled-back transaction are not in the file
+            self._origins.clear()
             raise
         self._pending, self._released = [], []  # only once committed
         return len(pending)
@@ -230,7 +262,7 @@ class Journal:
         until = now + (self.claim_ttl_s if ttl_s is None else ttl_s)
         wanted = list(dict.fromkeys(keys))
         granted: set[str] = set()
-        with self._guard("claim in"), _transaction(self._db):
+        with self._writing("claim in"):
             for start in range(0, len(wanted), _LOOKUP_CHUNK):
                 chunk = wanted[start : start + _LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
@@ -248,7 +280,7 @@ class Journal:
         """Push the expiry of every claim ``owner`` holds to ``now + ttl_s``; return how many."""
         now = time.time() if now is None else now
         until = now + (self.claim_ttl_s if ttl_s is None else ttl_s)
-        with self._guard("renew claims in"), _transaction(self._db):
+        with self._writing("renew claims in"):
             cursor = self._db.execute("UPDATE claims SET expires_at = ? WHERE owner = ?", (until, owner or self.owner))
             return cursor.rowcount
 
@@ -276,18 +308,41 @@ class Journal:
         return JournalStats(self.path, size, int(rows), {(str(t), str(s)): int(n) for t, s, n in groups},
                             float(paid), oldest, newest, int(claims[0]))
 
-    def prune(self, before: float, *, dry_run: bool = False) -> int:
-        """Delete answers paid before ``before`` (epoch seconds) and expired claims; return how many
-        answers (would) go. The file shrinks (VACUUM) unless ``dry_run``."""
+    def prune(self, before: float, *, dry_run: bool = False) -> Pruned:
+        """Delete answers paid before ``before`` (epoch seconds) and expired claims; say how many
+        answers (would) go. Deletes a rowid range per transaction (pausing between them while a run
+        uses the journal), so a run's commits wait at most one range. The file shrinks (VACUUM, which
+        holds the lock throughout) only when no run is using the journal, never on ``dry_run``."""
         with self._guard("prune"):
             if dry_run:
-                return int(self._db.execute("SELECT count(*) FROM results WHERE paid_at < ?", (before,)).fetchone()[0])
+                count = self._db.execute("SELECT count(*) FROM results WHERE paid_at < ?", (before,)).fetchone()[0]
+                return Pruned(int(count), shrunk=False)
+            gone = self._delete_paid_before(before, pause_s=PRUNE_PAUSE_S if self.in_use() else 0.0)
             with _transaction(self._db):
-                gone = self._db.execute("DELETE FROM results WHERE paid_at < ?", (before,)).rowcount
                 self._db.execute("DELETE FROM claims WHERE expires_at <= ?", (time.time(),))
+            if self.in_use():
+                return Pruned(gone, shrunk=False)
             self._db.execute("VACUUM")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return int(gone)
+        return Pruned(gone, shrunk=True)
+
+    def in_use(self) -> bool:
+        """Whether a live run other than this owner holds claims: it is answering rows right now."""
+        owners = self._db.execute("SELECT DISTINCT owner FROM claims WHERE expires_at > ? AND owner != ?",
+                                  (time.time(), self.owner)).fetchall()
+        return any(owner_alive(owner) for (owner,) in owners)
+
+    def _delete_paid_before(self, before: float, *, pause_s: float) -> int:
+        """Delete, a rowid range per transaction, the answers paid before ``before``; return how many."""
+        top = int(self._db.execute("SELECT coalesce(max(rowid), 0) FROM results").fetchone()[0])
+        gone = 0
+        for low in range(0, top, PRUNE_BATCH):
+            with _transaction(self._db):
+                gone += self._db.execute("DELETE FROM results WHERE rowid > ? AND rowid <= ? AND paid_at < ?",
+                                         (low, low + PRUNE_BATCH, before)).rowcount
+            if pause_s:
+                time.sleep(pause_s)
+        return gone
 
     def entries(self, task: str) -> Iterator[JournalEntry]:
         """Every stored entry of ``task`` (for re-judging), read a batch at a time."""
@@ -329,6 +384,24 @@ class Journal:
     def _guard(self, doing: str) -> _Guard:
         return _Guard(self.path, doing)
 
+    @contextmanager
+    def _writing(self, doing: str) -> Iterator[None]:
+        """A write transaction waiting at most ``write_wait_s`` for the lock. A run's journal (a short
+        wait) refused the lock does not ask SQLite again before a pause that doubles while the lock
+        stays held (:data:`BUSY_PAUSE_S`): it raises :class:`JournalBusy` at once meanwhile."""
+        patient = self.write_wait_s >= LOCK_WAIT_S
+        if not patient and time.monotonic() < self._busy_until:
+            raise JournalBusy(f"journal {self.path} is locked by another process; trying again shortly")
+        try:
+            with self._guard(doing), _transaction(self._db, wait_s=self.write_wait_s):
+                yield
+        except JournalBusy:
+            if not patient:
+                self._busy_pause = min(max(2 * self._busy_pause, BUSY_PAUSE_S[0]), BUSY_PAUSE_S[1])
+                self._busy_until = time.monotonic() + self._busy_pause
+            raise
+        self._busy_pause = 0.0
+
 
 class _Guard:
     """Turn any SQLite error into one line naming the journal file and what to do."""
@@ -356,9 +429,18 @@ def _explain(path: Path, doing: str, exc: BaseException) -> JournalError:
     if "full" in lowered:
         return JournalError(f"journal {path}: the disk is full ({reason}); free space and rerun "
                             "(answers already committed are kept)")
-    if "locked" in lowered or "busy" in lowered:
-        return JournalError(f"journal {path} is locked by another process ({reason}); rerun when it is free")
+    if _is_busy(exc):
+        return JournalBusy(f"journal {path} is locked by another process ({reason}); rerun when it is free")
     return JournalError(f"journal {path} is corrupt or not a glm-extract journal ({reason}): {_WHAT_TO_DO}")
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLite could not get a lock another connection holds."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (int(code) & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    lowered = first_line(exc).lower()
+    return "locked" in lowered or "busy" in lowered
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -370,7 +452,7 @@ def _open(path: Path) -> sqlite3.Connection:
     if path.exists() and not path.is_file():
         raise JournalError(f"journal {path} is not a file: pass --journal with a file path")
     try:
-        db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise _explain(path, "open", exc) from None
     return db
@@ -379,7 +461,7 @@ def _open(path: Path) -> sqlite3.Connection:
 def _prepare(db: sqlite3.Connection, path: Path) -> bool:
     """Check the file is a journal, migrate it, and prove it writable (a write in a transaction).
     True if it was migrated."""
-    db.execute("PRAGMA busy_timeout=60000")
+    db.execute(f"PRAGMA busy_timeout={_ms(LOCK_WAIT_S)}")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     migrated = False
@@ -494,12 +576,27 @@ def _files_of(path: Path) -> list[Path]:
     return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
 
 
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
 class _transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on an error); ``wait_s``: how long to wait for
+    the write lock when it is not the connection's usual :data:`LOCK_WAIT_S`."""
+
+    def __init__(self, db: sqlite3.Connection, *, wait_s: float = LOCK_WAIT_S) -> None:
         self._db = db
+        self._wait_ms = _ms(wait_s) if wait_s != LOCK_WAIT_S else None
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        if self._wait_ms is None:
+            self._db.execute("BEGIN IMMEDIATE")
+            return
+        self._db.execute(f"PRAGMA busy_timeout={self._wait_ms}")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout={_ms(LOCK_WAIT_S)}")
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if exc_type:

@@ -19,7 +19,7 @@ import httpx
 import polars as pl
 
 from pipeline import io
-from pipeline.engine import EngineContext, RunShared, process_shard, rows_of
+from pipeline.engine import EngineContext, RunShared, process_shard, rows_of, stop_committing
 from pipeline.errors import RunAborted
 from pipeline.estimate import estimate_check
 from pipeline.glm.client import Endpoint, GLMClient
@@ -38,6 +38,9 @@ from pipeline.tasks import TaskSpec, bind_columns, load_task
 from pipeline.window import ShardWindow
 
 Progress = Callable[[int], None]
+#: How long a run's claim or commit waits for a journal another process holds (``journal prune``,
+#: another run) before the engine tries again later: the event loop never waits longer than this.
+RUN_JOURNAL_WAIT_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -200,10 +203,13 @@ class Run:
         requests cost is booked in :attr:`request_tallies` whether this returns or raises."""
         stats = RunStats()
         try:
-            with Journal(self.settings.journal_path) as journal:
+            async with open_journal(self.settings.journal_path) as journal:
                 ctx = build_context(self.prepared, self.settings, self.target, self.transport, limiter, journal,
                                     self.shared, stats)
-                parts = await run_shards(ctx, frames, self.plan, self.prepared.request.run_id, on_progress)
+                try:
+                    parts = await run_shards(ctx, frames, self.plan, self.prepared.request.run_id, on_progress)
+                finally:
+                    stop_committing(ctx)
         finally:
             self.request_tallies.merge(requests_part(stats))
         return ShardsDone(parts, stats)
@@ -225,6 +231,18 @@ class Run:
             summary = summary.for_partition(partition_date, shards)
         io.finish_output(self.plan, done.parts, summary.to_dict())
         return summary
+
+
+@asynccontextmanager
+async def open_journal(path: Path) -> AsyncIterator[Journal]:
+    """The run's journal, opened and closed off the event loop (both may wait for a lock another
+    process holds; other shards' answers are read meanwhile), its claims and commits waiting at
+    most :data:`RUN_JOURNAL_WAIT_S`."""
+    journal = await asyncio.to_thread(Journal, path, write_wait_s=RUN_JOURNAL_WAIT_S)
+    try:
+        yield journal
+    finally:
+        await asyncio.to_thread(journal.close)
 
 
 async def run_extraction(

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.journal import Journal, JournalEntry, JournalError
+from pipeline.journal import Journal, JournalEntry, JournalError, Pruned
 
 ANSWER = {"issue_category": "refund", "summary": "charged twice for order ORD-1 (¥10.00)", "language": "en"}
 
@@ -251,9 +251,9 @@ def test_prune_deletes_only_answers_paid_before_the_date(tmp_path: Path) -> None
     path = tmp_path / "j.sqlite"
     write_v1_journal(path, [(entry("old"), None, 1_600_000_000.0), (entry("new"), None, 1_800_000_000.0)])
     with Journal(path) as journal:
-        assert journal.prune(1_700_000_000.0, dry_run=True) == 1
+        assert journal.prune(1_700_000_000.0, dry_run=True) == Pruned(1, shrunk=False)
         assert journal.count() == 2
-        assert journal.prune(1_700_000_000.0) == 1
+        assert journal.prune(1_700_000_000.0) == Pruned(1, shrunk=True)
         assert set(journal.lookup(["old", "new"])) == {"new"}
         stats = journal.stats()
     assert stats.rows == 1 and stats.by_task_status == {("ticket_qa", "ok"): 1}

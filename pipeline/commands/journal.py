@@ -12,7 +12,7 @@ from rich.table import Table
 
 from pipeline.commands.console import fail, out, settings_from
 from pipeline.errors import GlmExtractError
-from pipeline.journal import Journal, JournalError, JournalStats
+from pipeline.journal import Journal, JournalError, JournalStats, Pruned
 
 journal_app = typer.Typer(no_args_is_help=True, help="Inspect and prune the journal of paid answers.")
 _JOURNAL_HELP = "journal file (default: GLM_EXTRACT_JOURNAL_PATH or .glm-extract/journal.sqlite)"
@@ -66,11 +66,20 @@ def prune(
     try:
         cutoff = parse_before(before)
         with Journal(existing_journal(journal)) as opened:
-            count = opened.prune(cutoff.timestamp(), dry_run=dry_run)
+            pruned = opened.prune(cutoff.timestamp(), dry_run=dry_run)
     except GlmExtractError as exc:
         raise fail(exc) from None
+    out.print(describe_prune(pruned, cutoff, dry_run=dry_run), highlight=False, soft_wrap=True)
+
+
+def describe_prune(pruned: Pruned, cutoff: datetime, *, dry_run: bool) -> str:
+    """The one line ``journal prune`` prints."""
     verb = "would delete" if dry_run else "deleted"
-    out.print(f"{verb} {count} answers paid before {cutoff.isoformat()}", highlight=False)
+    line = f"{verb} {pruned.answers} answers paid before {cutoff.isoformat()}"
+    if dry_run or pruned.shrunk:
+        return line
+    return (f"{line}; the file was not shrunk: a run is using the journal "
+            "(run prune again when it is idle to give the space back to the disk)")
 
 
 def parse_before(text: str) -> datetime:
