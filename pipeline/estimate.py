@@ -275,11 +275,11 @@ class Allowance:
     packed: bool = False
 
     def source(self) -> str:
-        prior = (f"prior: {ALONE_PRIOR:.1%} of packed rows asked again alone" if self.packed
-                 else f"prior: {REASK_PRIOR:.1%} re-asks per request")
+        prior = (f"a prior of {ALONE_PRIOR:.1%} of packed rows asked again alone" if self.packed
+                 else f"a prior of {REASK_PRIOR:.1%} re-asks per request")
         if not self.learnt_from:
-            return f"{prior} (the emulator's realistic fault table; no answers in the journal to learn from)"
-        return f"{self.learnt_from} answers in the journal, blended with the {prior} (weight {PRIOR_WEIGHT})"
+            return f"{prior}, the emulator's realistic fault table (no answers in the journal to learn from)"
+        return f"learnt from {self.learnt_from} answers in the journal, blended with {prior} (weight {PRIOR_WEIGHT})"
 
 
 @cache

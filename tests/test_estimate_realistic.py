@@ -23,6 +23,7 @@ import polars as pl
 from emulator import EmulatorConfig, serve_in_thread
 from emulator.config import PROFILES, LatencySpec
 from tests.conftest import SAMPLE
+from tests.test_estimate_cli import realish_glm
 
 TICKETS = SAMPLE / "tickets.parquet"
 COPIES = 5
@@ -108,3 +109,16 @@ def test_without_history_the_prior_covers_the_realistic_fault_table(tmp_path: Pa
     assert abs(error(found, summary)) <= 0.15, (error(found, summary), found, summary["tokens"])
     check = summary["estimate"]  # the run's own check (the answered requests, prior included) agrees
     assert check["requests"] <= found["requests"] and abs(check["error"]) <= 0.15, check
+
+
+def test_synthetic_answers_never_teach_a_real_runs_allowance(tmp_path: Path) -> None:
+    first = tickets(tmp_path / "in")
+    journal = tmp_path / "journal.sqlite"
+    with serve_in_thread(emulator(FAULTY)) as emu:
+        paid = run(tmp_path, str(first), emu.base_url, journal, "day1")
+        synthetic = estimate(tmp_path, str(first), emu.base_url, journal)
+    assert paid["synthetic"] and synthetic["allowance"]["learnt_from"] == synthetic["from_journal"] > 0
+    with realish_glm() as base_url:  # not an emulator: a real run's estimate
+        real = estimate(tmp_path, str(first), base_url, journal)
+    assert real["from_journal"] == 0 and real["allowance"]["learnt_from"] == 0
+    assert "a prior of" in real["allowance"]["source"]

@@ -150,9 +150,9 @@ def _beyond_first_answers(data: dict[str, Any]) -> list[tuple[str, str]]:
     """The allowance the figures above include, and the worst case they do not."""
     allowance, worst = data["allowance"], data["worst_case"]
     return [
-        ("allowance", f"re-asks and runaway answers, in the tokens above: prompt +{allowance['prompt_tokens']}, "
-                      f"completion +{allowance['completion_tokens']} ({allowance['reasks_per_request']:.3f} "
-                      f"re-asks per request; {allowance['source']})"),
+        ("allowance", f"prompt +{allowance['prompt_tokens']}, completion +{allowance['completion_tokens']} "
+                      f"(in the tokens above) for {allowance['reasks_per_request']:.3f} re-asks per request and "
+                      f"runaway answers; {allowance['source']}"),
         ("worst case", f"{worst['cost_cny']:.4f} CNY online, {worst['tokens']} tokens, if every answer ran to "
                        f"max_tokens ({worst['max_tokens']}) and were re-asked {worst['max_reasks']} times"),
     ]
