@@ -107,7 +107,8 @@ def estimate(
     as_json: Annotated[bool, typer.Option("--json", help="print the estimate as one JSON object")] = False,
 ) -> None:
     """Rows, requests still to pay (after journal hits), tokens and CNY online / with the cache /
-    batch, for a run over INPUT. Nothing is sent, nothing is written."""
+    batch, for a run over INPUT, re-asks and runaway answers included (learnt from the journal, else
+    a stated prior), and the worst case. Nothing is sent, nothing is written."""
     try:
         settings = settings_from(journal_path=journal, model=model, mode=mode, base_url=base_url,
                                  schemas_dir=schemas_dir, max_tokens=max_tokens)
