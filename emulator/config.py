@@ -35,6 +35,7 @@ FAULT_NAMES: tuple[str, ...] = (
     "wrong_enum",
     "missing_required",
     "string_for_number",
+    "duplicate_key",
     "sensitive_output",
     "sensitive_input",
 )

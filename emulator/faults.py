@@ -24,7 +24,7 @@ SERVER_FAULTS = frozenset({"500", "503"})
 #: Faults that answer 200 with a broken body.
 BROKEN_ANSWERS = frozenset(
     {"fence", "prose", "malformed", "schema_violation", "truncated", "empty", "sensitive_output", "wrong_enum",
-     "missing_required", "string_for_number"}
+     "missing_required", "string_for_number", "duplicate_key"}
 )
 #: Valid JSON that fails the schema, each its own way (then ``violate_schema``'s way if impossible).
 SCHEMA_VIOLATIONS = frozenset({"schema_violation", "wrong_enum", "missing_required", "string_for_number"})
@@ -118,6 +118,7 @@ def break_answer(fault: str, text: str, instance: Any, plan: Node | None) -> Bro
         "malformed": (_malform(text), "stop", True),
         "truncated": (text[: max(1, len(text) // 2)], "length", True),
         "empty": ("", "stop", False),
+        "duplicate_key": (_duplicate_key(text), "stop", True),
     }
     if fault not in simple:
         raise ValueError(f"{fault!r} is not a broken-answer fault")
@@ -162,6 +163,19 @@ def _not_in(values: tuple[Any, ...]) -> str:
     while candidate in values:
         candidate += "_value"
     return candidate
+
+
+def _duplicate_key(text: str) -> str:
+    """The answer object with its first key named once more at the end, holding the last key's value
+    (a packed answer then names ``d1`` twice, the second time with another item's record)."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    if not isinstance(value, dict) or not value:
+        return text
+    first, last = next(iter(value)), list(value.values())[-1]
+    return text.rstrip()[:-1] + "," + orjson.dumps(first).decode() + ":" + orjson.dumps(last).decode() + "}"
 
 
 def _malform(text: str) -> str:

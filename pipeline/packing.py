@@ -13,8 +13,8 @@ row's record id is not part of the prompt and may be any string. A frame tag ins
 open another's.
 
 The answer is one JSON object keyed by label (:func:`split_answer`): each value is judged on its
-own against the task's schema; a label that is missing or whose value fails is re-asked alone,
-unpacked. Keys the pack did not ask for are ignored. What a packed request cost is shared among
+own against the task's schema; a label that is missing, named twice, or whose value fails is
+re-asked alone, unpacked. Keys the pack did not ask for are ignored. What a packed request cost is shared among
 its rows (:func:`share_usage`) so that the rows' tokens add up to the request's exactly.
 """
 
@@ -36,7 +36,7 @@ from pipeline.prompts import (
 from pipeline.settings import MAX_OUTPUT_TOKENS
 from pipeline.tasks import TaskSpec
 from pipeline.tokens import count_text_tokens
-from pipeline.validate import Reask, Valid, judge, schema_errors
+from pipeline.validate import Reask, Valid, duplicated_keys, judge, schema_errors
 
 ITEM_OPEN = '<item id="{label}">'
 ITEM_CLOSE = "</item>"
@@ -174,9 +174,13 @@ def split_answer(content: str | None, finish_reason: str | None, count: int,
         code = whole.code if isinstance(whole, Reask) else "pack_filtered"
         return [Reask(code, ("the packed answer could not be used",)) for _ in range(count)]
     answer = whole.data
+    twice = duplicated_keys(content or "")
     verdicts: list[Valid | Reask] = []
     for position in range(count):
         record = answer.get(label(position))
+        if label(position) in twice:  # which of its records is this item's cannot be told
+            verdicts.append(Reask("pack_invalid", (f"/{label(position)}: named twice in the packed answer",)))
+            continue
         if record is None:
             verdicts.append(Reask("pack_missing", (f"no record for {label(position)}",)))
             continue

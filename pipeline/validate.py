@@ -94,6 +94,39 @@ def _repair(text: str) -> Any:
     return value
 
 
+def duplicated_keys(content: str) -> frozenset[str]:
+    """Keys the answer's outermost JSON object names more than once (found where
+    :func:`parse_json_object` finds the object). JSON parsers keep the last value of a repeated key,
+    silently; in a packed answer that value may be another item's record."""
+    outermost: list[list[str]] = [[]]
+
+    def keep_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        outermost[0] = [key for key, _ in pairs]  # objects close inside out: the last call is the outermost
+        return dict(pairs)
+
+    decoder = json.JSONDecoder(object_pairs_hook=keep_keys)
+    text = content.strip()
+    fenced = _FENCE.search(text)
+    inner = fenced.group(1).strip() if fenced else text
+    for candidate in dict.fromkeys((text, inner)):
+        try:
+            decoder.decode(candidate)
+        except json.JSONDecodeError:
+            continue
+        return _repeated(outermost[0])
+    start = inner.find("{")
+    try:
+        decoder.raw_decode(inner, max(start, 0))
+    except json.JSONDecodeError:
+        return frozenset()
+    return _repeated(outermost[0])
+
+
+def _repeated(keys: list[str]) -> frozenset[str]:
+    seen: set[str] = set()
+    return frozenset(key for key in keys if key in seen or seen.add(key))
+
+
 def schema_errors(data: Any, validator: jsonschema_rs.Validator) -> tuple[str, ...]:
     """The validator's errors as short ``/path: message`` lines (empty when valid)."""
     if validator.is_valid(data):
