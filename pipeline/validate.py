@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -123,8 +124,7 @@ def duplicated_keys(content: str) -> frozenset[str]:
 
 
 def _repeated(keys: list[str]) -> frozenset[str]:
-    seen: set[str] = set()
-    return frozenset(key for key in keys if key in seen or seen.add(key))
+    return frozenset(key for key, times in Counter(keys).items() if times > 1)
 
 
 def schema_errors(data: Any, validator: jsonschema_rs.Validator) -> tuple[str, ...]:
