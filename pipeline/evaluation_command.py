@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
 
-from pipeline.compare import compare_outputs, render_comparison
+from pipeline.compare import CHANGES_SCHEMA, compare_outputs, render_comparison
 from pipeline.errors import GlmExtractError, InputError, first_line
 from pipeline.evaluate import attach_gold, override_gold, parse_gold_table, parse_path, render_markdown, score_table
+from pipeline.io import summary_path_for
 from pipeline.tasks import TaskSpec
 
 
@@ -28,18 +31,81 @@ def evaluation_report(task: TaskSpec, output: Path, gold: Mapping[str, str], gol
 
 
 def compare_report(task: TaskSpec, tables: tuple[Path, Path], changes: Path | None) -> str:
-    """Markdown of the per-field changes from ``tables[0]`` to ``tables[1]``; every changed value
-    written to ``changes`` when given."""
-    if changes is not None and changes.suffix != ".parquet":
-        raise GlmExtractError(f"--changes {changes}: must end in .parquet")
-    a, b = (read_table(path, "output") for path in tables)
-    try:
-        comparison = compare_outputs(a, b, task.output_columns)
-    except ValueError as exc:
-        raise GlmExtractError(f"{tables[0]} vs {tables[1]}: {exc}") from None
+    """Markdown of the per-field changes from ``tables[0]`` to ``tables[1]``; every difference
+    written to ``changes`` when given (checked before anything is read, replaced atomically)."""
     if changes is not None:
-        comparison.changes.write_parquet(changes)
-    return render_comparison(comparison, (str(tables[0]), str(tables[1])))
+        check_changes_target(changes, tables)
+    a, b = (read_table(path, "output") for path in tables)
+    names = (str(tables[0]), str(tables[1]))
+    try:
+        comparison = compare_outputs(a, b, task.output_columns, names)
+    except ValueError as exc:
+        raise GlmExtractError(str(exc)) from None
+    if changes is not None:
+        write_changes(comparison.changes, changes)
+    return render_comparison(comparison, names)
+
+
+def check_changes_target(path: Path, tables: tuple[Path, Path]) -> None:
+    """Refuse a --changes path that would replace something other than an earlier changes table:
+    a compared table, an enriched output (its summary beside it), any other file; or that cannot be
+    written (not .parquet, a folder, a missing folder)."""
+    where = f"--changes {path}"
+    if path.suffix != ".parquet":
+        raise GlmExtractError(f"{where}: must end in .parquet")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise GlmExtractError(f"{where}: folder {folder} does not exist")
+    if path.is_dir():
+        raise GlmExtractError(f"{where} is a folder; name a .parquet file")
+    for role, table in zip(("A", "B"), tables, strict=True):
+        if _same_file(path, table):
+            raise GlmExtractError(f"{where} is table {role} being compared: it would be replaced; pick another path")
+    if summary_path_for(path).exists():
+        raise GlmExtractError(f"{where} is an enriched output ({summary_path_for(path).name} beside it): "
+                              "it would be replaced; pick another path")
+    if path.exists() and not _is_changes_table(path):
+        raise GlmExtractError(f"{where} exists and is not a changes table of evaluate --compare: it would be "
+                              "replaced; pick another path or delete it")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _is_changes_table(path: Path) -> bool:
+    try:
+        columns = list(pl.read_parquet_schema(path))
+    except (pl.exceptions.PolarsError, OSError):
+        return False
+    return columns in (list(CHANGES_SCHEMA), [c for c in CHANGES_SCHEMA if c != "kind"])
+
+
+def write_changes(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` to a temp file beside ``path``, fsync it, rename it over ``path``: a failure
+    leaves the earlier file whole and no temp file behind."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        frame.write_parquet(tmp)
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the table is for other readers too
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise GlmExtractError(f"--changes {path}: cannot write it ({first_line(exc)})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_table(path: Path, role: str) -> pl.DataFrame:

@@ -119,8 +119,9 @@ def test_compare_two_outputs_of_the_task(tmp_path: Path, full_outputs: tuple[Pat
     a, b = full_outputs
     code, stdout, stderr = evaluate("--compare", str(a), str(b), "--changes", str(tmp_path / "changes.parquet"))
     assert code == 0, stderr
-    assert score_line(stdout, "issue_category")[1:4] == ["3", "2", "0.333"]
-    assert score_line(stdout, "sentiment")[1:4] == ["3", "0", "1.000"]
+    # rows, changed, reordered (– : not a list), agreement
+    assert score_line(stdout, "issue_category")[1:5] == ["3", "2", "–", "0.333"]
+    assert score_line(stdout, "sentiment")[1:5] == ["3", "0", "–", "1.000"]
     assert "| `t2` | `issue_category` | \"refund\" | \"billing\" |" in stdout
     changes = pl.read_parquet(tmp_path / "changes.parquet")
     assert changes.select("_record_id", "field").rows() == [("t2", "issue_category"), ("t3", "issue_category")]
