@@ -138,7 +138,9 @@ def _identity_notes(a: pl.DataFrame, b: pl.DataFrame, names: tuple[str, str]) ->
                          f"(schema {schemas[1]}): outputs of different tasks; compare two outputs of one task")
     notes = []
     if tasks:
-        notes.append(f"A is task `{tasks[0]}`, B is task `{tasks[1]}` (same schema).")
+        known = SCHEMA_ID in a.columns and SCHEMA_ID in b.columns
+        notes.append(f"A is task `{tasks[0]}`, B is task `{tasks[1]}` "
+                     f"({'same schema' if known else f'schema not recorded: no {SCHEMA_ID} column'}).")
     if schemas:
         notes.append(f"A has schema `{schemas[0]}`, B has schema `{schemas[1]}`: the task's schema changed "
                      "between the runs.")

@@ -245,3 +245,11 @@ def test_entity_order_alone_is_not_a_change_but_is_counted(tmp_path: Path) -> No
     assert field_line(stdout, "issue_category")["reordered"] == "–"  # not a list
     kinds = pl.read_parquet(tmp_path / "ch.parquet").filter(pl.col("field") == "entities")
     assert sorted(kinds.select("_record_id", "kind").rows()) == [("t1", "order"), ("t2", "value")]
+
+
+def test_another_task_without_a_recorded_schema_does_not_claim_the_same_schema(tmp_path: Path) -> None:
+    a = write(tmp_path, "a.parquet", output([row("t1")]))
+    b = write(tmp_path, "b.parquet", output([row("t1")], task="ticket_pack").drop("_schema_id"))
+    code, stdout, stderr = compare(a, b)
+    assert code == 0, stderr
+    assert "B is task `ticket_pack` (schema not recorded: no _schema_id column)" in stdout
