@@ -225,7 +225,10 @@ def test_tokens_follow_the_published_rule_of_thumb() -> None:
     assert count_text_tokens("") == 0
     assert count_text_tokens("one two three") == 4  # ceil(3 / 0.75)
     assert count_text_tokens("我们的订单") == 4  # ceil(5 / 1.5)
-    assert count_text_tokens("订单 order 12345") == 4  # ceil(2 / 1.5 + 2 / 0.75) = ceil(4.0)
+    assert count_text_tokens("订单 order 12345") == 5  # ceil(2 / 1.5 + 1 / 0.75 + 2 digit groups) = ceil(4.67)
+    assert count_text_tokens("TrailRunner") == 3  # two words: ceil(2 / 0.75)
+    assert count_text_tokens("4c1e9b2f") == 10  # c e b f: 4 words, 4 digit groups: ceil(4 / 0.75 + 4)
+    assert count_text_tokens("a" * 40) == 20  # a letter run over 12 costs a token per 2 letters
     assert count_text_tokens('{"a":"b"}') == 7  # {" a ":" b "} -> 5 words
     english = "The quick brown fox jumps over the lazy dog " * 10
     assert count_text_tokens(english) == 120
