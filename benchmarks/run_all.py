@@ -9,6 +9,7 @@ ends with a ``RESULT <name> k=v …`` line; the last line here is::
     BENCH cap_utilisation=<ratio> cpu_ms_per_row=<ms> peak_rss_mb_1m=<MB> resume_repeats=<n>/<in_flight>
           overhead_ratio=<ticket_qa tokens paid ÷ floor, cache priced> cny_per_1k_rows=<ticket_qa, with the cache>
           cap_utilisation_faults=<rows/s ÷ what the wire time allows, under 5 % transient faults>
+          estimate_error=<ticket_qa: (estimate − actual) ÷ actual tokens, realistic profile>
 
 (``mode=smoke`` is appended in smoke mode, where the memory figure is for the smoke size, not 1M.)
 Figures are printed, never asserted: a benchmark is not a test.
@@ -34,6 +35,7 @@ FULL: dict[str, list[str]] = {
     "bench_peers": ["--rows", "2000", "--concurrency", "50", "--latency", "0.2"],
     "bench_cost": ["--descriptions"],
     "bench_faults": ["--rows", "6000", "--concurrency", "30", "--latency", "0.2", "--hang-seconds", "10"],
+    "bench_estimate": [],
 }
 SMOKE: dict[str, list[str]] = {
     "bench_cap": ["--rows", "300", "--concurrency", "50", "--latency", "0.2", "--tiers", "V0", "--tier-rows", "40",
@@ -44,6 +46,7 @@ SMOKE: dict[str, list[str]] = {
     "bench_peers": ["--rows", "100", "--concurrency", "50", "--latency", "0.2"],
     "bench_cost": ["--rows", "20"],
     "bench_faults": ["--rows", "300", "--concurrency", "30", "--latency", "0.2", "--hang-seconds", "1"],
+    "bench_estimate": ["--tasks", "ticket_qa"],
 }
 
 
@@ -129,6 +132,7 @@ def bench_line(results: dict[str, dict[str, str]], *, smoke: bool) -> str:
     cost = results.get("bench_cost", {})
     line += f" overhead_ratio={cost.get('overhead_ratio', 'nan')} cny_per_1k_rows={cost.get('cny_per_1k_rows', 'nan')}"
     line += f" cap_utilisation_faults={results.get('bench_faults', {}).get('cap_utilisation_faults', 'nan')}"
+    line += f" estimate_error={results.get('bench_estimate', {}).get('error_ticket_qa', 'nan')}"
     return line + (" mode=smoke" if smoke else "")
 
 

@@ -185,9 +185,10 @@ def evaluate(
     column: ColumnOption = None,
     output_prefix: OutputPrefixOption = "",
     compare: Annotated[tuple[Path, Path] | None, typer.Option(
-        metavar="A B", help="instead of scoring: per-field changes between two outputs of the task")] = None,
+        metavar="A B", help="instead of scoring: rows in one table only, status changes, and per field the changes "
+                             "over rows ok in both")] = None,
     changes: Annotated[Path | None, typer.Option(
-        help="with --compare: write every changed value here (.parquet)")] = None,
+        help="with --compare: write every difference here (.parquet; replaces only an earlier changes table)")] = None,
     schemas_dir: Annotated[Path | None, typer.Option(help="folder of your own tasks")] = None,
 ) -> None:
     """Score an enriched table against gold columns, or compare two outputs (field-level, Markdown)."""
@@ -196,6 +197,8 @@ def evaluate(
     try:
         spec = bind_columns(load_task(task, settings_from(schemas_dir=schemas_dir).schemas_dir),
                             parse_column_mapping(column or []), output_prefix)
+        if changes is not None and compare is None:
+            raise GlmExtractError(f"--changes {changes} needs --compare A B (it writes what changed between them)")
         if compare is not None:
             report = compare_report(spec, compare, changes)
         elif output is None:

@@ -74,6 +74,13 @@ def pair(tmp_path: Path) -> tuple[Path, Path]:
     return a, b
 
 
+def test_changes_without_compare_is_refused_not_ignored(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    target = tmp_path / "changes.parquet"
+    result = CliRunner().invoke(app, ["evaluate", "--task", "ticket_qa", "-o", str(pair[0]), "--changes", str(target)])
+    assert result.exit_code == BAD_INPUT_EXIT
+    assert "--compare" in one_error_line(result.stderr) and not target.exists()
+
+
 # --- 5. --changes never replaces what it should not ---------------------------------------------------------
 
 
