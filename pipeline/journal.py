@@ -41,9 +41,10 @@ from pipeline.errors import GlmExtractError, first_line
 SCHEMA_VERSION = 2  # PRAGMA user_version of a current journal; 0 with a ``results`` table is version 1
 CLAIM_TTL_S = 60.0  # a claim lapses this long after its owner last renewed it
 LOCK_WAIT_S = 60.0  # how long opening, reading, closing and the journal commands wait for a lock
-BUSY_PAUSE_S = (0.1, 2.0)  # a run's journal refused a lock: it tries again after this much, doubling up to the max
-PRUNE_BATCH = 2000  # rows (by rowid range) prune deletes per transaction
-PRUNE_PAUSE_S = 0.05  # between prune's transactions while a run uses the journal: its commits go first
+BUSY_PAUSE_S = (0.05, 0.5)  # a run's journal refused a lock: it tries again after this much, doubling up to the max
+PRUNE_BATCH = 500  # rowids prune deletes from per transaction (~10 ms of the lock)
+PRUNE_PAUSE_S = 0.02  # between prune's transactions while a run uses the journal: its claims and commits get in
+RUN_MARK = "run:"  # the claim key marking a run at work on the journal (request keys are hex digests)
 _LOOKUP_CHUNK = 500
 _HOST = socket.gethostname()
 _RESULTS = """
@@ -284,6 +285,14 @@ class Journal:
             cursor = self._db.execute("UPDATE claims SET expires_at = ? WHERE owner = ?", (until, owner or self.owner))
             return cursor.rowcount
 
+    def announce(self) -> None:
+        """Mark this owner as a run at work on the journal until it closes (the mark is a claim:
+        renewed with the others, dropped with them, lapsing if the run dies), so ``prune`` leaves
+        shrinking the file for later. Waits for the lock as the commands do: call it off the event loop."""
+        with self._guard("claim in"), _transaction(self._db):
+            self._db.execute("INSERT OR REPLACE INTO claims (key, owner, expires_at) VALUES (?, ?, ?)",
+                             (RUN_MARK + self.owner, self.owner, time.time() + self.claim_ttl_s))
+
     def release(self, owner: str | None = None, keys: Iterable[str] | None = None) -> None:
         """Drop ``owner``'s claims (all of them, or only ``keys``)."""
         owner = owner or self.owner
@@ -303,7 +312,8 @@ class Journal:
                 "GROUP BY o.task, r.status ORDER BY o.task, r.status").fetchall()
             rows, paid, oldest, newest = self._db.execute(
                 "SELECT count(*), coalesce(sum(cost_cny), 0), min(paid_at), max(paid_at) FROM results").fetchone()
-            claims = self._db.execute("SELECT count(*) FROM claims WHERE expires_at > ?", (time.time(),)).fetchone()
+            claims = self._db.execute("SELECT count(*) FROM claims WHERE expires_at > ? AND key NOT LIKE ?",
+                                      (time.time(), RUN_MARK + "%")).fetchone()
         size = sum(p.stat().st_size for p in _files_of(self.path) if p.exists())
         return JournalStats(self.path, size, int(rows), {(str(t), str(s)): int(n) for t, s, n in groups},
                             float(paid), oldest, newest, int(claims[0]))
@@ -327,16 +337,20 @@ class Journal:
         return Pruned(gone, shrunk=True)
 
     def in_use(self) -> bool:
-        """Whether a live run other than this owner holds claims: it is answering rows right now."""
+        """Whether a live run other than this owner is at work on the journal (its mark, or claims)."""
         owners = self._db.execute("SELECT DISTINCT owner FROM claims WHERE expires_at > ? AND owner != ?",
                                   (time.time(), self.owner)).fetchall()
         return any(owner_alive(owner) for (owner,) in owners)
 
     def _delete_paid_before(self, before: float, *, pause_s: float) -> int:
-        """Delete, a rowid range per transaction, the answers paid before ``before``; return how many."""
-        top = int(self._db.execute("SELECT coalesce(max(rowid), 0) FROM results").fetchone()[0])
+        """Delete, a rowid range per transaction, the answers paid before ``before``; return how many.
+        (Older answers have the lower rowids: the ranges span only those, found by a read.)"""
+        first, last = self._db.execute("SELECT min(rowid), max(rowid) FROM results WHERE paid_at < ?",
+                                       (before,)).fetchone()
+        if first is None:
+            return 0
         gone = 0
-        for low in range(0, top, PRUNE_BATCH):
+        for low in range(int(first) - 1, int(last), PRUNE_BATCH):
             with _transaction(self._db):
                 gone += self._db.execute("DELETE FROM results WHERE rowid > ? AND rowid <= ? AND paid_at < ?",
                                          (low, low + PRUNE_BATCH, before)).rowcount

@@ -237,12 +237,24 @@ class Run:
 async def open_journal(path: Path) -> AsyncIterator[Journal]:
     """The run's journal, opened and closed off the event loop (both may wait for a lock another
     process holds; other shards' answers are read meanwhile), its claims and commits waiting at
-    most :data:`RUN_JOURNAL_WAIT_S`."""
-    journal = await asyncio.to_thread(Journal, path, write_wait_s=RUN_JOURNAL_WAIT_S)
+    most :data:`RUN_JOURNAL_WAIT_S`. The run marks itself at work on it (``journal prune`` then
+    leaves shrinking the file for later)."""
+    journal = await asyncio.to_thread(_run_journal, path)
     try:
         yield journal
     finally:
         await asyncio.to_thread(journal.close)
+
+
+def _run_journal(path: Path) -> Journal:
+    journal = Journal(path)
+    try:
+        journal.announce()
+    except BaseException:
+        journal.close()
+        raise
+    journal.write_wait_s = RUN_JOURNAL_WAIT_S
+    return journal
 
 
 async def run_extraction(

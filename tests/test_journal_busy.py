@@ -164,6 +164,19 @@ def test_prune_during_a_run_deletes_what_it_was_asked_and_leaves_shrinking_for_l
     assert summary.count("ok") == ROWS
     with Journal(journal) as after:
         assert after.count() == ROWS and not after.lookup(["long-ago"])
+    idle = run_cli([sys.executable, "-m", "pipeline.cli", "journal", "prune", "--before", "2021-01-01",
+                    "--journal", str(journal)], cli_env(journal))
+    assert idle.returncode == 0 and "not shrunk" not in idle.stdout  # idle again: shrunk
+
+
+def test_a_run_is_at_work_on_the_journal_from_open_to_close_even_without_claims(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as pruner:
+        assert not pruner.in_use()
+        with Journal(path) as run_journal:
+            run_journal.announce()
+            assert pruner.in_use() and pruner.stats().live_claims == 0  # the mark is not a row's claim
+        assert not pruner.in_use()
 
 
 def test_a_commit_refused_by_a_held_journal_keeps_its_answers_for_the_next_one(tmp_path: Path) -> None:
