@@ -41,6 +41,7 @@ from flows.secrets import describe_key_source, load_secret_key, redact_in_logs
 from pipeline import io
 from pipeline.endpoints import OFFLINE_BANNER, resolve_target
 from pipeline.errors import GlmExtractError, InputError, OutputError, TaskError
+from pipeline.journal import JournalBusy
 from pipeline.runner import PreparedRun, Run, RunRequest, ShardsDone, new_run_id, prepare_run
 from pipeline.settings import Settings
 from pipeline.stats import RunStats, stats_from_dict, stats_to_dict
@@ -75,6 +76,8 @@ def is_infrastructure_fault(exc: BaseException) -> bool:
     A group (what a shard's TaskGroup raises) is worth it when every error in it is."""
     if isinstance(exc, BaseExceptionGroup):
         return all(is_infrastructure_fault(inner) for inner in exc.exceptions)
+    if isinstance(exc, JournalBusy):  # another process held the journal longer than a shard waits to open it
+        return True
     if isinstance(exc, GlmExtractError | ConcurrencySlotAcquisitionError | AcquireConcurrencySlotTimeoutError):
         return False
     return isinstance(exc, OSError | sqlite3.OperationalError | httpx.TransportError)

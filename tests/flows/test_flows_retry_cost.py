@@ -21,6 +21,7 @@ from flows.extract import extract_documents, is_infrastructure_fault
 from flows.limits import ensure_limit, limit_name
 from flows.params import ExtractParams
 from pipeline import io
+from pipeline.journal import JournalBusy, JournalError
 from pipeline.settings import DEFAULT_MODEL, Settings
 from tests.flows.inputs import write_tickets
 
@@ -59,8 +60,10 @@ class Meter(httpx.AsyncBaseTransport):
     (ExceptionGroup("shard", [OSError(28, "disk full")]), True),
     (ExceptionGroup("shard", [OSError("disk"), ExceptionGroup("inner", [sqlite3.OperationalError("locked")])]), True),
     (ExceptionGroup("shard", [OSError("disk"), ValueError("bug")]), False),
+    (JournalBusy("journal j.sqlite is locked by another process"), True),
+    (JournalError("journal j.sqlite is corrupt"), False),
 ])
-def test_a_shard_whose_task_group_failed_on_infrastructure_is_retried(exc: BaseException, retry: bool) -> None:
+def test_a_shard_that_failed_on_infrastructure_is_retried(exc: BaseException, retry: bool) -> None:
     assert is_infrastructure_fault(exc) is retry
 
 
