@@ -110,8 +110,8 @@ def build_context(prepared: PreparedRun, settings: Settings, target: Target, tra
                               max_tokens=settings.max_tokens_for(prepared.task.max_tokens)),
         client=GLMClient(transport, target.endpoint, timeout), limiter=limiter, journal=journal,
         policy=RetryPolicy(settings.max_attempts, settings.backoff_initial_s, settings.backoff_max_s),
-        stats=stats or RunStats(), max_reasks=settings.max_reasks, price_cny_per_mtok=settings.price_cny_per_mtok,
-        budget_cny=settings.budget_cny, shared=shared or RunShared(),
+        stats=stats if stats is not None else RunStats(), max_reasks=settings.max_reasks,
+        price_cny_per_mtok=settings.price_cny_per_mtok, budget_cny=settings.budget_cny, shared=shared or RunShared(),
         endpoint_id=SYNTHETIC_ENDPOINT if emulator else "",
         price_cached_cny_per_mtok=settings.price_cached_cny_per_mtok,
     )
