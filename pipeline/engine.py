@@ -127,7 +127,7 @@ async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -
                 if key not in packed and (key in local or key in mine):
                     _start(ctx, group, key, body, fresh, borrowed)
             if waiting:
-                group.create_task(_wait_for_other_runs(ctx, group, waiting, fresh, borrowed))
+                group.create_task(_wait_for_other_runs(ctx, group, waiting, first_row, fresh, borrowed))
     finally:
         if keeper is not None:
             keeper.cancel()
@@ -215,9 +215,11 @@ async def _keep_claims(ctx: EngineContext) -> None:
 
 
 async def _wait_for_other_runs(ctx: EngineContext, group: asyncio.TaskGroup, waiting: dict[str, dict[str, Any]],
-                               out: dict[str, JournalEntry], borrowed: set[str]) -> None:
-    """Keys another run has claimed: take their answers from the journal as they are committed,
-    and claim (then pay for) what that run gave up on or abandoned (its claim expired)."""
+                               rows: Mapping[str, Mapping[str, Any]], out: dict[str, JournalEntry],
+                               borrowed: set[str]) -> None:
+    """Keys this shard could not claim (another run holds them, or another process held the journal):
+    take their answers from the journal as they are committed, and claim (then pay for, packed as
+    at the start) what that run gave up on or abandoned (its claim expired)."""
     remaining = dict(waiting)
     while remaining and not ctx.stop.is_set():
         await asyncio.sleep(CLAIM_POLL_S)
@@ -230,8 +232,23 @@ async def _wait_for_other_runs(ctx: EngineContext, group: asyncio.TaskGroup, wai
             out[key] = entry
             borrowed.add(key)
             del remaining[key]
-        for key in _claim(ctx, list(remaining)):
-            _start(ctx, group, key, remaining.pop(key), out, borrowed)
+        _start_claimed(ctx, group, remaining, _claim(ctx, list(remaining)), rows, out, borrowed)
+
+
+def _start_claimed(ctx: EngineContext, group: asyncio.TaskGroup, remaining: dict[str, dict[str, Any]],
+                   claimed: set[str], rows: Mapping[str, Mapping[str, Any]], out: dict[str, JournalEntry],
+                   borrowed: set[str]) -> None:
+    """Answer the ``claimed`` keys of ``remaining`` (taking them out of it): packed where the task
+    packs, unless another shard of this run is sending them (then borrowed)."""
+    keys = [key for key in remaining if key in claimed]  # input order
+    bodies = {key: remaining.pop(key) for key in keys}
+    packs = _packs(ctx, [key for key in keys if key not in ctx.shared.inflight], bodies, rows)
+    packed = {member.key for pack in packs for member in pack}
+    for pack in packs:
+        _start_pack(ctx, group, pack, out)
+    for key in keys:
+        if key not in packed:
+            _start(ctx, group, key, bodies[key], out, borrowed)
 
 
 async def _borrow(ctx: EngineContext, owner: asyncio.Future[JournalEntry], key: str, body: dict[str, Any],
