@@ -57,14 +57,21 @@ class Settings(BaseSettings):
 
     @field_validator("base_url")
     @classmethod
-    def _strip_slash(cls, value: str | None, info: ValidationInfo) -> str | None:
-        parts = urlsplit(value) if value else None
-        if parts is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
-            raise ValueError("must be an http:// or https:// URL with a host")  # no URL: it may hold credentials
-        if value and info.data.get("api_key") is not None and urlsplit(value).netloc.count("@"):
+    def _endpoint_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value:
+            return value
+        _check_endpoint_url(value)
+        if info.data.get("api_key") is not None and urlsplit(value).netloc.count("@"):
             raise ValueError("the URL carries credentials (user:password@) and an API key is set: "
                              "HTTP sends one Authorization header, so use one of them")  # no URL: it holds them
-        return value.rstrip("/") if value else value
+        return value.rstrip("/")
+
+    @field_validator("model")
+    @classmethod
+    def _model_id(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError(f"must be a model id such as {DEFAULT_MODEL} (not blank, no spaces)")
+        return value
 
     def max_tokens_for(self, task_max_tokens: int | None) -> int:
         """The answer's token limit: an explicit setting (``--max-tokens`` or the environment) wins,
@@ -76,3 +83,14 @@ class Settings(BaseSettings):
     def api_key_value(self) -> str | None:
         """The key in clear text, for the Authorization header only."""
         return self.api_key.get_secret_value() if self.api_key else None
+
+
+def _check_endpoint_url(value: str) -> None:
+    """An http(s) URL with a host, to which ``/chat/completions`` is appended. The errors never quote
+    the URL: its password, a query or a fragment may hold a key."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if "?" in value or "#" in value:
+        raise ValueError("must not carry a ?query or #fragment: requests go to BASE_URL/chat/completions "
+                         "(percent-encode ? and # in a password)")

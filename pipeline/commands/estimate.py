@@ -21,7 +21,8 @@ from pipeline.commands.console import ColumnOption, MaxTokensOption, fail, out, 
 from pipeline.endpoints import needs_emulator, online_target
 from pipeline.errors import GlmExtractError
 from pipeline.estimate import Estimate, EstimateWalk, Prices, add_rows, finish, needs_request, packed_bodies
-from pipeline.journal import Journal, JournalEntry
+from pipeline.journal import JournalEntry
+from pipeline.journal_reader import JournalReader
 from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
 from pipeline.packing import settings_for
 from pipeline.prompts import RenderOptions, render_request, system_message
@@ -55,7 +56,7 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
     walk = EstimateWalk(max_tokens=options.max_tokens, max_reasks=settings.max_reasks)
     system = system_message(task, settings.mode)
     pack = settings_for(task, options)
-    journal = Journal(settings.journal_path) if settings.journal_path.is_file() else None
+    journal = JournalReader.open(settings.journal_path)  # read only: None when it holds no history
     try:
         for spec in shards:
             rows = prompt_rows(io.read_shard(spec), task)
@@ -76,7 +77,7 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
     return finish(estimate, walk, task, prices_for(settings))
 
 
-def _real_answers(journal: Journal | None, keyed: dict[str, dict[str, Any]], endpoint_id: str,
+def _real_answers(journal: JournalReader | None, keyed: dict[str, dict[str, Any]], endpoint_id: str,
                   hits: dict[str, JournalEntry]) -> dict[str, JournalEntry]:
     """The journal's answers from a real endpoint to these requests (by the run's key), ok ones only."""
     if journal is None:

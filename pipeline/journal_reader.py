@@ -1,0 +1,127 @@
+"""The journal read and never written: what ``glm-extract estimate`` looks answers up in.
+
+:class:`pipeline.journal.Journal` is a run's journal: opening it creates the file, migrates an old
+one, marks it opened and proves it writable. An estimate must leave the file as it found it, so
+:class:`JournalReader` opens it through SQLite's URI with writes switched off:
+
+- a missing file, or an empty one (0 bytes, or SQLite with nothing in it), is no history;
+- when a run holds the journal (its ``-wal`` exists), read-only (``mode=ro``): it reads what the run
+  committed and creates nothing;
+- otherwise read-write with ``PRAGMA query_only``: SQLite refuses every write, and the ``-wal`` and
+  ``-shm`` files a WAL journal needs while open are removed again when it closes (a read-only
+  connection would leave them behind).
+
+Whatever is not a current journal (a folder, another SQLite file, a newer or an old version, a
+corrupt file) is one line naming the file, and the file is left untouched.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from pipeline.errors import first_line
+from pipeline.journal import (
+    _LOOKUP_CHUNK,
+    _SELECT,
+    LOCK_WAIT_S,
+    SCHEMA_VERSION,
+    JournalEntry,
+    JournalError,
+    _entry_from_row,
+)
+
+_USE_A_RUNS_JOURNAL = "pass --journal with the journal a run writes"
+
+
+class JournalReader:
+    """Final answers by request key, from a journal opened without writing to it."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = db
+
+    @classmethod
+    def open(cls, path: Path) -> JournalReader | None:
+        """The journal at ``path`` to read, or None when it holds no history (missing or empty)."""
+        if not path.exists():
+            return None
+        if not path.is_file():
+            raise JournalError(f"journal {path} is not a file: pass --journal with a file path")
+        db = _connect(path)
+        try:
+            holds_answers = _check(db, path)
+        except BaseException:
+            db.close()
+            raise
+        if not holds_answers:
+            db.close()
+            return None
+        return cls(path, db)
+
+    def lookup(self, keys: Iterable[str]) -> dict[str, JournalEntry]:
+        """Final entries for ``keys`` (missing keys are absent)."""
+        unique = list(dict.fromkeys(keys))
+        found: dict[str, JournalEntry] = {}
+        try:
+            for start in range(0, len(unique), _LOOKUP_CHUNK):
+                chunk = unique[start : start + _LOOKUP_CHUNK]
+                rows = self._db.execute(f"{_SELECT} WHERE r.key IN ({','.join('?' * len(chunk))})", chunk)
+                found.update((row[0], _entry_from_row(row)) for row in rows.fetchall())
+        except (sqlite3.Error, zlib.error, UnicodeDecodeError) as exc:  # a damaged page or answer
+            raise _unreadable(self.path, exc) from None
+        return found
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> JournalReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """``path`` opened so that nothing is written to it, nor left next to it."""
+    run_holds_it = path.with_name(path.name + "-wal").exists()
+    uri = f"{path.resolve().as_uri()}?mode={'ro' if run_holds_it else 'rw'}"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=LOCK_WAIT_S, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA query_only = ON")
+    except sqlite3.Error as exc:
+        raise _unreadable(path, exc) from None
+    return db
+
+
+def _check(db: sqlite3.Connection, path: Path) -> bool:
+    """Whether the file is a current journal (True) or an empty file (False); anything else raises."""
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise _unreadable(path, exc) from None
+    if version > SCHEMA_VERSION:
+        raise JournalError(f"journal {path} has version {version}, newer than this glm-extract understands "
+                           f"({SCHEMA_VERSION}): upgrade glm-extract or {_USE_A_RUNS_JOURNAL}")
+    if version == SCHEMA_VERSION:
+        return True
+    if "results" in tables:
+        raise JournalError(f"journal {path} is an older version, which estimate reads only once upgraded: "
+                           f"`glm-extract journal stats --journal {path}` (or a run) upgrades it in place")
+    if tables:
+        raise JournalError(f"journal {path} holds other tables ({', '.join(sorted(tables))}), "
+                           f"not a glm-extract journal: {_USE_A_RUNS_JOURNAL}")
+    return False
+
+
+def _unreadable(path: Path, exc: BaseException) -> JournalError:
+    reason = first_line(exc)
+    lowered = reason.lower()
+    if "locked" in lowered or "busy" in lowered:
+        return JournalError(f"journal {path} is locked by another process ({reason}); rerun when it is free")
+    if "unable to open" in lowered or "permission" in lowered or "readonly" in lowered:
+        return JournalError(f"journal {path} cannot be read ({reason}): make it readable, or {_USE_A_RUNS_JOURNAL}")
+    return JournalError(f"journal {path} is corrupt or not a glm-extract journal ({reason}): {_USE_A_RUNS_JOURNAL}")
