@@ -42,3 +42,16 @@ def test_a_base_url_without_scheme_or_host_is_refused_without_echoing_it(url: st
 def test_url_credentials_never_in_the_settings_repr() -> None:
     shown = repr(Settings(base_url="http://robot:pw-SECRET@127.0.0.1:9/v4"))
     assert "pw-SECRET" not in shown and "concurrency" in shown
+
+
+@pytest.mark.parametrize("url", ["http://h/v4?key=sk-s3cret", "http://h/v4#sk-s3cret", "http://h/v4?", "http://h/v4#"])
+def test_a_base_url_with_a_query_or_fragment_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(base_url=url)
+    assert "query" in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("model", ["", " ", "glm-4-air ", "glm 4"])
+def test_a_blank_or_spaced_model_id_is_refused(model: str) -> None:
+    with pytest.raises(ValidationError, match="model id"):
+        Settings(model=model)

@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import sqlite3
+import sys
 import threading
 import traceback
 import uuid
@@ -255,4 +256,26 @@ def test_a_base_url_without_a_scheme_is_refused_without_showing_its_password(tmp
     line = one_error_line(done.stderr)
     assert "base_url" in line and "http://" in line, line
     assert URL_SECRET not in done.stdout + done.stderr and not output.exists()
+    assert files_holding(tmp_path, URL_SECRET) == []
+
+
+@pytest.mark.parametrize("tail", [f"?api_key={URL_SECRET}", f"#{URL_SECRET}", f"/?key={URL_SECRET}#frag", "?"],
+                         ids=["query", "fragment", "both", "bare-question-mark"])
+def test_a_base_url_with_a_query_or_fragment_is_refused_without_showing_it(tmp_path: Path, tail: str) -> None:
+    """A ``?query`` swallowed ``/chat/completions`` (the run posted to the bare base URL and stopped on
+    "the platform refused the request"); a ``#fragment`` was dropped from the requests but printed in
+    the run table and written to summary.json, a key put there with it."""
+    source = write_tickets(tmp_path / "in.parquet", 4)
+    output = tmp_path / "out.parquet"
+    with EchoingGateway() as gateway:
+        base_url = f"http://127.0.0.1:{gateway.port}/api/paas/v4{tail}"
+        done = run_cli(run_argv(source, output, base_url, CAP), cli_env(tmp_path / "journal.sqlite"))
+        estimated = run_cli([sys.executable, "-m", "pipeline.cli", "estimate", "--task", "ticket_qa",
+                             "--input", str(source), "--base-url", base_url], cli_env(tmp_path / "journal.sqlite"))
+    for refused in (done, estimated):
+        assert refused.returncode == 2, refused.stderr
+        line = one_error_line(refused.stderr)
+        assert "base_url" in line and "query" in line and "fragment" in line, line
+        assert URL_SECRET not in refused.stdout + refused.stderr
+    assert gateway.seen == [] and not output.exists()
     assert files_holding(tmp_path, URL_SECRET) == []
