@@ -1,7 +1,7 @@
 """Packed requests: several documents in one user message, one answer record per document.
 
-A request is packed when its first user message holds ``<item id="…">`` … ``</item>`` frames
-(docs/schema_authoring.md, "Packing"). The answer is one JSON object keyed by the items' ids; each
+A request is packed when its first user message is ``<item id="…">`` … ``</item>`` frames and
+nothing else (docs/schema_authoring.md, "Packing"). The answer is one JSON object keyed by the items' ids; each
 record is built exactly as the answer to that item alone would be (same schema, the item's own
 document, the same hash material), so a packed run and an unpacked run get the same records and
 no item's text can reach another item's record.
@@ -35,15 +35,27 @@ DROPPING_FAULTS = frozenset({"fence", "prose", "truncated", "malformed", "empty"
 def packed_items(messages: Sequence[Any]) -> list[tuple[str, str]]:
     """(id, document) of each item of the first user message, in order; empty when not packed.
 
+    A message is packed only when its items are the whole of it (nothing but whitespace around and
+    between them): a document that shows or forges an item frame inside other text is one document.
     The document is the text between the item's ``<document>`` tags (the whole item without them).
     An id seen twice keeps its first item."""
     for message in messages:
         if isinstance(message, Mapping) and message.get("role") == "user" and isinstance(message.get("content"), str):
-            items: dict[str, str] = {}
-            for match in _ITEM.finditer(message["content"]):
-                items.setdefault(match.group(1), _document_of(match.group(2)))
-            return list(items.items())
+            return _whole_items(message["content"])
     return []
+
+
+def _whole_items(content: str) -> list[tuple[str, str]]:
+    if not content.lstrip().startswith("<item "):  # most requests: not a pack
+        return []
+    items: dict[str, str] = {}
+    end = 0
+    for match in _ITEM.finditer(content):
+        if content[end : match.start()].strip():
+            return []
+        items.setdefault(match.group(1), _document_of(match.group(2)))
+        end = match.end()
+    return [] if content[end:].strip() else list(items.items())
 
 
 def build_packed(plan: Node, schema_text: str, items: Sequence[tuple[str, str]]) -> dict[str, Any]:

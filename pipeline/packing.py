@@ -20,7 +20,6 @@ its rows (:func:`share_usage`) so that the rows' tokens add up to the request's 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +39,6 @@ from pipeline.validate import Reask, Valid, duplicated_keys, judge, schema_error
 
 ITEM_OPEN = '<item id="{label}">'
 ITEM_CLOSE = "</item>"
-#: Any spelling of an item tag a model could read as one (``</ITEM>``, ``<item id=d2>`` …).
-_ITEM_TAG = re.compile(r"<(\s*/?\s*item\b[^>]*)>", re.IGNORECASE)
 
 PACKED_RULES = (
     "The user message holds several documents, each inside <item id=\"…\"> … </item>. Answer with one "
@@ -92,18 +89,10 @@ def label(position: int) -> str:
     return f"d{position + 1}"
 
 
-def defuse(value: Any) -> Any:
-    """``value`` with every item tag made harmless (``<item`` → ``<\\item``); non-strings as they are."""
-    if not isinstance(value, str) or "<" not in value:
-        return value
-    return _ITEM_TAG.sub(lambda tag: "<\\" + tag.group(1).lstrip() + ">", value)
-
-
 def item_text(task: TaskSpec, row: Mapping[str, Any]) -> str:
-    """One row's rendered template (its document frame included), with item tags defused."""
-    values = {col: defuse(value if value is None or isinstance(value, str) else str(value))
-              for col, value in row.items()}
-    return user_message(task, values).strip("\n")
+    """One row's rendered template (its document frame included): the row's unpacked user message,
+    whose values already travel with every frame tag, ``<item …>`` and ``</item>`` too, defused."""
+    return user_message(task, row).strip("\n")
 
 
 def item_tokens(task: TaskSpec, row: Mapping[str, Any]) -> int:

@@ -1,7 +1,8 @@
 """Render one input row into a chat-completions request body (pure).
 
 The document always travels inside the user message between ``<document>`` and ``</document>``;
-a closing tag inside the text is defused so a document cannot end its own frame. The schema
+a frame tag inside any value (``</document>``, ``<item …>`` … in any spelling a model could read as
+one: :func:`defuse_frame_tags`) is defused, so no value can end its own frame or open another. The schema
 travels in the system message (GLM has no ``json_schema`` response format) or, in tools mode, as
 the function's parameters. Layout: docs/contracts.md §2.
 
@@ -26,8 +27,31 @@ from pipeline.tasks import TaskSpec
 TOOL_NAME = "record_extraction"
 SCHEMA_OPEN = "<json_schema>"
 SCHEMA_CLOSE = "</json_schema>"
-#: Any spelling of a frame tag a model could read as one (`</DOCUMENT>`, `< /document >` …).
-_FRAME_TAG = re.compile(r"<\s*(/?)\s*document\s*>", re.IGNORECASE)
+#: ``<`` and ``>`` with the brackets NFKC folds into them (fullwidth ``＜``/``＞``, small ``﹤``/``﹥``).
+_LT, _GT = "<\uff1c\ufe64", ">\uff1e\ufe65"
+#: Unicode's default-ignorable code points: zero-width spaces and joiners, bidi marks, BOM, soft hyphen …
+_INVISIBLE = ("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+              "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e0fff")
+
+
+def _spelled(word: str) -> str:
+    """``word`` in ASCII or fullwidth letters, invisible characters allowed between them."""
+    return f"[{_INVISIBLE}]*".join(f"[{c}{chr(ord(c) + 0xFEE0)}]" for c in word)
+
+
+_NAME = rf"(?:{_spelled('document')}|{_spelled('item')})\b"
+#: The opening bracket of any spelling of a frame tag a model could read as one: the name right after
+#: the bracket (``</DOCUMENT``, ``<item id="d2"`` with no ``>`` yet, ``<\u200b/item>``, ``＜／ｉｔｅｍ＞``),
+#: or after spaces when a closing bracket follows on the line (``< /item >``). Not ``a < b``, ``<items>``.
+#: One pattern per bracket, each starting with its literal (the regex engine then skips to it fast).
+_FRAME_TAGS = tuple(
+    (bracket, re.compile(
+        rf"{bracket}(?=[{_INVISIBLE}]*(?:[/\uff0f][{_INVISIBLE}]*)?{_NAME}"
+        rf"|[\s{_INVISIBLE}]*(?:[/\uff0f][\s{_INVISIBLE}]*)?{_NAME}[^{_LT}{_GT}\n]{{0,200}}[{_GT}])",
+        re.IGNORECASE,
+    ))
+    for bracket in _LT
+)
 
 RULES = (
     "Answer with one JSON object for the document in the user message, valid against the JSON Schema "
@@ -211,7 +235,20 @@ def _build_tool(task: TaskSpec) -> dict[str, Any]:
 def _as_text(value: Any) -> str:
     if value is None:
         return ""
-    text = value if isinstance(value, str) else str(value)
-    if "<" not in text:  # nothing to defuse (most values): skip the regex
+    return defuse_frame_tags(value if isinstance(value, str) else str(value))
+
+
+def defuse_frame_tags(text: str) -> str:
+    """``text`` with every frame tag a model could read as one (``<document>``, ``</document>``,
+    ``<item …>``, ``</item>``, in any spelling: :data:`_FRAME_TAGS`) made harmless by a backslash
+    after its bracket (``</item>`` → ``<\\/item>``); any other text as it is."""
+    if "<" not in text and "\uff1c" not in text and "\ufe64" not in text:  # most values: no regex runs
         return text
-    return _FRAME_TAG.sub(lambda tag: "<\\/document>" if tag.group(1) else "<\\document>", text)
+    for bracket, tag in _FRAME_TAGS:
+        if bracket in text:
+            text = tag.sub(_backslashed, text)
+    return text
+
+
+def _backslashed(bracket: re.Match[str]) -> str:
+    return bracket.group() + "\\"  # a function: a replacement template would be parsed at every call
