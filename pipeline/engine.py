@@ -69,6 +69,7 @@ class EngineContext:
     shared: RunShared = field(default_factory=RunShared)
     endpoint_id: str = ""  # "emulator" keeps synthetic answers out of real ones (see keys.request_key)
     commit_retry: asyncio.TimerHandle | None = field(default=None, init=False)  # a commit the journal's lock put off
+    commits_closed: bool = field(default=False, init=False)  # the journal is being closed (off the loop)
 
     def __post_init__(self) -> None:
         self.validator: jsonschema_rs.Validator = compile_validator(self.task.schema)
@@ -310,7 +311,7 @@ def _commit(ctx: EngineContext) -> None:
     """Flush the journal; if the file refuses the commit, stop the run at once. If another process
     holds the journal, the answers stay queued and are committed a little later (one retry pending
     at a time; until then other commits leave them to it)."""
-    if ctx.journal.failure is not None or ctx.commit_retry is not None:
+    if ctx.journal.failure is not None or ctx.commit_retry is not None or ctx.commits_closed:
         return
     try:
         ctx.journal.flush()
@@ -326,7 +327,9 @@ def _retry_commit(ctx: EngineContext) -> None:
 
 
 def stop_committing(ctx: EngineContext) -> None:
-    """No more commits from the event loop (the journal is about to be closed, which commits the rest)."""
+    """No more commits from the event loop, also none already scheduled: the journal is about to be
+    closed in another thread (which commits the rest), and must not be used from two at once."""
+    ctx.commits_closed = True
     if ctx.commit_retry is not None:
         ctx.commit_retry.cancel()
         ctx.commit_retry = None
