@@ -36,6 +36,7 @@ FULL: dict[str, list[str]] = {
     "bench_cost": ["--descriptions"],
     "bench_faults": ["--rows", "6000", "--concurrency", "30", "--latency", "0.2", "--hang-seconds", "10"],
     "bench_estimate": [],
+    "bench_prune_during_run": ["--kept-rows", "1000000"],
 }
 SMOKE: dict[str, list[str]] = {
     "bench_cap": ["--rows", "300", "--concurrency", "50", "--latency", "0.2", "--tiers", "V0", "--tier-rows", "40",
@@ -47,6 +48,7 @@ SMOKE: dict[str, list[str]] = {
     "bench_cost": ["--rows", "20"],
     "bench_faults": ["--rows", "300", "--concurrency", "30", "--latency", "0.2", "--hang-seconds", "1"],
     "bench_estimate": ["--tasks", "ticket_qa"],
+    "bench_prune_during_run": ["--old-rows", "2000", "--kept-rows", "2000", "--rows", "600"],
 }
 
 

@@ -62,7 +62,9 @@ def prune(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only count what would be deleted")] = False,
     journal: Annotated[Path | None, typer.Option(help=_JOURNAL_HELP)] = None,
 ) -> None:
-    """Delete answers paid before DATE (rows asking them again will be paid again), then shrink the file."""
+    """Delete answers paid before DATE (rows asking them again will be paid again), then shrink the
+    file. This is safe while a run uses the journal: the run keeps going, and the file is shrunk
+    later (the line says so)."""
     try:
         cutoff = parse_before(before)
         with Journal(existing_journal(journal)) as opened:
