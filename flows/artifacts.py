@@ -95,13 +95,27 @@ def estimate_markdown(estimate: Mapping[str, Any]) -> str:
         f"- rows needing a request: {estimate['requests']} "
         f"(already answered in the journal: {estimate['from_journal']}, skipped locally: {estimate['skipped']})",
         f"- prompt tokens ≈ {estimate['prompt_tokens']}, completion tokens ≈ {estimate['completion_tokens']}",
-        f"- cost ≈ {estimate['cost_cny']:.4f} CNY at {estimate['price_cny_per_mtok']} CNY per million tokens "
-        "(re-asks and retries not included)",
+        f"- cost ≈ {estimate['cost_cny']:.4f} CNY at {estimate['price_cny_per_mtok']} CNY per million tokens, "
+        "re-asks and runaway answers included",
         f"- with the prefix cache ≈ {estimate.get('cost_cny_cached', 0.0):.4f} CNY "
         f"({estimate.get('cached_tokens', 0)} cached tokens); batch ≈ {estimate.get('cost_cny_batch', 0.0):.4f} CNY",
+        *_allowance_lines(estimate),
         f"- calibrated on {estimate.get('calibrated_on', 0)} real answers in the journal",
         "",
     ])
+
+
+def _allowance_lines(estimate: Mapping[str, Any]) -> list[str]:
+    """What the estimate adds for re-asks and runaway answers, and the worst case beside it."""
+    lines = []
+    allowance, worst = estimate.get("allowance"), estimate.get("worst_case")
+    if isinstance(allowance, Mapping):
+        lines.append(f"- of which for re-asks and runaway answers: {allowance.get('prompt_tokens', 0)} prompt and "
+                     f"{allowance.get('completion_tokens', 0)} completion tokens ({allowance.get('source', '')})")
+    if isinstance(worst, Mapping):
+        lines.append(f"- worst case ≈ {worst.get('cost_cny', 0.0):.4f} CNY: every answer at max_tokens "
+                     f"({worst.get('max_tokens')}), re-asked {worst.get('max_reasks')} times (--budget-cny caps a run)")
+    return lines
 
 
 async def publish_summary(summary: RunSummary, *, evaluation: str | None, export: str | None) -> None:

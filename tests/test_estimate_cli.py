@@ -188,3 +188,8 @@ def test_the_flows_estimate_artifact_shows_cache_and_batch_prices() -> None:
     text = estimate_markdown(data)
     assert f"{data['cost_cny_cached']:.4f} CNY" in text and f"{data['cost_cny_batch']:.4f} CNY" in text
     assert data["cost_cny_cached"] < data["cost_cny"] and "2000 cached tokens" in text
+    # the cost includes the allowance for re-asks and runaway answers, and the artifact says so
+    allowance = data["allowance"]
+    assert "not included" not in text and allowance["source"] in text
+    assert f"{allowance['prompt_tokens']} prompt and {allowance['completion_tokens']} completion tokens" in text
+    assert f"worst case ≈ {data['worst_case']['cost_cny']:.4f} CNY" in text
