@@ -66,10 +66,12 @@ class EngineContext:
     price_cny_per_mtok: float = 0.5
     price_cached_cny_per_mtok: float | None = None  # None: cached prompt tokens cost the full price
     budget_cny: float | None = None
+    budget_price_cached_cny_per_mtok: float | None = None  # the budget's; None: the full price (unconfirmed)
     shared: RunShared = field(default_factory=RunShared)
     endpoint_id: str = ""  # "emulator" keeps synthetic answers out of real ones (see keys.request_key)
     commit_retry: asyncio.TimerHandle | None = field(default=None, init=False)  # a commit the journal's lock put off
     commits_closed: bool = field(default=False, init=False)  # the journal is being closed (off the loop)
+    resumes: dict[str, JournalEntry] = field(default_factory=dict, init=False)  # paid answers whose re-ask is due
 
     def __post_init__(self) -> None:
         self.validator: jsonschema_rs.Validator = compile_validator(self.task.schema)
@@ -83,7 +85,16 @@ class EngineContext:
         return self.shared.stop
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
-        cached_price = self.price_cached_cny_per_mtok
+        """What usage costs at the run's prices (what ``cost_cny`` reports)."""
+        return self._priced(prompt_tokens, completion_tokens, cached_tokens, self.price_cached_cny_per_mtok)
+
+    def budget_cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """What usage costs as the budget counts it: cached tokens at the full price unless the
+        user set their price (the platform's cached price is unconfirmed)."""
+        return self._priced(prompt_tokens, completion_tokens, cached_tokens, self.budget_price_cached_cny_per_mtok)
+
+    def _priced(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int,
+                cached_price: float | None) -> float:
         cached_price = self.price_cny_per_mtok if cached_price is None else cached_price
         full = prompt_tokens - cached_tokens + completion_tokens
         return (full * self.price_cny_per_mtok + cached_tokens * cached_price) / 1_000_000
@@ -110,14 +121,14 @@ async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -
         if index % 100 == 99:
             await asyncio.sleep(0)  # let answers of the previous shard be read meanwhile
     keys = [p.key for p in planned if p.key is not None]
-    known = ctx.journal.lookup(keys)
+    known = _due_reasks_apart(ctx, ctx.journal.lookup(keys))
     todo = {p.key: p.body for p in planned if p.key and p.body is not None and p.key not in known}
     fresh: dict[str, JournalEntry] = {}
     borrowed: set[str] = set()
     local = {key for key in todo if key in ctx.shared.inflight}
     mine = _claim(ctx, [key for key in todo if key not in local])
     waiting = {key: body for key, body in todo.items() if key not in local and key not in mine}
-    packs = _packs(ctx, [key for key in todo if key in mine], todo, first_row)
+    packs = _packs(ctx, [key for key in todo if key in mine and key not in ctx.resumes], todo, first_row)
     packed = {member.key for pack in packs for member in pack}
     keeper = asyncio.create_task(_keep_claims(ctx)) if mine or waiting else None
     try:
@@ -134,6 +145,19 @@ async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -
             keeper.cancel()
     _commit(ctx)
     return _row_metas(ctx, planned, known, fresh, borrowed)
+
+
+def is_reask_due(entry: JournalEntry) -> bool:
+    """A journaled answer paid for whose re-ask the budget did not allow: a run asks it again."""
+    return entry.status == "invalid" and entry.error_code == "budget_reached"
+
+
+def _due_reasks_apart(ctx: EngineContext, found: dict[str, JournalEntry]) -> dict[str, JournalEntry]:
+    """``found`` without the entries whose re-ask is due; those go to ``ctx.resumes`` (to be claimed
+    and re-asked alone)."""
+    due = {key: entry for key, entry in found.items() if is_reask_due(entry)}
+    ctx.resumes.update(due)
+    return {key: entry for key, entry in found.items() if key not in due}
 
 
 def _start(ctx: EngineContext, group: asyncio.TaskGroup, key: str, body: dict[str, Any],
@@ -225,7 +249,7 @@ async def _wait_for_other_runs(ctx: EngineContext, group: asyncio.TaskGroup, wai
     while remaining and not ctx.stop.is_set():
         await asyncio.sleep(CLAIM_POLL_S)
         try:
-            found = ctx.journal.lookup(remaining)
+            found = _due_reasks_apart(ctx, ctx.journal.lookup(remaining))
         except JournalError as exc:
             _stop_on_journal_failure(ctx, exc)
             return
@@ -243,7 +267,8 @@ def _start_claimed(ctx: EngineContext, group: asyncio.TaskGroup, remaining: dict
     packs, unless another shard of this run is sending them (then borrowed)."""
     keys = [key for key in remaining if key in claimed]  # input order
     bodies = {key: remaining.pop(key) for key in keys}
-    packs = _packs(ctx, [key for key in keys if key not in ctx.shared.inflight], bodies, rows)
+    packs = _packs(ctx, [key for key in keys if key not in ctx.shared.inflight and key not in ctx.resumes],
+                   bodies, rows)
     packed = {member.key for pack in packs for member in pack}
     for pack in packs:
         _start_pack(ctx, group, pack, out)
@@ -351,38 +376,78 @@ class _Tally:
     cost_cny: float = 0.0
 
 
-#: The prompt-token count of a request is estimated by the rule of thumb (pipeline.tokens); the
-#: budget reserves this much more, in case the platform's tokenizer counts higher.
-PROMPT_MARGIN = 1.25
-
-
 @dataclass
 class _BudgetAdmission:
-    """Admits an attempt of one request body if its worst case fits under the run's budget."""
+    """Admits an attempt of one request body if its worst case fits under the run's budget; the
+    worst case is priced at each attempt, so it uses what the budget has learnt meanwhile."""
 
-    budget: Budget
-    worst_cny: float
-    limit_cny: float | None
+    ctx: EngineContext
+    counted_prompt: int  # the body's prompt tokens by the rule of thumb
+    answer_tokens: int
+    paid_row: bool = False  # the row has a paid answer already: its re-ask goes first
+
+    def worst_cny(self) -> float:
+        prompt = math.ceil(self.counted_prompt * self.ctx.shared.budget.prompt_scale)
+        return self.ctx.budget_cost(prompt, self.answer_tokens)
 
     async def admit(self) -> float:
-        return await self.budget.reserve(self.worst_cny, self.limit_cny)
+        budget = self.ctx.shared.budget
+        return await budget.reserve(self.worst_cny(), self.ctx.budget_cny, paid_row=self.paid_row)
 
     def refund(self, reserved: float) -> None:
-        self.budget.release(reserved)
+        self.ctx.shared.budget.release(reserved)
 
 
-def admission_for(ctx: EngineContext, body: Mapping[str, Any]) -> _BudgetAdmission | None:
+def admission_for(ctx: EngineContext, body: Mapping[str, Any], *, paid_row: bool = False) -> _BudgetAdmission | None:
     """The budget's admission of ``body``'s attempts; none without a budget (nothing to reserve, so
     the prompt is not counted on every attempt for it)."""
     if ctx.budget_cny is None:
         return None
-    return _BudgetAdmission(ctx.shared.budget, worst_case_cny(ctx, body), ctx.budget_cny)
+    counted = count_prompt_tokens(body["messages"], body.get("tools"))
+    return _BudgetAdmission(ctx, counted, int(body.get("max_tokens") or ctx.options.max_tokens), paid_row)
 
 
 def worst_case_cny(ctx: EngineContext, body: Mapping[str, Any]) -> float:
-    """The most one request of ``body`` can cost: its prompt (with a margin) plus a full answer."""
-    prompt = math.ceil(count_prompt_tokens(body["messages"], body.get("tools")) * PROMPT_MARGIN)
-    return ctx.cost(prompt, int(body.get("max_tokens") or ctx.options.max_tokens))
+    """The most one request of ``body`` can cost as the budget counts it now: its prompt (with the
+    budget's margin) plus a full answer."""
+    counted = count_prompt_tokens(body["messages"], body.get("tools"))
+    return _BudgetAdmission(ctx, counted, int(body.get("max_tokens") or ctx.options.max_tokens)).worst_cny()
+
+
+@dataclass
+class _Asking:
+    """Where one row's requests stand: the request to send next and what the row paid so far."""
+
+    current: dict[str, Any]
+    tally: _Tally
+    reask_due: bool  # the next request is a re-ask, counted as one once it goes on the wire
+    most_reasks: int
+    paid: ChatAnswer | JournalEntry | None = None  # the last paid answer (a resumed row: its entry)
+
+    def note_sent(self, ctx: EngineContext, log: AttemptLog) -> None:
+        """Count this send's attempts, and the re-ask once one of its attempts went out."""
+        self.tally.attempts += log.attempts
+        ctx.stats.note_attempts(log)
+        if self.reask_due and log.attempts:
+            self.reask_due = False
+            self.tally.reasks += 1
+            ctx.stats.reasks += 1
+
+
+def _asking(ctx: EngineContext, key: str, body: dict[str, Any], after_pack: bool) -> _Asking:
+    """A row's first request; after a pack, its request alone (a re-ask); or, for a row a run
+    before this one paid an answer for without the budget for its re-ask, that re-ask."""
+    earlier = None if after_pack else ctx.resumes.get(key)
+    if earlier is None:
+        return _Asking(body, _Tally(), after_pack, ctx.max_reasks + int(after_pack))
+    tally = _Tally(attempts=earlier.attempts, reasks=earlier.reasks, prompt_tokens=earlier.prompt_tokens,
+                   completion_tokens=earlier.completion_tokens, cost_cny=earlier.cost_cny or 0.0)
+    if earlier.request_id is None:  # its pack's share was paid; the request alone was not sent
+        return _Asking(body, tally, True, ctx.max_reasks + 1, earlier)
+    verdict = judge(earlier.answer, earlier.finish_reason, ctx.validator)
+    if not isinstance(verdict, Reask):
+        verdict = Reask("schema_invalid", ("the answer did not match the schema",))
+    return _Asking(build_reask(body, earlier.answer, verdict), tally, True, ctx.max_reasks, earlier)
 
 
 async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,
@@ -390,20 +455,21 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,
     """Fetch, judge and (bounded) re-ask one request; never raises for a row-level problem.
 
     ``after_pack``: the row's first request was a pack that gave no usable record for it, so this
-    request is already a re-ask (counted and booked as one); the usual re-asks still follow."""
-    tally = _Tally(reasks=int(after_pack))
-    ctx.stats.reasks += tally.reasks
-    most_reasks = ctx.max_reasks + tally.reasks
-    current = body
+    request is already a re-ask (counted and booked as one); the usual re-asks still follow. A
+    re-ask is counted once it is sent. A row with a paid answer whose re-ask does not fit the
+    budget ends ``invalid``/``budget_reached``, journaled with that answer: a later run sends only
+    the re-ask (:func:`_asking`)."""
+    asking = _asking(ctx, key, body, after_pack)
+    tally = asking.tally
     while True:
         log = AttemptLog()
-        admission = admission_for(ctx, current)
+        admission = admission_for(ctx, asking.current, paid_row=asking.paid is not None or after_pack)
         try:
             try:
-                answer = await send_with_retry(ctx.client, current, ctx.limiter, ctx.policy, ctx.stop, log, admission)
+                answer = await send_with_retry(ctx.client, asking.current, ctx.limiter, ctx.policy, ctx.stop, log,
+                                               admission)
             finally:  # count this send's attempts before any entry below copies the tally
-                tally.attempts += log.attempts
-                ctx.stats.note_attempts(log)
+                asking.note_sent(ctx, log)
         except FatalError as exc:
             ctx.stop.stop(exc)  # no new attempt starts; the ones on the wire are cancelled
             return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=exc.message), None
@@ -418,20 +484,18 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,
             message = f"not answered: {exc}"
             return _entry(ctx, key, "failed", tally, final=False, code="run_aborted", message=message), None
         except BudgetReached as exc:
-            what = "re-ask not sent" if tally.reasks else "not sent"
-            message = f"{what}: {exc}"
-            return _entry(ctx, key, "skipped", tally, final=False, code="budget_reached", message=message), None
+            return _budget_entry(ctx, key, asking, after_pack, exc), None
         tally.prompt_tokens += answer.prompt_tokens
         tally.completion_tokens += answer.completion_tokens
         if not tally.reasks:  # the request as rendered: the summary checks the estimate against it
             ctx.stats.first_answers += 1
             ctx.stats.rule_prompt_tokens += count_prompt_tokens(body["messages"], body.get("tools"))
-        tally.cost_cny += book_answer(ctx, answer, log, _spent_on(tally, log))
+        tally.cost_cny += book_answer(ctx, answer, log, _spent_on(tally, log), admission)
+        asking.paid = answer
         verdict = judge(answer.content, answer.finish_reason, ctx.validator)
-        if isinstance(verdict, Reask) and tally.reasks < most_reasks:
-            current = build_reask(current, answer.content, verdict)
-            tally.reasks += 1
-            ctx.stats.reasks += 1
+        if isinstance(verdict, Reask) and tally.reasks < asking.most_reasks:
+            asking.current = build_reask(asking.current, answer.content, verdict)
+            asking.reask_due = True
             continue
         entry = _judged_entry(ctx, key, verdict, tally)
         entry = replace(entry, latency_ms=answer.latency_ms, finish_reason=answer.finish_reason,
@@ -441,11 +505,42 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,
         return entry, answer.raw
 
 
-def book_answer(ctx: EngineContext, answer: ChatAnswer, log: AttemptLog, spent_on: str) -> float:
-    """Price a paid answer, settle the budget's reservation with it, count it; return its cost."""
+def _budget_entry(ctx: EngineContext, key: str, asking: _Asking, after_pack: bool,
+                  exc: BudgetReached) -> JournalEntry:
+    """The budget refused a request of this row. Nothing paid yet: ``skipped``, not kept (a later
+    run asks). An answer paid (or its pack's share): ``invalid`` with that answer, kept, so a later
+    run with more budget sends only the re-ask."""
+    tally, paid = asking.tally, asking.paid
+    if paid is None and not after_pack:
+        return _entry(ctx, key, "skipped", tally, final=False, code="budget_reached", message=f"not sent: {exc}")
+    message = f"{_problem(ctx, paid)}; its re-ask was not sent: {exc}"
+    entry = _entry(ctx, key, "invalid", tally, code="budget_reached", message=message)
+    if paid is None:  # a pack's share paid; no answer of its own
+        return entry
+    keep = not (isinstance(paid, ChatAnswer) and paid.synthetic and ctx.endpoint_id != SYNTHETIC_ENDPOINT)
+    return replace(entry, final=keep, latency_ms=paid.latency_ms, finish_reason=paid.finish_reason,
+                   request_id=paid.request_id, answer=paid.content if isinstance(paid, ChatAnswer) else paid.answer)
+
+
+def _problem(ctx: EngineContext, paid: ChatAnswer | JournalEntry | None) -> str:
+    """What was wrong with the row's last paid answer (its pack's record, when it has none)."""
+    if paid is None or (isinstance(paid, JournalEntry) and paid.request_id is None):
+        return "its pack gave no usable record for it"
+    content = paid.content if isinstance(paid, ChatAnswer) else paid.answer
+    verdict = judge(content, paid.finish_reason, ctx.validator)
+    return f"its answer failed the schema ({verdict.code})" if isinstance(verdict, Reask) else "its answer"
+
+
+def book_answer(ctx: EngineContext, answer: ChatAnswer, log: AttemptLog, spent_on: str,
+                admission: _BudgetAdmission | None = None) -> float:
+    """Price a paid answer, settle the budget's reservation with it (at the budget's prices; the
+    budget learns how the platform counted the prompt), count it; return its cost."""
     cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
     ctx.stats.note_cached(answer.cached_tokens, synthetic=answer.synthetic)
-    ctx.shared.budget.settle(log.reserved, cost)
+    budget = ctx.shared.budget
+    budget.settle(log.reserved, ctx.budget_cost(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens))
+    if admission is not None:
+        budget.learn(answer.prompt_tokens, admission.counted_prompt)
     ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost,
                           spent_on=spent_on, cached_cny=ctx.cost(answer.cached_tokens, 0, answer.cached_tokens))
     return cost
@@ -500,20 +595,29 @@ def _row_metas(ctx: EngineContext, planned: list[_Planned], known: dict[str, Jou
             continue
         from_journal = plan.key not in fresh or plan.key in paid
         paid.add(plan.key)
-        metas.append(meta_from_entry(ctx, entry, from_journal=from_journal))
+        earlier = None if from_journal else ctx.resumes.get(plan.key)
+        metas.append(meta_from_entry(ctx, entry, from_journal=from_journal or _same(entry, earlier), earlier=earlier))
     return metas
 
 
-def meta_from_entry(ctx: EngineContext, entry: JournalEntry, *, from_journal: bool) -> RowMeta:
+def _same(entry: JournalEntry, earlier: JournalEntry | None) -> bool:
+    """This run added no attempt to a row an earlier run paid for (its re-ask did not fit again)."""
+    return earlier is not None and entry.attempts == earlier.attempts
+
+
+def meta_from_entry(ctx: EngineContext, entry: JournalEntry, *, from_journal: bool,
+                    earlier: JournalEntry | None = None) -> RowMeta:
     """The output meta of a row answered by ``entry``: what this run spent on it (nothing when the
-    answer was reused) and what the answer cost when it was paid (``paid_*``)."""
-    paid_cost = entry.cost_cny if entry.cost_cny is not None else ctx.cost(entry.prompt_tokens, entry.completion_tokens)
-    prompt = 0 if from_journal else entry.prompt_tokens
-    completion = 0 if from_journal else entry.completion_tokens
+    answer was reused; less ``earlier``, what an earlier run paid for the row before its re-ask
+    was due) and what the answer cost when it was paid (``paid_*``)."""
+    paid_cost = _paid_cost(ctx, entry)
+    spent = RowSpend() if from_journal else RowSpend.of(entry, paid_cost)
+    if earlier is not None and not from_journal:
+        spent = spent.less(RowSpend.of(earlier, _paid_cost(ctx, earlier)))
     return RowMeta(
         status=entry.status, error_code=entry.error_code, error_message=entry.error_message,
-        attempts=0 if from_journal else entry.attempts, reasks=0 if from_journal else entry.reasks,
-        prompt_tokens=prompt, completion_tokens=completion, cost_cny=0.0 if from_journal else paid_cost,
+        attempts=spent.attempts, reasks=spent.reasks,
+        prompt_tokens=spent.prompt_tokens, completion_tokens=spent.completion_tokens, cost_cny=spent.cost_cny,
         latency_ms=entry.latency_ms, finish_reason=entry.finish_reason, model=entry.model,
         request_id=entry.request_id, key=entry.key, from_journal=from_journal,
         packed=is_packed_request_id(entry.request_id),
@@ -521,6 +625,30 @@ def meta_from_entry(ctx: EngineContext, entry: JournalEntry, *, from_journal: bo
         paid_prompt_tokens=entry.prompt_tokens, paid_completion_tokens=entry.completion_tokens,
         paid_cost_cny=paid_cost,
     )
+
+
+def _paid_cost(ctx: EngineContext, entry: JournalEntry) -> float:
+    return entry.cost_cny if entry.cost_cny is not None else ctx.cost(entry.prompt_tokens, entry.completion_tokens)
+
+
+@dataclass(frozen=True)
+class RowSpend:
+    """What a row's requests took: attempts, re-asks, tokens and money."""
+
+    attempts: int = 0
+    reasks: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_cny: float = 0.0
+
+    @classmethod
+    def of(cls, entry: JournalEntry, cost_cny: float) -> RowSpend:
+        return cls(entry.attempts, entry.reasks, entry.prompt_tokens, entry.completion_tokens, cost_cny)
+
+    def less(self, other: RowSpend) -> RowSpend:
+        return RowSpend(self.attempts - other.attempts, self.reasks - other.reasks,
+                        self.prompt_tokens - other.prompt_tokens, self.completion_tokens - other.completion_tokens,
+                        self.cost_cny - other.cost_cny)
 
 
 def rows_of(frame: pl.DataFrame, task: TaskSpec) -> list[dict[str, Any]]:

@@ -2,7 +2,10 @@
 
 ``results`` holds the final verdict of a request key: status, the parsed answer (compressed), what
 it cost when it was paid and when. Only final verdicts are stored: an outcome a rerun should ask
-again (a transient fault out of retries, the budget reached, the run stopped) is never journaled.
+again (a transient fault out of retries, the budget reached before a row was paid for, the run
+stopped) is never journaled. One exception is kept because it was paid for: an answer that failed
+the schema and whose re-ask the budget did not allow (``invalid``/``budget_reached``); a later run
+claims that key again and sends only the re-ask.
 The model's answer text is kept (compressed) only where it differs from the parsed answer, so
 ``glm-extract rejudge`` can judge stored answers again without paying.
 
@@ -46,6 +49,9 @@ PRUNE_BATCH = 500  # rowids prune deletes from per transaction (~10 ms of the lo
 PRUNE_PAUSE_S = 0.02  # between prune's transactions while a run uses the journal: its claims and commits get in
 RUN_MARK = "run:"  # the claim key marking a run at work on the journal (request keys are hex digests)
 _LOOKUP_CHUNK = 500
+#: A stored answer whose re-ask the run's budget did not allow (``invalid``/``budget_reached``) is
+#: claimed and re-asked by a later run (pipeline.engine.is_reask_due); every other one is final.
+_NOT_REASK_DUE = "NOT (status = 'invalid' AND coalesce(error_code, '') = 'budget_reached')"
 _HOST = socket.gethostname()
 _RESULTS = """
     CREATE TABLE IF NOT EXISTS results (
@@ -256,7 +262,8 @@ class Journal:
               *, now: float | None = None) -> set[str]:
         """Claim ``keys`` for ``owner`` until ``now + ttl_s``; return the keys granted.
 
-        Granted: not answered yet, and not claimed by another owner whose claim is still live (an
+        Granted: not answered yet (or answered, paid, with its re-ask due: the budget did not allow
+        it), and not claimed by another owner whose claim is still live (an
         expired claim is taken over; the owner's own claims are renewed)."""
         owner = owner or self.owner
         now = time.time() if now is None else now
@@ -267,7 +274,8 @@ class Journal:
             for start in range(0, len(wanted), _LOOKUP_CHUNK):
                 chunk = wanted[start : start + _LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
-                answered = {r[0] for r in self._db.execute(f"SELECT key FROM results WHERE key IN ({marks})", chunk)}
+                answered = {r[0] for r in self._db.execute(f"SELECT key FROM results WHERE key IN ({marks}) "
+                                                           f"AND {_NOT_REASK_DUE}", chunk)}
                 held = {key for key, holder in self._db.execute(
                     f"SELECT key, owner FROM claims WHERE key IN ({marks}) AND owner != ? AND expires_at > ?",
                     [*chunk, owner, now]) if owner_alive(holder)}

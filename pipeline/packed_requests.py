@@ -73,7 +73,7 @@ async def answer_pack(ctx: EngineContext, pack: Sequence[PackRow]) -> list[tuple
         return _all(ctx, pack, tries, "failed", "run_aborted", f"not answered: {exc}")
     ctx.stats.first_answers += len(pack)  # one answer for each row: the estimate check counts rows
     ctx.stats.rule_prompt_tokens += count_prompt_tokens(body["messages"])
-    book_answer(ctx, answer, log, "retries" if log.attempts > 1 else "first_attempts")
+    book_answer(ctx, answer, log, "retries" if log.attempts > 1 else "first_attempts", admission)
     verdicts = split_answer(answer.content, answer.finish_reason, len(pack), ctx.validator)
     shares = share_usage(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens,
                          packed_prompt_weights(ctx.task, rows), record_weights(verdicts))
@@ -91,7 +91,8 @@ async def answer_pack(ctx: EngineContext, pack: Sequence[PackRow]) -> list[tuple
         results[position] = (entry, None)
     asked = await _ask_alone(ctx, [pack[i] for i in alone], after_pack=True)
     for position, (entry, raw) in zip(alone, asked, strict=True):
-        results[position] = (_plus_share(ctx, entry, shares[position], tries[position]), raw)
+        entry = _plus_share(ctx, entry, shares[position], tries[position])
+        results[position] = (entry if keep else replace(entry, final=False), raw)
     return [result for result in results if result is not None]
 
 

@@ -6,6 +6,7 @@ through the engine and writes the table and the summary atomically. The CLI runs
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -32,11 +33,12 @@ from pipeline.prompts import RenderOptions
 from pipeline.redact import without_credentials
 from pipeline.settings import Settings
 from pipeline.stats import RunStats
-from pipeline.summary import CostSplit, EstimateCheck, Latency, Requests, RunSummary, Tokens
+from pipeline.summary import BudgetCheck, CostSplit, EstimateCheck, Latency, Requests, RunSummary, Tokens
 from pipeline.tables import RunColumns, assemble_shard, check_no_clash, extraction_dtype
 from pipeline.tasks import TaskSpec, bind_columns, load_task
 from pipeline.window import ShardWindow
 
+log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 #: How long a run's claim or commit waits for a journal another process holds (``journal prune``,
 #: another run) before the engine tries again later: the event loop never waits longer than this.
@@ -114,7 +116,14 @@ def build_context(prepared: PreparedRun, settings: Settings, target: Target, tra
         price_cny_per_mtok=settings.price_cny_per_mtok, budget_cny=settings.budget_cny, shared=shared or RunShared(),
         endpoint_id=SYNTHETIC_ENDPOINT if emulator else "",
         price_cached_cny_per_mtok=settings.price_cached_cny_per_mtok,
+        budget_price_cached_cny_per_mtok=budget_cached_price(settings),
     )
+
+
+def budget_cached_price(settings: Settings) -> float | None:
+    """The cached-token price the budget counts: the user's (setting, environment), else None — the
+    full input price, since the platform's cached price is unconfirmed (docs/glm_platform.md)."""
+    return settings.price_cached_cny_per_mtok if "price_cached_cny_per_mtok" in settings.model_fields_set else None
 
 
 def transport_for(settings: Settings, concurrency: int | None = None) -> httpx.AsyncBaseTransport:
@@ -229,6 +238,8 @@ class Run:
                                 time.perf_counter() - self.clock)
         if partition_date is not None and shards is not None:
             summary = summary.for_partition(partition_date, shards)
+        if summary.budget is not None and summary.budget.over_cny > 0:
+            log.warning("%s", summary.budget.describe())
         io.finish_output(self.plan, done.parts, summary.to_dict())
         return summary
 
@@ -334,4 +345,18 @@ def build_summary(prepared: PreparedRun, stats: RunStats, settings: Settings, ta
         concurrency=settings.concurrency, errors=stats.errors(),
         estimate=EstimateCheck(**estimate_check(task.schema, stats.rule_prompt_tokens, stats.first_answers,
                                                 stats.prompt_tokens, stats.completion_tokens)),
+        budget=budget_check(stats, settings),
     )
+
+
+def budget_check(stats: RunStats, settings: Settings) -> BudgetCheck | None:
+    """What the run spent as its budget counts money (None without a budget)."""
+    limit = settings.budget_cny
+    if limit is None:
+        return None
+    explicit = budget_cached_price(settings)
+    cached_price = settings.price_cny_per_mtok if explicit is None else explicit
+    full = stats.prompt_tokens - stats.cached_tokens + stats.completion_tokens
+    spent = (full * settings.price_cny_per_mtok + stats.cached_tokens * cached_price) / 1_000_000
+    return BudgetCheck(limit_cny=limit, spent_cny=round(spent, 6), cached_price_cny_per_mtok=cached_price,
+                       over_cny=round(max(0.0, spent - limit), 6))

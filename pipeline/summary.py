@@ -79,6 +79,23 @@ class EstimateCheck:
 
 
 @dataclass(frozen=True)
+class BudgetCheck:
+    """A run with ``--budget-cny``: what it spent as the budget counts money, at which cached price,
+    and how far over the limit it ended (0 unless the platform billed more than was reserved)."""
+
+    limit_cny: float
+    spent_cny: float  # cost_cny, with cached tokens at cached_price_cny_per_mtok
+    cached_price_cny_per_mtok: float  # the full input price unless the user set the cached price
+    over_cny: float = 0.0
+
+    def describe(self) -> str:
+        """One line: how far over its budget the run ended."""
+        return (f"the run ended {self.over_cny:.6f} CNY over its budget of {self.limit_cny} CNY (spent "
+                f"{self.spent_cny:.6f} CNY as the budget counts it): the platform billed more prompt tokens "
+                "than were reserved; later reservations counted prompts as it did")
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """One run, as it ended. Runs made by the Prefect flow also carry ``partition_date`` and ``shards``."""
 
@@ -109,6 +126,7 @@ class RunSummary:
     concurrency: int
     errors: tuple[ErrorCount, ...] = ()
     estimate: EstimateCheck = field(default_factory=EstimateCheck)
+    budget: BudgetCheck | None = None  # only for a run with a budget
     partition_date: str | None = None
     shards: int | None = None
 
@@ -129,7 +147,7 @@ class RunSummary:
         data: dict[str, Any] = {}
         for item in fields(self):
             value = getattr(self, item.name)
-            if value is None and item.name in _FLOW_ONLY:
+            if value is None and item.name in _OPTIONAL:
                 continue
             data[item.name] = _plain(value)
         return data
@@ -145,14 +163,17 @@ class RunSummary:
         parts["errors"] = tuple(ErrorCount(str(e["code"]), int(e["count"]), tuple(e["example_ids"]))
                                 for e in data["errors"])
         parts["estimate"] = EstimateCheck(**data["estimate"])
+        budget = data.get("budget")
+        parts["budget"] = BudgetCheck(**budget) if budget is not None else None
         return cls(**parts)
 
 
 _FLOW_ONLY = ("partition_date", "shards")
+_OPTIONAL = (*_FLOW_ONLY, "budget")  # keys written only when set
 _NESTED: dict[str, type[Any]] = {"requests": Requests, "tokens": Tokens, "cost_split": CostSplit,
                                  "latency_ms": Latency}
 _REQUIRED = tuple(f.name for f in fields(RunSummary)
-                  if f.name not in {*_FLOW_ONLY, *_NESTED, "status_counts", "errors", "estimate"})
+                  if f.name not in {*_OPTIONAL, *_NESTED, "status_counts", "errors", "estimate"})
 
 
 def _plain(value: Any) -> Any:
