@@ -90,8 +90,8 @@ async def answer_pack(ctx: EngineContext, pack: Sequence[PackRow]) -> list[tuple
                         request_id=f"{answer.request_id}{PACKED_ID_MARK}{label(position)}")
         results[position] = (entry, None)
     asked = await _ask_alone(ctx, [pack[i] for i in alone], after_pack=True)
-    for position, (entry, raw) in zip(alone, asked, strict=True):
-        entry = _plus_share(ctx, entry, shares[position], tries[position])
+    for position, (alone_entry, raw) in zip(alone, asked, strict=True):
+        entry = _plus_share(ctx, alone_entry, shares[position], tries[position])
         results[position] = (entry if keep else replace(entry, final=False), raw)
     return [result for result in results if result is not None]
 
