@@ -423,6 +423,7 @@ class _Asking:
     reask_due: bool  # the next request is a re-ask, counted as one once it goes on the wire
     most_reasks: int
     paid: ChatAnswer | JournalEntry | None = None  # the last paid answer (a resumed row: its entry)
+    before: JournalEntry | None = None  # a resumed row: its entry as the earlier run left it
 
     def note_sent(self, ctx: EngineContext, log: AttemptLog) -> None:
         """Count this send's attempts, and the re-ask once one of its attempts went out."""
@@ -443,11 +444,11 @@ def _asking(ctx: EngineContext, key: str, body: dict[str, Any], after_pack: bool
     tally = _Tally(attempts=earlier.attempts, reasks=earlier.reasks, prompt_tokens=earlier.prompt_tokens,
                    completion_tokens=earlier.completion_tokens, cost_cny=earlier.cost_cny or 0.0)
     if earlier.request_id is None:  # its pack's share was paid; the request alone was not sent
-        return _Asking(body, tally, True, ctx.max_reasks + 1, earlier)
+        return _Asking(body, tally, True, ctx.max_reasks + 1, earlier, earlier)
     verdict = judge(earlier.answer, earlier.finish_reason, ctx.validator)
     if not isinstance(verdict, Reask):
         verdict = Reask("schema_invalid", ("the answer did not match the schema",))
-    return _Asking(build_reask(body, earlier.answer, verdict), tally, True, ctx.max_reasks, earlier)
+    return _Asking(build_reask(body, earlier.answer, verdict), tally, True, ctx.max_reasks, earlier, earlier)
 
 
 async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,
@@ -460,6 +461,12 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,
     budget ends ``invalid``/``budget_reached``, journaled with that answer: a later run sends only
     the re-ask (:func:`_asking`)."""
     asking = _asking(ctx, key, body, after_pack)
+    entry, raw = await _ask(ctx, key, body, asking, after_pack)
+    return (entry if asking.before is None else replace(entry, before=asking.before)), raw
+
+
+async def _ask(ctx: EngineContext, key: str, body: dict[str, Any], asking: _Asking,
+               after_pack: bool) -> tuple[JournalEntry, bytes | None]:
     tally = asking.tally
     while True:
         log = AttemptLog()
@@ -595,7 +602,7 @@ def _row_metas(ctx: EngineContext, planned: list[_Planned], known: dict[str, Jou
             continue
         from_journal = plan.key not in fresh or plan.key in paid
         paid.add(plan.key)
-        earlier = None if from_journal else ctx.resumes.get(plan.key)
+        earlier = None if from_journal else entry.before
         metas.append(meta_from_entry(ctx, entry, from_journal=from_journal or _same(entry, earlier), earlier=earlier))
     return metas
 

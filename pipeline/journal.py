@@ -104,6 +104,7 @@ class JournalEntry:
     cost_cny: float | None = None  # what the answer cost when it was paid (None: not recorded)
     answer: str | None = None  # the model's last answer text (the client's parse, or read back from the journal)
     paid_at: float | None = None  # epoch seconds of the commit, as read back from the journal
+    before: JournalEntry | None = None  # not stored: this key's entry as an earlier run left it (a re-ask was due)
 
 
 @dataclass(frozen=True)

@@ -171,3 +171,19 @@ def test_a_paid_rows_reask_goes_before_a_new_rows_first_request() -> None:
             await fresh
 
     asyncio.run(scenario())
+
+
+def test_rows_resumed_across_shards_still_add_up_to_the_summary(workspace: Path) -> None:  # noqa: F811
+    texts = ["hello world", "second doc", "hello world", "third one", "second doc"]  # repeats in later shards
+    one_row(workspace, texts)
+    prompt = first_prompt_tokens(workspace)
+    budget = cny(round(prompt * 1.25) + MAX_TOKENS + 5)
+    run(workspace, FakeGLM(default=wrong_first), concurrency=1, shard_size=1, max_tokens=MAX_TOKENS, budget_cny=budget)
+    again = FakeGLM(default=wrong_first)
+    summary = run(workspace, again, concurrency=3, shard_size=1, max_tokens=MAX_TOKENS, output="again.parquet")
+    out = pl.read_parquet(workspace / "again.parquet")
+    assert out["_status"].to_list() == ["ok"] * 5
+    assert len(again.requests) == 1 + 2 * 2  # the re-ask of the row paid before; the other two texts in full
+    assert summary.requests.sent == out["_attempts"].sum() == len(again.requests)
+    assert summary.requests.reasks == out["_reasks"].sum() == 3
+    assert summary.cost_cny == pytest.approx(out["_cost_cny"].sum(), abs=1e-6)
