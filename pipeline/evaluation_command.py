@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import polars as pl
 from pipeline.compare import CHANGES_SCHEMA, compare_outputs, render_comparison
 from pipeline.errors import GlmExtractError, InputError, first_line
 from pipeline.evaluate import attach_gold, override_gold, parse_gold_table, parse_path, render_markdown, score_table
-from pipeline.io import summary_path_for
+from pipeline.io import summary_path_for, write_parquet_atomic
 from pipeline.tasks import TaskSpec
 
 
@@ -85,27 +84,11 @@ def _is_changes_table(path: Path) -> bool:
 
 
 def write_changes(frame: pl.DataFrame, path: Path) -> None:
-    """Write ``frame`` to a temp file beside ``path``, fsync it, rename it over ``path``: a failure
-    leaves the earlier file whole and no temp file behind."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    """Write the changes table atomically (:func:`pipeline.io.write_parquet_atomic`), in one line on failure."""
     try:
-        frame.write_parquet(tmp)
-        tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the table is for other readers too
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        write_parquet_atomic(frame, path)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise GlmExtractError(f"--changes {path}: cannot write it ({first_line(exc)})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_table(path: Path, role: str) -> pl.DataFrame:

@@ -386,6 +386,18 @@ def write_json_atomic(path: Path, value: dict[str, object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """``frame`` into a fsynced temp file next to ``path``, then renamed over it: a failure leaves
+    the earlier file whole and no temp file behind."""
+    tmp = _temp_next_to(path)
+    try:
+        frame.write_parquet(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _json_temp(path: Path, value: dict[str, object]) -> Path:
     """``value`` as indented JSON in a fsynced temp file next to ``path`` (removed on failure)."""
     tmp = _temp_next_to(path)

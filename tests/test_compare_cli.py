@@ -130,6 +130,12 @@ def test_changes_in_a_missing_folder_is_one_line(tmp_path: Path, pair: tuple[Pat
     assert "nodir" in one_error_line(stderr)
 
 
+def test_changes_in_a_folder_that_cannot_be_written_is_one_line(pair: tuple[Path, Path]) -> None:
+    code, _, stderr = compare(*pair, "--changes", "/proc/changes.parquet")  # /proc takes no new file, even as root
+    assert code == BAD_INPUT_EXIT
+    assert "/proc/changes.parquet" in one_error_line(stderr)
+
+
 def test_a_failed_changes_write_leaves_the_earlier_file_whole(tmp_path: Path, pair: tuple[Path, Path],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "changes.parquet"
