@@ -97,7 +97,8 @@ def compare_outputs(a: pl.DataFrame, b: pl.DataFrame, fields: Sequence[str],
     """Compare ``fields`` of two enriched tables; raise ``ValueError`` naming the table (by ``names``)
     and what is wrong: a missing column, a repeated or missing id, outputs of another task."""
     a, b = (_checked(table, name, fields) for table, name in zip((a, b), names, strict=True))
-    notes = _identity_notes(a, b, names)
+    notes = _identity_notes(a, b, names) + _one_sided_fields(a, b, fields)
+    fields = [f for f in fields if f in a.columns and f in b.columns]
     joined = a.select(RECORD_ID, STATUS, *fields).join(b.select(RECORD_ID, STATUS, *fields), on=RECORD_ID,
                                                        how="inner", suffix=_B, maintain_order="left")
     both_ok = joined.filter((pl.col(STATUS) == OK) & (pl.col(STATUS + _B) == OK))
@@ -115,9 +116,10 @@ def compare_outputs(a: pl.DataFrame, b: pl.DataFrame, fields: Sequence[str],
 
 def _checked(table: pl.DataFrame, name: str, fields: Sequence[str]) -> pl.DataFrame:
     """``table`` with its ids as text, after checking it has the columns and one row per id."""
-    missing = [c for c in (RECORD_ID, STATUS, *fields) if c not in table.columns]
-    if missing:
-        raise ValueError(f"{name} lacks column(s) {', '.join(missing)}: is it an enriched table of this task?")
+    missing = [c for c in (RECORD_ID, STATUS) if c not in table.columns]
+    if missing or not any(f in table.columns for f in fields):
+        lacking = ", ".join(missing) or "every field of the task"
+        raise ValueError(f"{name} lacks {lacking}: is it an enriched table of this task?")
     table = table.with_columns(pl.col(RECORD_ID).cast(pl.String), pl.col(STATUS).cast(pl.String))
     ids = table.get_column(RECORD_ID)
     if ids.null_count():
@@ -144,6 +146,17 @@ def _identity_notes(a: pl.DataFrame, b: pl.DataFrame, names: tuple[str, str]) ->
     if schemas:
         notes.append(f"A has schema `{schemas[0]}`, B has schema `{schemas[1]}`: the task's schema changed "
                      "between the runs.")
+    return tuple(notes)
+
+
+def _one_sided_fields(a: pl.DataFrame, b: pl.DataFrame, fields: Sequence[str]) -> tuple[str, ...]:
+    """A note for each field of the task that only one table holds (a schema edit added or removed
+    it between the runs); such a field is not compared."""
+    notes = []
+    for field in fields:
+        if (field in a.columns) != (field in b.columns):
+            side, other = ("A", "B") if field in a.columns else ("B", "A")
+            notes.append(f"`{field}` is only in {side} (not in {other}'s schema): not compared.")
     return tuple(notes)
 
 

@@ -236,6 +236,22 @@ def test_two_schema_versions_of_the_task_are_compared_and_named(tmp_path: Path) 
     assert f"A has schema `sha256:0ld`, B has schema `{TASK.schema_id}`" in stdout
 
 
+def test_a_field_added_or_removed_by_a_schema_edit_is_named_and_the_rest_compared(tmp_path: Path) -> None:
+    # the older run had no `summary` (the field was added since); the newer one has every field
+    old = output([row("t1"), row("t2", "refund")], schema_id="sha256:0ld").drop("summary")
+    a = write(tmp_path, "a.parquet", old)
+    b = write(tmp_path, "b.parquet", output([row("t1"), row("t2", "billing")]))
+    code, stdout, stderr = compare(a, b)
+    assert code == 0, stderr
+    assert "`summary` is only in B" in stdout
+    assert field_line(stdout, "issue_category")["changed"] == "1"
+    assert "| `summary` |" not in stdout  # not compared: nothing on A's side
+    # a table holding no field of the task is still refused
+    bare = write(tmp_path, "bare.parquet", old.select("_record_id", "_status", "_task", "_schema_id"))
+    code, _, stderr = compare(bare, b)
+    assert code == BAD_INPUT_EXIT and "enriched table of this task" in one_error_line(stderr)
+
+
 def test_a_categorical_record_id_is_compared_like_text(tmp_path: Path) -> None:
     a = write(tmp_path, "a.parquet", output([row("t1"), row("t2", "refund")]))
     frame = output([row("t1"), row("t2")])
