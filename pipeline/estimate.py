@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -273,10 +273,14 @@ class Allowance:
     completion_share: float  # extra completion tokens per first-answer token (runaways included)
     learnt_from: int = 0
     packed: bool = False
+    history_packed: bool = False  # the journal's answers to these rows came from packed requests
 
     def source(self) -> str:
         prior = (f"a prior of {ALONE_PRIOR:.1%} of packed rows asked again alone" if self.packed
                  else f"a prior of {REASK_PRIOR:.1%} re-asks per request")
+        if not self.learnt_from and self.history_packed:
+            return (f"{prior}, the emulator's realistic fault table (the journal's answers to these rows came "
+                    "from packed requests: the rows a pack answered share its bill, the rest are its failures)")
         if not self.learnt_from:
             return f"{prior}, the emulator's realistic fault table (no answers in the journal to learn from)"
         return f"learnt from {self.learnt_from} answers in the journal, blended with {prior} (weight {PRIOR_WEIGHT})"
@@ -353,7 +357,7 @@ def expected_tokens(first_prompt: float, first_cached: float, first_completion: 
     """``first_*``: the requests to send (packed when the task packs); ``rows_prompt``: the rows'
     own first prompts, unpacked, on which the allowance's prompt shares are taken."""
     extra_prompt = round(allowance.prompt_share * rows_prompt)
-    extra_cached = round(allowance.cached_share * rows_prompt)
+    extra_cached = min(round(allowance.cached_share * rows_prompt), extra_prompt)  # a re-ask's cache is its prompt
     extra_completion = round(allowance.completion_share * first_completion)
     prompt = round(first_prompt) + extra_prompt
     return Expected(prompt=prompt, cached=min(round(first_cached) + extra_cached, prompt),
@@ -421,6 +425,7 @@ class EstimateWalk:
     pairs: list[tuple[int, int, int]] = field(default_factory=list)
     observed: list[Observed] = field(default_factory=list)
     packed: bool = False
+    history_packed: bool = False  # a journal answer to these rows came from a packed request
     max_tokens: int | None = None  # None: the task's, else the settings' default
     max_reasks: int = DEFAULT_MAX_REASKS
 
@@ -459,9 +464,12 @@ def add_rows(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, rows: Seque
 
 
 def _observe(walk: EstimateWalk, counted: int, entry: Any) -> None:
-    """Keep a journaled answer to learn the allowance from: one this row's own requests paid (not a
-    share of a packed request's bill) and that was paid at all."""
-    if entry.prompt_tokens > 0 and not is_packed_request_id(entry.request_id):
+    """Keep a journaled answer to learn the allowance from: one this row's own requests paid and that
+    was paid at all. A share of a packed request's bill marks the history as packed: the rows of
+    such a run that were asked alone are its pack's failures, so nothing is learnt from them."""
+    if is_packed_request_id(entry.request_id):
+        walk.history_packed = True  # then the rows asked alone are the pack's failures: learn nothing
+    elif entry.prompt_tokens > 0:
         walk.observed.append(Observed(counted, entry.prompt_tokens, entry.completion_tokens, entry.reasks))
 
 
@@ -484,7 +492,8 @@ def finish(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, prices: Price
     estimate.completion_per_request = per_answer
     rows_prompt = estimate._counted_rows * scale
     prior = prior_allowance(rows_prompt, estimate.requests, per_answer, packed=walk.packed)
-    allowance = learnt_allowance(walk.observed, prior, per_answer)
+    allowance = replace(learnt_allowance([] if walk.history_packed else walk.observed, prior, per_answer),
+                        history_packed=walk.history_packed)
     tokens = expected_tokens(estimate._counted_prompt * scale, estimate._counted_cached * scale,
                              per_answer * estimate.requests, rows_prompt, allowance)
     _price(estimate, tokens, prices)
