@@ -37,6 +37,7 @@ FULL: dict[str, list[str]] = {
     "bench_faults": ["--rows", "6000", "--concurrency", "30", "--latency", "0.2", "--hang-seconds", "10"],
     "bench_estimate": [],
     "bench_prune_during_run": ["--kept-rows", "1000000"],
+    "bench_defuse": ["--hostile-chars", "1000000"],
 }
 SMOKE: dict[str, list[str]] = {
     "bench_cap": ["--rows", "300", "--concurrency", "50", "--latency", "0.2", "--tiers", "V0", "--tier-rows", "40",
@@ -49,6 +50,7 @@ SMOKE: dict[str, list[str]] = {
     "bench_faults": ["--rows", "300", "--concurrency", "30", "--latency", "0.2", "--hang-seconds", "1"],
     "bench_estimate": ["--tasks", "ticket_qa"],
     "bench_prune_during_run": ["--old-rows", "2000", "--kept-rows", "2000", "--rows", "600"],
+    "bench_defuse": ["--hostile-chars", "10000"],
 }
 
 
