@@ -23,7 +23,7 @@ from pipeline.budget import Budget, BudgetReached
 from pipeline.glm.client import ChatAnswer, GLMClient
 from pipeline.glm.errors import FatalError, RowError, TransientError
 from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStop, RunStopping, send_with_retry
-from pipeline.journal import Journal, JournalBusy, JournalEntry, JournalError
+from pipeline.journal import Journal, JournalBusy, JournalEntry, JournalError, is_reask_due
 from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
 from pipeline.limiter import AdaptiveLimiter
 from pipeline.outcomes import local_outcome
@@ -145,11 +145,6 @@ async def process_shard(ctx: EngineContext, rows: Iterable[Mapping[str, Any]]) -
             keeper.cancel()
     _commit(ctx)
     return _row_metas(ctx, planned, known, fresh, borrowed)
-
-
-def is_reask_due(entry: JournalEntry) -> bool:
-    """A journaled answer paid for whose re-ask the budget did not allow: a run asks it again."""
-    return entry.status == "invalid" and entry.error_code == "budget_reached"
 
 
 def _due_reasks_apart(ctx: EngineContext, found: dict[str, JournalEntry]) -> dict[str, JournalEntry]:

@@ -49,9 +49,10 @@ PRUNE_BATCH = 500  # rowids prune deletes from per transaction (~10 ms of the lo
 PRUNE_PAUSE_S = 0.02  # between prune's transactions while a run uses the journal: its claims and commits get in
 RUN_MARK = "run:"  # the claim key marking a run at work on the journal (request keys are hex digests)
 _LOOKUP_CHUNK = 500
-#: A stored answer whose re-ask the run's budget did not allow (``invalid``/``budget_reached``) is
-#: claimed and re-asked by a later run (pipeline.engine.is_reask_due); every other one is final.
-_NOT_REASK_DUE = "NOT (status = 'invalid' AND coalesce(error_code, '') = 'budget_reached')"
+#: (status, error_code) of a stored answer whose re-ask the run's budget did not allow: a later run
+#: claims it and sends the re-ask (:func:`is_reask_due`); every other stored answer is final.
+REASK_DUE = ("invalid", "budget_reached")
+_NOT_REASK_DUE = f"NOT (status = '{REASK_DUE[0]}' AND coalesce(error_code, '') = '{REASK_DUE[1]}')"
 _HOST = socket.gethostname()
 _RESULTS = """
     CREATE TABLE IF NOT EXISTS results (
@@ -105,6 +106,11 @@ class JournalEntry:
     answer: str | None = None  # the model's last answer text (the client's parse, or read back from the journal)
     paid_at: float | None = None  # epoch seconds of the commit, as read back from the journal
     before: JournalEntry | None = None  # not stored: this key's entry as an earlier run left it (a re-ask was due)
+
+
+def is_reask_due(entry: JournalEntry) -> bool:
+    """A stored answer paid for whose re-ask the budget did not allow: a later run sends the re-ask."""
+    return (entry.status, entry.error_code) == REASK_DUE
 
 
 @dataclass(frozen=True)

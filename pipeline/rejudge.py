@@ -2,7 +2,8 @@
 
 The journal keeps each answer's parsed form and, where it differs, the model's own text; both
 are judged exactly as a live answer is (:func:`pipeline.validate.judge`). There is no re-ask: an
-answer the current schema refuses ends ``invalid`` (a re-ask would be a new, paid request).
+answer the current schema refuses ends ``invalid`` (a re-ask would be a new, paid request), except
+one whose re-ask the budget did not allow: it keeps waiting for that re-ask unless it now passes.
 Only ``ok`` and ``invalid`` verdicts are judged again; a platform verdict (filtered, failed) stays.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 import jsonschema_rs
 import orjson
 
-from pipeline.journal import Journal, JournalEntry
+from pipeline.journal import Journal, JournalEntry, is_reask_due
 from pipeline.tables import extraction_dtype, has_free_form, json_text_for
 from pipeline.tasks import TaskSpec
 from pipeline.validate import Filtered, Valid, compile_validator, judge
@@ -79,6 +80,8 @@ def rejudged(entry: JournalEntry, judge_with: _Judge) -> JournalEntry:
     if isinstance(verdict, Filtered):
         return replace(entry, status="filtered", data_json=None, error_code=verdict.code,
                        error_message=verdict.message, schema_id=judge_with.schema_id, answer=text)
+    if is_reask_due(entry):  # still wrong: the re-ask a later run owes it stays due
+        return entry
     message = f"{verdict.code} when judged again (no re-ask): {'; '.join(verdict.errors)[:500]}"
     return replace(entry, status="invalid", data_json=None, error_code=verdict.code, error_message=message,
                    schema_id=judge_with.schema_id, answer=text)

@@ -21,7 +21,7 @@ from pipeline.commands.console import ColumnOption, MaxTokensOption, fail, out, 
 from pipeline.endpoints import needs_emulator, online_target
 from pipeline.errors import GlmExtractError
 from pipeline.estimate import Estimate, EstimateWalk, Prices, add_rows, finish, needs_request, packed_bodies
-from pipeline.journal import JournalEntry
+from pipeline.journal import JournalEntry, is_reask_due
 from pipeline.journal_reader import JournalReader
 from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
 from pipeline.packing import settings_for
@@ -66,7 +66,7 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
                     body = render_request(task, row, options, system)
                     by_key.setdefault(request_key(body, endpoint_id), (row, body))
             keyed = {key: body for key, (_, body) in by_key.items()}
-            hits = journal.lookup(keyed) if journal is not None else {}
+            hits = _answered(journal, keyed)
             real = _real_answers(journal, keyed, endpoint_id, hits)
             todo = [by_key[key] for key in keyed if key not in hits]
             sent = packed_bodies(task, options, pack, todo) if pack is not None else None
@@ -75,6 +75,12 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
         if journal is not None:
             journal.close()
     return finish(estimate, walk, task, prices_for(settings))
+
+
+def _answered(journal: JournalReader | None, keyed: dict[str, dict[str, Any]]) -> dict[str, JournalEntry]:
+    """The journal's answers a run would reuse: not those still owed a re-ask (a run sends it)."""
+    found = journal.lookup(keyed) if journal is not None else {}
+    return {key: entry for key, entry in found.items() if not is_reask_due(entry)}
 
 
 def _real_answers(journal: JournalReader | None, keyed: dict[str, dict[str, Any]], endpoint_id: str,
