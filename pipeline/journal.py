@@ -211,11 +211,7 @@ class Journal:
         queued = {e.key: e for e, _ in self._pending}  # answered, not yet committed (only finals are queued)
         found: dict[str, JournalEntry] = {k: queued[k] for k in unique if k in queued}
         with self._guard("read"):
-            for start in range(0, len(unique), _LOOKUP_CHUNK):
-                chunk = unique[start : start + _LOOKUP_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(f"{_SELECT} WHERE r.key IN ({marks})", chunk).fetchall()
-                found.update((row[0], _entry_from_row(row)) for row in rows)
+            found.update(lookup_entries(self._db, unique))
         return found
 
     def add(self, entry: JournalEntry, raw: bytes | None) -> None:
@@ -458,12 +454,12 @@ def _explain(path: Path, doing: str, exc: BaseException) -> JournalError:
     if "full" in lowered:
         return JournalError(f"journal {path}: the disk is full ({reason}); free space and rerun "
                             "(answers already committed are kept)")
-    if _is_busy(exc):
+    if is_busy(exc):
         return JournalBusy(f"journal {path} is locked by another process ({reason}); rerun when it is free")
     return JournalError(f"journal {path} is corrupt or not a glm-extract journal ({reason}): {_WHAT_TO_DO}")
 
 
-def _is_busy(exc: BaseException) -> bool:
+def is_busy(exc: BaseException) -> bool:
     """SQLite could not get a lock another connection holds."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
@@ -645,6 +641,16 @@ _SELECT = (
     "r.prompt_tokens, r.completion_tokens, r.cost_cny, r.latency_ms, r.finish_reason, r.request_id, "
     "o.task, o.schema_id, o.model, r.paid_at FROM results r JOIN origins o ON o.id = r.origin"
 )
+
+def lookup_entries(db: sqlite3.Connection, keys: Sequence[str]) -> dict[str, JournalEntry]:
+    """The stored entries of ``keys`` (distinct) in ``db``, read in chunks; SQLite errors propagate."""
+    found: dict[str, JournalEntry] = {}
+    for start in range(0, len(keys), _LOOKUP_CHUNK):
+        chunk = keys[start : start + _LOOKUP_CHUNK]
+        rows = db.execute(f"{_SELECT} WHERE r.key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        found.update((row[0], _entry_from_row(row)) for row in rows)
+    return found
+
 
 def _entry_from_row(row: Any) -> JournalEntry:
     (key, status, data, answer, code, message, attempts, reasks, prompt, completion, cost, latency, finish,

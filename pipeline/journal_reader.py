@@ -23,15 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.errors import first_line
-from pipeline.journal import (
-    _LOOKUP_CHUNK,
-    _SELECT,
-    LOCK_WAIT_S,
-    SCHEMA_VERSION,
-    JournalEntry,
-    JournalError,
-    _entry_from_row,
-)
+from pipeline.journal import LOCK_WAIT_S, SCHEMA_VERSION, JournalEntry, JournalError, is_busy, lookup_entries
 
 _USE_A_RUNS_JOURNAL = "pass --journal with the journal a run writes"
 
@@ -63,16 +55,10 @@ class JournalReader:
 
     def lookup(self, keys: Iterable[str]) -> dict[str, JournalEntry]:
         """Final entries for ``keys`` (missing keys are absent)."""
-        unique = list(dict.fromkeys(keys))
-        found: dict[str, JournalEntry] = {}
         try:
-            for start in range(0, len(unique), _LOOKUP_CHUNK):
-                chunk = unique[start : start + _LOOKUP_CHUNK]
-                rows = self._db.execute(f"{_SELECT} WHERE r.key IN ({','.join('?' * len(chunk))})", chunk)
-                found.update((row[0], _entry_from_row(row)) for row in rows.fetchall())
+            return lookup_entries(self._db, list(dict.fromkeys(keys)))
         except (sqlite3.Error, zlib.error, UnicodeDecodeError) as exc:  # a damaged page or answer
             raise _unreadable(self.path, exc) from None
-        return found
 
     def close(self) -> None:
         self._db.close()
@@ -120,7 +106,7 @@ def _check(db: sqlite3.Connection, path: Path) -> bool:
 def _unreadable(path: Path, exc: BaseException) -> JournalError:
     reason = first_line(exc)
     lowered = reason.lower()
-    if "locked" in lowered or "busy" in lowered:
+    if is_busy(exc):
         return JournalError(f"journal {path} is locked by another process ({reason}); rerun when it is free")
     if "unable to open" in lowered or "permission" in lowered or "readonly" in lowered:
         return JournalError(f"journal {path} cannot be read ({reason}): make it readable, or {_USE_A_RUNS_JOURNAL}")
