@@ -126,6 +126,7 @@ def print_summary(summary: RunSummary) -> None:
         ("tokens", f"prompt={tokens.prompt} completion={tokens.completion}"),
         ("cost", f"{summary.cost_cny:.6f} CNY  ({summary.cost_split.describe()})"),
         ("answers cost", f"{summary.answers_cost_cny:.6f} CNY when paid (this run or an earlier one)"),
+        *([("budget", summary.budget.table_line())] if summary.budget is not None else []),
         ("latency", "no request answered" if latency.p50 is None else f"p50={latency.p50} ms p95={latency.p95} ms"),
         ("throughput", f"{summary.rows_per_second} rows/s in {summary.seconds} s"),
         ("output", f"{summary.output} (+ .summary.json)"),

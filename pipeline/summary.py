@@ -88,6 +88,12 @@ class BudgetCheck:
     cached_price_cny_per_mtok: float  # the full input price unless the user set the cached price
     over_cny: float = 0.0
 
+    def table_line(self) -> str:
+        """The budget as the end-of-run table shows it."""
+        over = f"; OVER by {self.over_cny:.6f} CNY" if self.over_cny > 0 else ""
+        return (f"limit {self.limit_cny} CNY, spent {self.spent_cny:.6f} as the budget counts it (cached tokens "
+                f"at {self.cached_price_cny_per_mtok} CNY/M){over}")
+
     def describe(self) -> str:
         """One line: how far over its budget the run ended."""
         return (f"the run ended {self.over_cny:.6f} CNY over its budget of {self.limit_cny} CNY (spent "

@@ -81,3 +81,16 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path: Path) -> None:
 def test_tasks_lists_builtin_tasks() -> None:
     done = cli("tasks")
     assert done.returncode == 0 and "ticket_qa" in done.stdout and "financial_report" in done.stdout
+
+
+def test_a_budget_shows_in_the_summary_table_with_the_price_it_counted_cached_tokens_at(
+        tmp_path: Path, emulator: EmulatorProcess) -> None:
+    output = tmp_path / "budget.parquet"
+    env = {"GLM_EXTRACT_JOURNAL_PATH": str(tmp_path / "journal.sqlite"), "COLUMNS": "200"}
+    done = cli("run", "--task", "ticket_qa", "--input", str(TICKETS), "--output", str(output), "-q",
+               "--base-url", emulator.base_url, "--concurrency", "8", "--budget-cny", "0.01", env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(output.with_name(output.name + ".summary.json").read_text())
+    line = next(row for row in done.stdout.splitlines() if "│" in row and "budget" in row.split("│")[1])
+    assert "limit 0.01 CNY" in line and f"spent {summary['budget']['spent_cny']:.6f}" in line
+    assert "cached tokens at 0.5 CNY/M" in line and "over" not in line
