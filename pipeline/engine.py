@@ -361,14 +361,24 @@ def _stop_on_journal_failure(ctx: EngineContext, exc: JournalError) -> None:
 
 
 @dataclass
-class _Tally:
-    """What one row's requests cost so far (every attempt and re-ask of it)."""
+class RowSpend:
+    """What a row's requests took (every attempt and re-ask of it): attempts, re-asks, tokens and money;
+    tallied as they are sent, or read off a journal entry."""
 
     attempts: int = 0
     reasks: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_cny: float = 0.0
+
+    @classmethod
+    def of(cls, entry: JournalEntry, cost_cny: float) -> RowSpend:
+        return cls(entry.attempts, entry.reasks, entry.prompt_tokens, entry.completion_tokens, cost_cny)
+
+    def less(self, other: RowSpend) -> RowSpend:
+        return RowSpend(self.attempts - other.attempts, self.reasks - other.reasks,
+                        self.prompt_tokens - other.prompt_tokens, self.completion_tokens - other.completion_tokens,
+                        self.cost_cny - other.cost_cny)
 
 
 @dataclass
@@ -414,7 +424,7 @@ class _Asking:
     """Where one row's requests stand: the request to send next and what the row paid so far."""
 
     current: dict[str, Any]
-    tally: _Tally
+    tally: RowSpend
     reask_due: bool  # the next request is a re-ask, counted as one once it goes on the wire
     most_reasks: int
     paid: ChatAnswer | JournalEntry | None = None  # the last paid answer (a resumed row: its entry)
@@ -435,9 +445,8 @@ def _asking(ctx: EngineContext, key: str, body: dict[str, Any], after_pack: bool
     before this one paid an answer for without the budget for its re-ask, that re-ask."""
     earlier = None if after_pack else ctx.resumes.get(key)
     if earlier is None:
-        return _Asking(body, _Tally(), after_pack, ctx.max_reasks + int(after_pack))
-    tally = _Tally(attempts=earlier.attempts, reasks=earlier.reasks, prompt_tokens=earlier.prompt_tokens,
-                   completion_tokens=earlier.completion_tokens, cost_cny=earlier.cost_cny or 0.0)
+        return _Asking(body, RowSpend(), after_pack, ctx.max_reasks + int(after_pack))
+    tally = RowSpend.of(earlier, earlier.cost_cny or 0.0)
     if earlier.request_id is None:  # its pack's share was paid; the request alone was not sent
         return _Asking(body, tally, True, ctx.max_reasks + 1, earlier, earlier)
     verdict = judge(earlier.answer, earlier.finish_reason, ctx.validator)
@@ -548,14 +557,14 @@ def book_answer(ctx: EngineContext, answer: ChatAnswer, log: AttemptLog, spent_o
     return cost
 
 
-def _spent_on(tally: _Tally, log: AttemptLog) -> str:
+def _spent_on(tally: RowSpend, log: AttemptLog) -> str:
     """What an answer's cost is booked to: a re-ask, an answer that needed retries, or a first attempt."""
     if tally.reasks:
         return "reasks"
     return "retries" if log.attempts > 1 else "first_attempts"
 
 
-def _judged_entry(ctx: EngineContext, key: str, verdict: Valid | Reask | Filtered, tally: _Tally) -> JournalEntry:
+def _judged_entry(ctx: EngineContext, key: str, verdict: Valid | Reask | Filtered, tally: RowSpend) -> JournalEntry:
     if isinstance(verdict, Valid):
         data = json_text_for(verdict.data, ctx.answer_dtype) if ctx.free_form else verdict.data
         return _entry(ctx, key, "ok", tally, data_json=orjson.dumps(data).decode())
@@ -565,7 +574,7 @@ def _judged_entry(ctx: EngineContext, key: str, verdict: Valid | Reask | Filtere
     return _entry(ctx, key, "invalid", tally, code=verdict.code, message=message)
 
 
-def _entry(ctx: EngineContext, key: str, status: str, tally: _Tally, *, final: bool = True,
+def _entry(ctx: EngineContext, key: str, status: str, tally: RowSpend, *, final: bool = True,
            data_json: str | None = None, code: str | None = None, message: str | None = None) -> JournalEntry:
     return JournalEntry(
         key=key, status=status, final=final, data_json=data_json, error_code=code, error_message=message,
@@ -631,26 +640,6 @@ def meta_from_entry(ctx: EngineContext, entry: JournalEntry, *, from_journal: bo
 
 def _paid_cost(ctx: EngineContext, entry: JournalEntry) -> float:
     return entry.cost_cny if entry.cost_cny is not None else ctx.cost(entry.prompt_tokens, entry.completion_tokens)
-
-
-@dataclass(frozen=True)
-class RowSpend:
-    """What a row's requests took: attempts, re-asks, tokens and money."""
-
-    attempts: int = 0
-    reasks: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_cny: float = 0.0
-
-    @classmethod
-    def of(cls, entry: JournalEntry, cost_cny: float) -> RowSpend:
-        return cls(entry.attempts, entry.reasks, entry.prompt_tokens, entry.completion_tokens, cost_cny)
-
-    def less(self, other: RowSpend) -> RowSpend:
-        return RowSpend(self.attempts - other.attempts, self.reasks - other.reasks,
-                        self.prompt_tokens - other.prompt_tokens, self.completion_tokens - other.completion_tokens,
-                        self.cost_cny - other.cost_cny)
 
 
 def rows_of(frame: pl.DataFrame, task: TaskSpec) -> list[dict[str, Any]]:

@@ -16,9 +16,9 @@ from dataclasses import replace
 from pipeline.budget import BudgetReached
 from pipeline.engine import (
     EngineContext,
+    RowSpend,
     _entry,
     _judged_entry,
-    _Tally,
     admission_for,
     answer_request,
     book_answer,
@@ -106,8 +106,8 @@ async def _ask_alone(ctx: EngineContext, rows: Sequence[PackRow], *,
     return [task.result() for task in tasks]
 
 
-def _share_tally(ctx: EngineContext, share: Share, attempts: int) -> _Tally:
-    return _Tally(attempts=attempts, prompt_tokens=share.prompt_tokens, completion_tokens=share.completion_tokens,
+def _share_tally(ctx: EngineContext, share: Share, attempts: int) -> RowSpend:
+    return RowSpend(attempts=attempts, prompt_tokens=share.prompt_tokens, completion_tokens=share.completion_tokens,
                   cost_cny=ctx.cost(share.prompt_tokens, share.completion_tokens, share.cached_tokens))
 
 
@@ -123,5 +123,5 @@ def _plus_share(ctx: EngineContext, entry: JournalEntry, share: Share, attempts:
 def _all(ctx: EngineContext, pack: Sequence[PackRow], tries: Sequence[int], status: str, code: str,
          message: str) -> list[tuple[JournalEntry, bytes | None]]:
     """The same not-final outcome for every row of a pack that got no answer (nothing to share)."""
-    return [(_entry(ctx, m.key, status, _Tally(attempts=n), final=False, code=code, message=message), None)
+    return [(_entry(ctx, m.key, status, RowSpend(attempts=n), final=False, code=code, message=message), None)
             for m, n in zip(pack, tries, strict=True)]
