@@ -6,7 +6,6 @@ shrinking for later, saying so in its one line."""
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pipeline.runner import RunRequest, Target, run_extraction
 from pipeline.settings import Settings
 from pipeline.summary import RunSummary
 from tests.fakes import completion, document_of
+from tests.names_task import write_names_task
 from tests.reliability.support import cli_env, run_cli
 
 ROWS = 4
@@ -35,14 +35,7 @@ TARGET = Target(Endpoint("http://glm.test/api/paas/v4"), "custom")
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
-    task = tmp_path / "schemas" / "names"
-    task.mkdir(parents=True)
-    schema = {"type": "object", "properties": {"name": {"type": "string", "description": "who"}},
-              "required": ["name"], "additionalProperties": False}
-    (task / "schema.json").write_text(json.dumps(schema))
-    (task / "prompt.txt").write_text("Extract.\n<document>\n${body}\n</document>\n")
-    (task / "task.toml").write_text('description = "names"\nid_column = "id"\ntext_column = "body"\n'
-                                    'prompt_version = "1"\n')
+    write_names_task(tmp_path)
     pl.DataFrame({"id": [f"r{i}" for i in range(ROWS)], "body": [f"person {i} wrote" for i in range(ROWS)]}
                  ).write_parquet(tmp_path / "in.parquet")
     return tmp_path

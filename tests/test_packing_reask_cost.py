@@ -6,7 +6,6 @@ claims them at a later look, not sent one by one."""
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pipeline.runner import RunRequest, Target, run_extraction
 from pipeline.settings import Settings
 from pipeline.summary import RunSummary
 from tests.fakes import FakeGLM, completion, document_of
+from tests.names_task import write_names_task
 
 PRICE = 0.5  # CNY per million tokens (the settings' default)
 PACK_USAGE, ALONE_USAGE = (300, 30), (100, 20)
@@ -45,14 +45,7 @@ def leaves_the_last_record_out(body: dict[str, Any]) -> httpx.Response:
 
 @pytest.fixture
 def packing_task(tmp_path: Path) -> Path:
-    task = tmp_path / "schemas" / "names"
-    task.mkdir(parents=True)
-    schema = {"type": "object", "properties": {"name": {"type": "string", "description": "who"}},
-              "required": ["name"], "additionalProperties": False}
-    (task / "schema.json").write_text(json.dumps(schema))
-    (task / "prompt.txt").write_text("Extract.\n<document>\n${body}\n</document>\n")
-    (task / "task.toml").write_text('description = "names"\nid_column = "id"\ntext_column = "body"\n'
-                                    'prompt_version = "1"\npack_tokens = 3000\npack_max = 10\n')
+    write_names_task(tmp_path, "pack_tokens = 3000\npack_max = 10\n")
     pl.DataFrame({"id": ["r1", "r2", "r3"], "body": ["Ann wrote", "Bob wrote", "Cy wrote"]}).write_parquet(
         tmp_path / "in.parquet")
     return tmp_path
