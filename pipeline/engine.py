@@ -397,7 +397,7 @@ class _BudgetAdmission:
 
     async def admit(self) -> float:
         budget = self.ctx.shared.budget
-        return await budget.reserve(self.worst_cny(), self.ctx.budget_cny, paid_row=self.paid_row)
+        return await budget.reserve(self.worst_cny, self.ctx.budget_cny, paid_row=self.paid_row)
 
     def refund(self, reserved: float) -> None:
         self.ctx.shared.budget.release(reserved)

@@ -98,6 +98,17 @@ def test_reservations_learn_what_the_platform_bills_so_only_the_first_answer_can
     assert summary.budget is not None and summary.budget.over_cny == 0
 
 
+def test_with_many_in_flight_the_first_answer_teaches_the_window_before_it_opens(workspace: Path) -> None:  # noqa: F811
+    many_rows(workspace, 40)
+    fake = FakeGLM(default=triple, delay_s=0.02)
+    budget = 0.0015
+    summary = run(workspace, fake, concurrency=20, shard_size=40, max_tokens=50, budget_cny=budget)
+    assert 3 < len(fake.answered) < 40
+    assert tripled_bill(fake) <= budget  # requests waited for the first answer's lesson, not just one
+    assert fake.max_in_flight > 1  # and the window opened after it
+    assert summary.budget is not None and summary.budget.over_cny == 0
+
+
 def test_a_run_that_ends_over_its_budget_says_by_how_much(workspace: Path,  # noqa: F811
                                                          caplog: pytest.LogCaptureFixture) -> None:
     many_rows(workspace, 10)
