@@ -1,7 +1,7 @@
 """Token usage by the platform's published rule of thumb, read the way GLM's tokenizer splits text.
 
 "1 token ≈ 0.75 English words or ≈ 1.5 Chinese characters" (docs/glm_platform.md, tokens), so
-``tokens = ceil(cjk_chars / 1.5 + words / 0.75 + digit_groups + long_letters / 2)``. What a *word*
+``tokens = ceil(cjk_chars / 1.5 + words / 0.75 + digit_groups + long_letters / 2 + spaces / 4)``. What a *word*
 is follows how GLM-4's tokenizer splits text before its BPE merges (which never cross a split):
 
 - every non-ASCII character counts as a Chinese character (CJK text, full-width punctuation; the
@@ -11,7 +11,10 @@ is follows how GLM-4's tokenizer splits text before its BPE merges (which never 
   into about one token); whitespace-split words would count a compact JSON object as one word;
 - digits are split into groups of at most three and each group is a token (``13812345678`` is 4),
   as the tokenizer splits them; a run of letters and digits such as a hex dump is not one word;
-- a letter run longer than 12 (base64, random ids) costs a token per 2 letters, not one word.
+- a letter run longer than 12 (base64, random ids) costs a token per 2 letters, not one word;
+- a punctuation run longer than 6 marks is a word per 6 (a dump of symbols, a text table's rules),
+  runs of two or more whitespace characters a token per 4 (a tokenizer keeps them), and an emoji
+  (a 4-byte character) 2.5 tokens.
 
 Against two public BPE tokenizers this stays within about 0.8–1.25× on prose, ids, numbers, hex and
 base64 (docs/performance.md, "Cost per row"); the rule it replaces counted a 2,000-character hex
@@ -35,8 +38,13 @@ MESSAGE_OVERHEAD = 4
 _LETTERS = re.compile(rb"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 _DIGITS = re.compile(rb"[0-9]+")
 _PUNCT = re.compile(rb"[!-/:-@\[-`{-~]+")
+_SPACES = re.compile(rb"\s{2,}")
 _LEAD_TABLE = bytes(ord("c") if c >= 0xC0 else ord(" ") for c in range(256))  # UTF-8 lead bytes
+_FOUR_BYTE_TABLE = bytes(ord("f") if c >= 0xF0 else ord(" ") for c in range(256))  # emoji and the like
 LONG_WORD = 12  # a letter run longer than this is priced by its length (base64, random ids)
+PUNCT_PER_WORD = 6  # a punctuation run is a word per this many marks (a BPE merges ~6 random marks a token)
+SPACES_PER_TOKEN = 4  # runs of two or more whitespace characters (indents, blank lines, tables)
+FOUR_BYTE_TOKENS = 2.5  # an emoji or other 4-byte character (cl100k: 2-4 tokens; 1.5 per CJK character)
 
 
 @lru_cache(maxsize=512)  # system prompts repeat across a run's requests
@@ -45,12 +53,18 @@ def count_text_tokens(text: str) -> int:
     if not text:
         return 0
     raw = text.encode("utf-8", "replace")
-    non_ascii = 0 if text.isascii() else raw.translate(_LEAD_TABLE).count(b"c")
+    non_ascii = four_byte = 0
+    if not text.isascii():
+        non_ascii = raw.translate(_LEAD_TABLE).count(b"c")
+        four_byte = raw.translate(_FOUR_BYTE_TABLE).count(b"f")
     letters = _LETTERS.findall(raw)
     long_letters = [len(word) for word in letters if len(word) > LONG_WORD]
-    words = len(letters) - len(long_letters) + len(_PUNCT.findall(raw))
+    punct = sum(max(1.0, len(run) / PUNCT_PER_WORD) for run in _PUNCT.findall(raw))
+    words = len(letters) - len(long_letters) + punct
     digit_groups = sum((len(run) + 2) // 3 for run in _DIGITS.findall(raw))
-    return math.ceil(non_ascii / 1.5 + words / 0.75 + digit_groups + sum(long_letters) / 2)
+    spaces = sum(len(run) for run in _SPACES.findall(raw)) / SPACES_PER_TOKEN
+    cjk = (non_ascii - four_byte) / 1.5 + four_byte * FOUR_BYTE_TOKENS
+    return math.ceil(cjk + words / 0.75 + digit_groups + sum(long_letters) / 2 + spaces)
 
 
 def message_text(message: Mapping[str, Any]) -> str:

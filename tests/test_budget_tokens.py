@@ -71,3 +71,26 @@ def test_the_rule_counts_ids_numbers_and_dumps_at_least_as_the_platform_splits_t
     for text in [*_dumps(3), "订单号 2026112900013 电话 13812345678", "SN: 4C1E9B2F-77A0-4D2E-9A11-0B6F3C2D1E7A",
                  "Order A10-448213 was charged twice: 1,299.00 CNY on 2026-11-28."]:
         assert count_text_tokens(text) >= pieces(text), text
+
+
+def _lcg_punctuation(n: int) -> str:
+    """The same pseudo-random punctuation the reference counts below were measured on."""
+    marks, x, out = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", 7, []
+    for _ in range(n):
+        x = (x * 1103515245 + 12345) % 2147483648
+        out.append(marks[x % len(marks)])
+    return "".join(out)
+
+
+#: cl100k counts (npm gpt-tokenizer 4.0.0) of what a ticket can attach: the rule must not be far below.
+BPE_REFERENCE = [
+    ("log: " + _lcg_punctuation(2000), 353),  # a dump of punctuation
+    ("a" + " \n\t " * 500 + "b", 503),  # runs of mixed whitespace
+    ("thanks " + "\U0001F600\U0001F389\U0001F44D\U0001F680" * 50, 550),  # emoji: 4-byte characters
+    ("Revenue |  2023  |  2022\n" + "--------|--------|--------\n" * 40, 213),  # a text table's rules
+]
+
+
+@pytest.mark.parametrize(("text", "bpe"), BPE_REFERENCE, ids=["punctuation", "whitespace", "emoji", "table"])
+def test_the_rule_is_not_far_below_a_bpe_on_punctuation_whitespace_and_emoji(text: str, bpe: int) -> None:
+    assert count_text_tokens(text) >= 0.8 * bpe
