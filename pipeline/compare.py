@@ -28,6 +28,7 @@ from pipeline.wording import plural
 
 RECORD_ID = "_record_id"
 STATUS = "_status"
+ERROR_CODE = "_error_code"
 TASK = "_task"
 SCHEMA_ID = "_schema_id"
 OK = "ok"
@@ -99,8 +100,9 @@ def compare_outputs(a: pl.DataFrame, b: pl.DataFrame, fields: Sequence[str],
     a, b = (_checked(table, name, fields) for table, name in zip((a, b), names, strict=True))
     notes = _identity_notes(a, b, names) + _one_sided_fields(a, b, fields)
     fields = [f for f in fields if f in a.columns and f in b.columns]
-    joined = a.select(RECORD_ID, STATUS, *fields).join(b.select(RECORD_ID, STATUS, *fields), on=RECORD_ID,
-                                                       how="inner", suffix=_B, maintain_order="left")
+    meta = [RECORD_ID, STATUS, *([ERROR_CODE] if ERROR_CODE in a.columns and ERROR_CODE in b.columns else [])]
+    joined = a.select(*meta, *fields).join(b.select(*meta, *fields), on=RECORD_ID, how="inner", suffix=_B,
+                                           maintain_order="left")
     both_ok = joined.filter((pl.col(STATUS) == OK) & (pl.col(STATUS + _B) == OK))
     changes: list[Change] = []
     only_a, only_b = _one_side(a, b, "only_a", changes), _one_side(b, a, "only_b", changes)
@@ -177,9 +179,14 @@ def _one_side(table: pl.DataFrame, other: pl.DataFrame, kind: Kind, changes: lis
 
 
 def _status_changes(joined: pl.DataFrame, changes: list[Change]) -> tuple[StatusChange, ...]:
-    moved = joined.filter(pl.col(STATUS).ne_missing(pl.col(STATUS + _B))).select(RECORD_ID, STATUS, STATUS + _B)
+    moved = joined.filter(pl.col(STATUS).ne_missing(pl.col(STATUS + _B)))
+    for side in ("", _B):  # a row not ok says why: "invalid (budget_reached)" is not "invalid (schema_invalid)"
+        code = pl.col(ERROR_CODE + side) if ERROR_CODE in joined.columns else pl.lit(None, pl.String)
+        labelled = pl.when((pl.col(STATUS + side) != OK) & code.is_not_null()).then(
+            pl.format("{} ({})", pl.col(STATUS + side), code)).otherwise(pl.col(STATUS + side))
+        moved = moved.with_columns(labelled.alias("__label" + side))
     by_pair: dict[tuple[str, str], list[str]] = {}
-    for record, x, y in moved.iter_rows():
+    for record, x, y in moved.select(RECORD_ID, "__label", "__label" + _B).iter_rows():
         by_pair.setdefault((str(x), str(y)), []).append(record)
         changes.append((record, STATUS, "status", _canonical(x), _canonical(y)))
     ordered = sorted(by_pair.items(), key=lambda item: (-len(item[1]), item[0]))

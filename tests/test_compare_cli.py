@@ -252,6 +252,18 @@ def test_a_field_added_or_removed_by_a_schema_edit_is_named_and_the_rest_compare
     assert code == BAD_INPUT_EXIT and "enriched table of this task" in one_error_line(stderr)
 
 
+def test_a_status_change_says_why_a_row_was_not_ok(tmp_path: Path) -> None:
+    # a row the budget left owed its re-ask is not a row whose answer failed the schema
+    codes = pl.Series("_error_code", ["budget_reached", "schema_invalid", None])
+    a = write(tmp_path, "a.parquet", output([row("t1", status="invalid"), row("t2", status="invalid"), row("t3")])
+              .with_columns(codes))
+    b = write(tmp_path, "b.parquet", output([row("t1"), row("t2"), row("t3")])
+              .with_columns(pl.Series("_error_code", [None, None, None], dtype=pl.String)))
+    code, stdout, stderr = compare(a, b)
+    assert code == 0, stderr
+    assert "| invalid (budget_reached) → ok | 1 |" in stdout and "| invalid (schema_invalid) → ok | 1 |" in stdout
+
+
 def test_a_categorical_record_id_is_compared_like_text(tmp_path: Path) -> None:
     a = write(tmp_path, "a.parquet", output([row("t1"), row("t2", "refund")]))
     frame = output([row("t1"), row("t2")])
