@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,7 +26,7 @@ from pipeline.glm.errors import FatalError, RowError, TransientError
 from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStop, RunStopping, send_with_retry
 from pipeline.journal import Journal, JournalBusy, JournalEntry, JournalError, is_reask_due
 from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
-from pipeline.limiter import AdaptiveLimiter
+from pipeline.limiter import AdaptiveLimiter, paid_rows_first
 from pipeline.outcomes import local_outcome
 from pipeline.packing import PackRow, is_packed_request_id, item_tokens, plan_packs, settings_for
 from pipeline.prompts import RenderOptions, render_request, system_message
@@ -187,24 +188,30 @@ def _start_pack(ctx: EngineContext, group: asyncio.TaskGroup, pack: list[PackRow
 
 
 async def _answer_pack_into(ctx: EngineContext, pack: list[PackRow], out: dict[str, JournalEntry]) -> None:
+    """Each row of ``pack`` is settled (handed to its borrowers, journaled) as soon as it has its
+    outcome: a pack's usable records as soon as the pack is judged, not after its other rows."""
     from pipeline.packed_requests import answer_pack  # it builds on this module's request path
 
+    waiting = {member.key for member in pack}
+
+    def settle(member: PackRow, entry: JournalEntry, raw: bytes | None) -> None:
+        waiting.discard(member.key)
+        _settle(ctx, member.key, entry, raw, out)
+
     try:
-        results = await answer_pack(ctx, pack)
+        await answer_pack(ctx, pack, settle)
     except asyncio.CancelledError:
-        for member in pack:
-            ctx.shared.inflight.pop(member.key).cancel()
+        for key in waiting:
+            ctx.shared.inflight.pop(key).cancel()
         raise
     except BaseException as exc:
-        for member in pack:
-            _fail_borrowers(ctx.shared.inflight.pop(member.key), exc)
+        for key in waiting:
+            _fail_borrowers(ctx.shared.inflight.pop(key), exc)
         raise
-    for member, (entry, raw) in zip(pack, results, strict=True):
-        out[member.key] = entry
-        ctx.shared.inflight.pop(member.key).set_result(entry)
-        ctx.journal.add(entry, raw)
-    if ctx.journal.pending:
-        asyncio.get_running_loop().call_soon(_commit, ctx)
+
+
+#: Hands a row's outcome over as soon as it has one: to this shard, to its borrowers, to the journal.
+Settle = Callable[[PackRow, JournalEntry, bytes | None], None]
 
 
 def _claim(ctx: EngineContext, keys: list[str]) -> set[str]:
@@ -312,10 +319,23 @@ async def _answer_into(ctx: EngineContext, key: str, body: dict[str, Any], out: 
     except BaseException as exc:
         _fail_borrowers(ctx.shared.inflight.pop(key), exc)
         raise
+    _settle(ctx, key, entry, raw, out)
+
+
+def _settle(ctx: EngineContext, key: str, entry: JournalEntry, raw: bytes | None,
+            out: dict[str, JournalEntry]) -> None:
+    """``key`` has its outcome: this shard's, its borrowers', and the journal's (if it is kept)."""
     out[key] = entry
     ctx.shared.inflight.pop(key).set_result(entry)
-    ctx.journal.add(entry, raw)  # a non-final entry is not kept: only its claim is released
-    if ctx.journal.pending == 1:  # first of this loop tick: commit the tick's batch soon
+    keep_in_journal(ctx, entry, raw)
+
+
+def keep_in_journal(ctx: EngineContext, entry: JournalEntry, raw: bytes | None) -> None:
+    """Queue ``entry`` for the journal (a non-final entry is not kept: only its claim is released);
+    the first entry of a loop tick has the tick's batch committed soon."""
+    first = not ctx.journal.pending
+    ctx.journal.add(entry, raw)
+    if first and ctx.journal.pending:
         asyncio.get_running_loop().call_soon(_commit, ctx)
 
 
@@ -429,6 +449,12 @@ class _Asking:
     most_reasks: int
     paid: ChatAnswer | JournalEntry | None = None  # the last paid answer (a resumed row: its entry)
     before: JournalEntry | None = None  # a resumed row: its entry as the earlier run left it
+    after_pack: bool = False  # its pack's share is paid (no answer of its own yet)
+
+    @property
+    def paid_row(self) -> bool:
+        """The row has a paid answer (or a pack's share): its requests go first, and are owed."""
+        return self.paid is not None or self.after_pack
 
     def note_sent(self, ctx: EngineContext, log: AttemptLog) -> None:
         """Count this send's attempts, and the re-ask once one of its attempts went out."""
@@ -440,62 +466,73 @@ class _Asking:
             ctx.stats.reasks += 1
 
 
-def _asking(ctx: EngineContext, key: str, body: dict[str, Any], after_pack: bool) -> _Asking:
-    """A row's first request; after a pack, its request alone (a re-ask); or, for a row a run
-    before this one paid an answer for without the budget for its re-ask, that re-ask."""
+def _asking(ctx: EngineContext, key: str, body: dict[str, Any], after_pack: bool, spent: RowSpend | None) -> _Asking:
+    """A row's first request; after a pack, its request alone (a re-ask; ``spent``: its share of the
+    pack); or, for a row a run before this one paid an answer for and still owes its re-ask, that re-ask."""
     earlier = None if after_pack else ctx.resumes.get(key)
     if earlier is None:
-        return _Asking(body, RowSpend(), after_pack, ctx.max_reasks + int(after_pack))
+        return _Asking(body, spent or RowSpend(), after_pack, ctx.max_reasks + int(after_pack), after_pack=after_pack)
     tally = RowSpend.of(earlier, earlier.cost_cny or 0.0)
     if earlier.request_id is None:  # its pack's share was paid; the request alone was not sent
         return _Asking(body, tally, True, ctx.max_reasks + 1, earlier, earlier)
-    verdict = judge(earlier.answer, earlier.finish_reason, ctx.validator)
-    if not isinstance(verdict, Reask):
-        verdict = Reask("schema_invalid", ("the answer did not match the schema",))
-    return _Asking(build_reask(body, earlier.answer, verdict), tally, True, ctx.max_reasks, earlier, earlier)
+    reask = build_reask(body, earlier.answer, _stored_verdict(ctx, earlier))
+    return _Asking(reask, tally, True, ctx.max_reasks, earlier, earlier)
+
+
+def _stored_verdict(ctx: EngineContext, entry: JournalEntry) -> Reask:
+    """What is wrong with a stored answer owed its re-ask."""
+    verdict = judge(entry.answer, entry.finish_reason, ctx.validator)
+    return verdict if isinstance(verdict, Reask) else Reask("schema_invalid", ("the answer did not match the schema",))
 
 
 async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,
-                         after_pack: bool = False) -> tuple[JournalEntry, bytes | None]:
+                         after_pack: bool = False, spent: RowSpend | None = None) -> tuple[JournalEntry, bytes | None]:
     """Fetch, judge and (bounded) re-ask one request; never raises for a row-level problem.
 
-    ``after_pack``: the row's first request was a pack that gave no usable record for it, so this
-    request is already a re-ask (counted and booked as one); the usual re-asks still follow. A
-    re-ask is counted once it is sent. A row with a paid answer whose re-ask does not fit the
-    budget ends ``invalid``/``budget_reached``, journaled with that answer: a later run sends only
-    the re-ask (:func:`_asking`)."""
-    asking = _asking(ctx, key, body, after_pack)
-    entry, raw = await _ask(ctx, key, body, asking, after_pack)
-    return (entry if asking.before is None else replace(entry, before=asking.before)), raw
+    ``after_pack``: the row's first request was a pack that gave no usable record for it (``spent``:
+    its share), so this request is already a re-ask (counted and booked as one); the usual re-asks
+    still follow. A re-ask is counted once it is sent. A paid answer that needs a re-ask is journaled
+    at once, owed that re-ask (``invalid``/``reask_pending``), so a run stopped before the row is
+    final sends only the re-ask when run again (:func:`_asking`); so is one whose re-ask the budget
+    refuses (``budget_reached``). A re-ask owed from an earlier run is not sent when ``max_reasks``
+    does not allow it (the row ends ``invalid``, still owed)."""
+    asking = _asking(ctx, key, body, after_pack, spent)
+    earlier = asking.before
+    if earlier is not None and earlier.request_id is not None and asking.tally.reasks >= ctx.max_reasks:
+        return replace(_still_owed(ctx, key, earlier), before=earlier), None
+    entry, raw = await _ask(ctx, key, body, asking)
+    return (entry if earlier is None else replace(entry, before=earlier)), raw
 
 
-async def _ask(ctx: EngineContext, key: str, body: dict[str, Any], asking: _Asking,
-               after_pack: bool) -> tuple[JournalEntry, bytes | None]:
+def _still_owed(ctx: EngineContext, key: str, earlier: JournalEntry) -> JournalEntry:
+    """A stored answer whose owed re-ask ``max_reasks`` does not allow now: ``invalid`` with its
+    error, left in the journal as it is (a later run allowing re-asks sends it)."""
+    entry = _judged_entry(ctx, key, _stored_verdict(ctx, earlier), RowSpend.of(earlier, earlier.cost_cny or 0.0))
+    message = f"{entry.error_message}; its re-ask is still owed (--max-reasks {ctx.max_reasks} sends none now)"
+    return replace(entry, final=False, error_message=message, latency_ms=earlier.latency_ms,
+                   finish_reason=earlier.finish_reason, request_id=earlier.request_id, answer=earlier.answer)
+
+
+def _sending(asking: _Asking) -> AbstractContextManager[None]:
+    """A paid row's requests take a slot before new rows' first requests."""
+    return paid_rows_first() if asking.paid_row else nullcontext()
+
+
+async def _ask(ctx: EngineContext, key: str, body: dict[str, Any],
+               asking: _Asking) -> tuple[JournalEntry, bytes | None]:
     tally = asking.tally
     while True:
         log = AttemptLog()
-        admission = admission_for(ctx, asking.current, paid_row=asking.paid is not None or after_pack)
+        admission = admission_for(ctx, asking.current, paid_row=asking.paid_row)
         try:
             try:
-                answer = await send_with_retry(ctx.client, asking.current, ctx.limiter, ctx.policy, ctx.stop, log,
-                                               admission)
+                with _sending(asking):
+                    answer = await send_with_retry(ctx.client, asking.current, ctx.limiter, ctx.policy, ctx.stop,
+                                                   log, admission)
             finally:  # count this send's attempts before any entry below copies the tally
                 asking.note_sent(ctx, log)
-        except FatalError as exc:
-            ctx.stop.stop(exc)  # no new attempt starts; the ones on the wire are cancelled
-            return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=exc.message), None
-        except RowError as exc:
-            status = "filtered" if exc.filtered else "failed"
-            final = exc.judged_content  # only the platform's verdict on this content is kept for good
-            return _entry(ctx, key, status, tally, final=final, code=exc.code, message=exc.message), None
-        except TransientError as exc:
-            message = f"gave up after {log.attempts} attempts: {exc.message}"
-            return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=message), None
-        except RunStopping as exc:
-            message = f"not answered: {exc}"
-            return _entry(ctx, key, "failed", tally, final=False, code="run_aborted", message=message), None
-        except BudgetReached as exc:
-            return _budget_entry(ctx, key, asking, after_pack, exc), None
+        except (FatalError, RowError, TransientError, RunStopping, BudgetReached) as exc:
+            return _unanswered(ctx, key, asking, log, exc), None
         tally.prompt_tokens += answer.prompt_tokens
         tally.completion_tokens += answer.completion_tokens
         if not tally.reasks:  # the request as rendered: the summary checks the estimate against it
@@ -505,6 +542,7 @@ async def _ask(ctx: EngineContext, key: str, body: dict[str, Any], asking: _Aski
         asking.paid = answer
         verdict = judge(answer.content, answer.finish_reason, ctx.validator)
         if isinstance(verdict, Reask) and tally.reasks < asking.most_reasks:
+            _owe_reask(ctx, key, asking)
             asking.current = build_reask(asking.current, answer.content, verdict)
             asking.reask_due = True
             continue
@@ -516,21 +554,58 @@ async def _ask(ctx: EngineContext, key: str, body: dict[str, Any], asking: _Aski
         return entry, answer.raw
 
 
-def _budget_entry(ctx: EngineContext, key: str, asking: _Asking, after_pack: bool,
-                  exc: BudgetReached) -> JournalEntry:
+def _owe_reask(ctx: EngineContext, key: str, asking: _Asking) -> None:
+    """Journal the paid answer that needs a re-ask at once, owed that re-ask: if the run stops (or
+    is killed) before the row is final, the rerun sends only the re-ask. The row's final verdict
+    replaces it; meanwhile the run keeps the key's claim."""
+    entry = _owed_entry(ctx, key, asking, code="reask_pending", reason="its re-ask is owed")
+    if entry.final:
+        keep_in_journal(ctx, entry, None)
+
+
+def _unanswered(ctx: EngineContext, key: str, asking: _Asking, log: AttemptLog, exc: Exception) -> JournalEntry:
+    """The row's request got no answer. A paid row stopped before its re-ask stays owed it (kept)."""
+    tally = asking.tally
+    if isinstance(exc, FatalError):
+        ctx.stop.stop(exc)  # no new attempt starts; the ones on the wire are cancelled
+    if isinstance(exc, BudgetReached):
+        return _budget_entry(ctx, key, asking, exc)
+    if isinstance(exc, FatalError | RunStopping) and asking.paid_row:
+        return _owed_entry(ctx, key, asking, code="reask_pending", reason=f"its re-ask got no answer: {exc}")
+    if isinstance(exc, FatalError):
+        return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=exc.message)
+    if isinstance(exc, RowError):
+        status = "filtered" if exc.filtered else "failed"
+        final = exc.judged_content  # only the platform's verdict on this content is kept for good
+        return _entry(ctx, key, status, tally, final=final, code=exc.code, message=exc.message)
+    if isinstance(exc, TransientError):
+        message = f"gave up after {log.attempts} attempts: {exc.message}"
+        return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=message)
+    return _entry(ctx, key, "failed", tally, final=False, code="run_aborted", message=f"not answered: {exc}")
+
+
+def _budget_entry(ctx: EngineContext, key: str, asking: _Asking, exc: BudgetReached) -> JournalEntry:
     """The budget refused a request of this row. Nothing paid yet: ``skipped``, not kept (a later
     run asks). An answer paid (or its pack's share): ``invalid`` with that answer, kept, so a later
     run with more budget sends only the re-ask."""
-    tally, paid = asking.tally, asking.paid
-    if paid is None and not after_pack:
-        return _entry(ctx, key, "skipped", tally, final=False, code="budget_reached", message=f"not sent: {exc}")
-    message = f"{_problem(ctx, paid)}; its re-ask was not sent: {exc}"
-    entry = _entry(ctx, key, "invalid", tally, code="budget_reached", message=message)
+    if not asking.paid_row:
+        return _entry(ctx, key, "skipped", asking.tally, final=False, code="budget_reached",
+                      message=f"not sent: {exc}")
+    return _owed_entry(ctx, key, asking, code="budget_reached", reason=f"its re-ask was not sent: {exc}")
+
+
+def _owed_entry(ctx: EngineContext, key: str, asking: _Asking, *, code: str, reason: str) -> JournalEntry:
+    """``invalid`` with the row's paid answer (none: its pack's share), owed its re-ask; kept unless
+    the answer is synthetic and the key a real endpoint's (the message says which)."""
+    paid = asking.paid
+    keep = not (isinstance(paid, ChatAnswer) and paid.synthetic and ctx.endpoint_id != SYNTHETIC_ENDPOINT)
+    kept = "kept in the journal: a rerun sends only the re-ask" if keep else "not kept (a synthetic answer)"
+    message = f"{_problem(ctx, paid)}; {reason} ({kept})"
+    entry = _entry(ctx, key, "invalid", asking.tally, final=keep, code=code, message=message)
     if paid is None:  # a pack's share paid; no answer of its own
         return entry
-    keep = not (isinstance(paid, ChatAnswer) and paid.synthetic and ctx.endpoint_id != SYNTHETIC_ENDPOINT)
-    return replace(entry, final=keep, latency_ms=paid.latency_ms, finish_reason=paid.finish_reason,
-                   request_id=paid.request_id, answer=paid.content if isinstance(paid, ChatAnswer) else paid.answer)
+    return replace(entry, latency_ms=paid.latency_ms, finish_reason=paid.finish_reason, request_id=paid.request_id,
+                   answer=paid.content if isinstance(paid, ChatAnswer) else paid.answer)
 
 
 def _problem(ctx: EngineContext, paid: ChatAnswer | JournalEntry | None) -> str:

@@ -3,9 +3,12 @@
 ``results`` holds the final verdict of a request key: status, the parsed answer (compressed), what
 it cost when it was paid and when. Only final verdicts are stored: an outcome a rerun should ask
 again (a transient fault out of retries, the budget reached before a row was paid for, the run
-stopped) is never journaled. One exception is kept because it was paid for: an answer that failed
-the schema and whose re-ask the budget did not allow (``invalid``/``budget_reached``); a later run
-claims that key again and sends only the re-ask.
+stopped) is never journaled. One kind is kept though not final, because it was paid for: an answer
+that failed the schema and is owed its re-ask (``invalid`` with ``reask_pending``: journaled as soon
+as it is judged, and replaced by the row's final verdict; or ``budget_reached``: its re-ask did not
+fit the budget). A run that stopped before the re-ask, or a later run, claims that key again and
+sends only the re-ask (:func:`is_reask_due`). While the run that journaled a ``reask_pending`` entry
+is sending its re-ask it keeps the key's claim, so no other run sends it too.
 The model's answer text is kept (compressed) only where it differs from the parsed answer, so
 ``glm-extract rejudge`` can judge stored answers again without paying.
 
@@ -49,10 +52,14 @@ PRUNE_BATCH = 500  # rowids prune deletes from per transaction (~10 ms of the lo
 PRUNE_PAUSE_S = 0.02  # between prune's transactions while a run uses the journal: its claims and commits get in
 RUN_MARK = "run:"  # the claim key marking a run at work on the journal (request keys are hex digests)
 _LOOKUP_CHUNK = 500
-#: (status, error_code) of a stored answer whose re-ask the run's budget did not allow: a later run
-#: claims it and sends the re-ask (:func:`is_reask_due`); every other stored answer is final.
-REASK_DUE = ("invalid", "budget_reached")
-_NOT_REASK_DUE = f"NOT (status = '{REASK_DUE[0]}' AND coalesce(error_code, '') = '{REASK_DUE[1]}')"
+#: The status and error codes of a stored answer owed its re-ask: journaled as it was judged, its re-ask
+#: on its way (``reask_pending``), or refused by the budget (``budget_reached``). A later run claims it
+#: and sends the re-ask (:func:`is_reask_due`); every other stored answer is final.
+REASK_DUE_STATUS = "invalid"
+REASK_PENDING = "reask_pending"
+REASK_DUE_CODES = ("budget_reached", REASK_PENDING)
+_NOT_REASK_DUE = (f"NOT (status = '{REASK_DUE_STATUS}' AND coalesce(error_code, '') IN "
+                  f"({', '.join(repr(code) for code in REASK_DUE_CODES)}))")
 _HOST = socket.gethostname()
 _RESULTS = """
     CREATE TABLE IF NOT EXISTS results (
@@ -109,8 +116,9 @@ class JournalEntry:
 
 
 def is_reask_due(entry: JournalEntry) -> bool:
-    """A stored answer paid for whose re-ask the budget did not allow: a later run sends the re-ask."""
-    return (entry.status, entry.error_code) == REASK_DUE
+    """A stored answer paid for and owed its re-ask (on its way, or not allowed by the budget): a run
+    that finds it sends only the re-ask."""
+    return entry.status == REASK_DUE_STATUS and entry.error_code in REASK_DUE_CODES
 
 
 @dataclass(frozen=True)
@@ -208,7 +216,7 @@ class Journal:
     def lookup(self, keys: Iterable[str]) -> dict[str, JournalEntry]:
         """Final entries for ``keys`` (missing keys are absent)."""
         unique = list(dict.fromkeys(keys))
-        queued = {e.key: e for e, _ in self._pending}  # answered, not yet committed (only finals are queued)
+        queued = {e.key: e for e, _ in self._pending}  # answered, not yet committed (only kept entries are queued)
         found: dict[str, JournalEntry] = {k: queued[k] for k in unique if k in queued}
         with self._guard("read"):
             found.update(lookup_entries(self._db, unique))
@@ -222,7 +230,8 @@ class Journal:
             self._released.append(entry.key)  # nothing to keep: let another run ask again
 
     def flush(self) -> int:
-        """Commit every queued entry (and drop their claims) in one transaction; return how many.
+        """Commit every queued entry (and drop their claims, except those of answers whose re-ask this
+        run is sending: ``reask_pending``) in one transaction; return how many.
 
         A failed commit raises :class:`JournalError` and is remembered in ``failure``; a journal
         another process holds raises :class:`JournalBusy` and keeps the entries for the next flush."""
@@ -236,7 +245,8 @@ class Journal:
                 now = time.time()
                 rows = [self._row_of(entry, raw, now) for entry, raw in pending]
                 self._db.executemany(f"INSERT OR REPLACE INTO results ({_COLUMNS}) VALUES ({_MARKS})", rows)
-                self._db.executemany("DELETE FROM claims WHERE key = ?", [(e.key,) for e, _ in pending])
+                self._db.executemany("DELETE FROM claims WHERE key = ?",
+                                     [(e.key,) for e, _ in pending if e.error_code != REASK_PENDING])
                 self._db.executemany("DELETE FROM claims WHERE key = ? AND owner = ?",
                                      [(key, self.owner) for key in released])
         except JournalBusy:
@@ -265,9 +275,9 @@ class Journal:
               *, now: float | None = None) -> set[str]:
         """Claim ``keys`` for ``owner`` until ``now + ttl_s``; return the keys granted.
 
-        Granted: not answered yet (or answered, paid, with its re-ask due: the budget did not allow
-        it), and not claimed by another owner whose claim is still live (an
-        expired claim is taken over; the owner's own claims are renewed)."""
+        Granted: not answered yet (or answered, paid, and owed its re-ask: :func:`is_reask_due`), and
+        not claimed by another owner whose claim is still live (an expired claim is taken over; the
+        owner's own claims are renewed)."""
         owner = owner or self.owner
         now = time.time() if now is None else now
         until = now + (self.claim_ttl_s if ttl_s is None else ttl_s)

@@ -10,7 +10,9 @@ overload halves the window at once, and an occasional 1302 while we stay under t
 platform has them — costs one slot that the next window of successes gives back (halving on each
 would hold the window far under the cap under a few % of random rejections: docs/decisions.md D26).
 Waiters are served
-first in, first out.
+first in, first out, except that a request of a row already paid for (its re-ask, or its request
+alone after a pack: sent inside :func:`paid_rows_first`) goes before every new row's first request
+waiting with it, so a row's paid answer waits as little as possible for its correction.
 Under Prefect, ``cap`` is the number of slots the shard task leased from the account-wide global
 concurrency limit, so the account's cap is never exceeded across processes.
 """
@@ -21,8 +23,21 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+
+_PAID_ROW: ContextVar[bool] = ContextVar("glm_extract_paid_row", default=False)
+
+
+@contextmanager
+def paid_rows_first() -> Iterator[None]:
+    """Slots asked for in this block (by this task) go before those of new rows' first requests."""
+    token = _PAID_ROW.set(True)
+    try:
+        yield
+    finally:
+        _PAID_ROW.reset(token)
 
 
 class AdaptiveLimiter:
@@ -54,6 +69,7 @@ class AdaptiveLimiter:
         self._clock = clock
         self._last_decrease = -math.inf
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._paid_waiters: deque[asyncio.Future[None]] = deque()  # served before ``_waiters``
         self._watchers: list[Callable[[], None]] = []
 
     @property
@@ -64,7 +80,7 @@ class AdaptiveLimiter:
     @property
     def waiting(self) -> int:
         """Requests queued for a slot (ready to go as soon as one frees)."""
-        return len(self._waiters)
+        return len(self._waiters) + len(self._paid_waiters)
 
     def watch(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever a request asks for a slot or a queued one gets it."""
@@ -74,21 +90,22 @@ class AdaptiveLimiter:
         self._watchers.remove(callback)
 
     async def acquire(self) -> None:
-        """Wait for a slot (FIFO)."""
+        """Wait for a slot (FIFO; a paid row's request, inside :func:`paid_rows_first`, before new rows')."""
         for callback in self._watchers:
             callback()
-        if not self._waiters and self.in_flight < self.limit:
+        if not self.waiting and self.in_flight < self.limit:
             self._take()
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
+        queue = self._paid_waiters if _PAID_ROW.get() else self._waiters
+        queue.append(future)
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release()  # the slot was handed over as we were cancelled: give it back
-            elif future in self._waiters:  # `_wake` may already have dropped the cancelled future
-                self._waiters.remove(future)
+            elif future in queue:  # `_wake` may already have dropped the cancelled future
+                queue.remove(future)
             raise
 
     def release(self) -> None:
@@ -128,8 +145,8 @@ class AdaptiveLimiter:
 
     def _wake(self) -> None:
         woken = False
-        while self._waiters and self.in_flight < self.limit:
-            future = self._waiters.popleft()
+        while self.waiting and self.in_flight < self.limit:
+            future = (self._paid_waiters or self._waiters).popleft()
             woken = True
             if not future.done():
                 self._take()

@@ -8,9 +8,14 @@ back (or forget the waiter) without raising anything but ``CancelledError``.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import sqlite3
 import subprocess
+import threading
 import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -99,3 +104,101 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
     assert returncode == TERMINATED_EXIT, stderr[-2000:]
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "SIGTERM" in lines[0] and "resume" in lines[0], stderr[-2000:]
+
+
+class ReaskGateway:
+    """An endpoint on a thread: each request is recorded by its document (the first user message)
+    and kind (first request or re-ask). ``mode`` "hold": a first request is answered at once with an
+    answer that fails the schema, a re-ask is held (no answer) until the gateway closes; "relay":
+    everything is relayed to ``upstream`` (an emulator) and its answer returned."""
+
+    def __init__(self, mode: str, upstream: str = "") -> None:
+        gateway = self
+        self.mode, self.upstream = mode, upstream
+        self.firsts: list[str] = []
+        self.reasks: list[str] = []
+        self.held = threading.Semaphore(0)  # released once per re-ask held
+        self.closing = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                gateway.answer(self, raw)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/api/paas/v4"
+
+    def answer(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
+        messages = json.loads(raw)["messages"]
+        first = len(messages) == 2
+        (self.firsts if first else self.reasks).append(messages[1]["content"])
+        if self.mode == "relay":
+            request = urllib.request.Request(self.upstream + "/chat/completions", data=raw,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                data = response.read()
+        elif first:
+            data = json.dumps({"id": "t", "request_id": "r", "created": 1, "model": "glm-4-air-250414",
+                               "choices": [{"index": 0, "finish_reason": "stop",
+                                            "message": {"role": "assistant", "content": '{"summary": 1}'}}],
+                               "usage": {"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105}}).encode()
+        else:
+            self.held.release()
+            self.closing.wait()
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def __enter__(self) -> ReaskGateway:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_sigterm_while_rows_wait_for_reasks_keeps_their_answers_and_the_rerun_sends_no_first_request_again(
+        tmp_path: Path) -> None:
+    """Every first answer fails the schema and every re-ask hangs: SIGTERM once the slots hold re-asks.
+    The answers paid for are kept owed their re-asks; the rerun sends those re-asks, no first request
+    twice (C2 finding 1: 143 of 270 first requests were paid again)."""
+    rows, cap = 40, 4
+    source = write_tickets(tmp_path / "in.parquet", rows)
+    output, journal = tmp_path / "out.parquet", tmp_path / "journal.sqlite"
+    env = cli_env(journal)
+    with ReaskGateway("hold") as gateway:
+        argv = run_argv(source, output, gateway.base_url, cap, "--shard-size", "100")
+        with subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as proc:
+            for _ in range(cap):  # every slot holds a re-ask
+                assert gateway.held.acquire(timeout=120), "the re-asks never came"
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=EXIT_WITHIN_S)
+        paid = set(gateway.firsts)
+    assert proc.returncode == TERMINATED_EXIT, stderr[-2000:]
+    owed = journal_statuses(journal)
+    assert owed.get(("invalid", "reask_pending"), 0) == len(paid) > 0, owed  # every answer bought is kept
+
+    config = EmulatorConfig(concurrency=4 * cap, seed=6)
+    with start_emulator(config) as emu, ReaskGateway("relay", emu.base_url) as relay:
+        rerun = run_cli(run_argv(source, output, relay.base_url, cap, "--shard-size", "100"), env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not paid & set(relay.firsts)  # no first request paid twice
+    assert set(relay.reasks) >= paid  # each kept answer's re-ask was sent instead
+
+
+def journal_statuses(path: Path) -> dict[tuple[str, str | None], int]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return {(status, code): n for status, code, n in
+                db.execute("SELECT status, error_code, count(*) FROM results GROUP BY 1, 2")}
+    finally:
+        db.close()
