@@ -52,6 +52,7 @@ PRUNE_BATCH = 500  # rowids prune deletes from per transaction (~10 ms of the lo
 PRUNE_PAUSE_S = 0.02  # between prune's transactions while a run uses the journal: its claims and commits get in
 RUN_MARK = "run:"  # the claim key marking a run at work on the journal (request keys are hex digests)
 _LOOKUP_CHUNK = 500
+WAL_RETRY_S = 0.01  # opening: how often the switch to WAL is tried again while another process holds a lock
 #: The status and error codes of a stored answer owed its re-ask: journaled as it was judged, its re-ask
 #: on its way (``reask_pending``), or refused by the budget (``budget_reached``). A later run claims it
 #: and sends the re-ask (:func:`is_reask_due`); every other stored answer is final.
@@ -497,7 +498,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> bool:
     """Check the file is a journal, migrate it, and prove it writable (a write in a transaction).
     True if it was migrated."""
     db.execute(f"PRAGMA busy_timeout={_ms(LOCK_WAIT_S)}")
-    db.execute("PRAGMA journal_mode=WAL")
+    _use_wal(db)
     db.execute("PRAGMA synchronous=NORMAL")
     migrated = False
     with _transaction(db):  # taking the write lock is itself the writability check
@@ -519,6 +520,24 @@ def _prepare(db: sqlite3.Connection, path: Path) -> bool:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('last_opened', ?)", (str(time.time()),))
     return migrated
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL, waiting up to :data:`LOCK_WAIT_S` for a lock another process holds.
+    SQLite does not call its busy handler for this switch: two runs creating a journal at once had
+    the second stop at once with "database is locked"."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        _pause(WAL_RETRY_S)
+
+
+_pause = time.sleep  # between tries of the switch to WAL (a test notes it)
 
 
 def _check_columns(db: sqlite3.Connection, path: Path, expected: Sequence[str]) -> None:
