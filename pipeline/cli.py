@@ -66,7 +66,9 @@ def run(
              "price is set) fits; rows not sent end skipped/budget_reached, paid rows whose re-ask did not fit "
              "end invalid/budget_reached (a rerun sends only the re-ask)")] = None,
     max_reasks: Annotated[int | None, typer.Option(help="re-asks (each paid) after an answer that fails the "
-                                                        "schema, before the row ends `invalid` (default 2)")] = None,
+                                                        "schema, before the row ends `invalid` (default 2); also "
+                                                        "bounds the re-asks owed from an earlier run (`0`: none is "
+                                                        "sent, and the row stays owed)")] = None,
     max_tokens: MaxTokensOption = None,
     column: ColumnOption = None,
     output_prefix: OutputPrefixOption = "",
