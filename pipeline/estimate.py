@@ -274,10 +274,14 @@ class Allowance:
     learnt_from: int = 0
     packed: bool = False
     history_packed: bool = False  # the journal's answers to these rows came from packed requests
+    history_owed: bool = False  # some of them are still owed a re-ask (their outcome is not known yet)
 
     def source(self) -> str:
         prior = (f"a prior of {ALONE_PRIOR:.1%} of packed rows asked again alone" if self.packed
                  else f"a prior of {REASK_PRIOR:.1%} re-asks per request")
+        if not self.learnt_from and self.history_owed:
+            return (f"{prior}, the emulator's realistic fault table (some of the journal's answers to these rows "
+                    "are still owed a re-ask: learning from the others would count only answers that passed)")
         if not self.learnt_from and self.history_packed:
             return (f"{prior}, the emulator's realistic fault table (the journal's answers to these rows came "
                     "from packed requests: the rows a pack answered share its bill, the rest are its failures)")
@@ -426,6 +430,7 @@ class EstimateWalk:
     observed: list[Observed] = field(default_factory=list)
     packed: bool = False
     history_packed: bool = False  # a journal answer to these rows came from a packed request
+    history_owed: bool = False  # a journal answer to these rows is still owed a re-ask
     max_tokens: int | None = None  # None: the task's, else the settings' default
     max_reasks: int = DEFAULT_MAX_REASKS
 
@@ -492,8 +497,9 @@ def finish(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, prices: Price
     estimate.completion_per_request = per_answer
     rows_prompt = estimate._counted_rows * scale
     prior = prior_allowance(rows_prompt, estimate.requests, per_answer, packed=walk.packed)
-    allowance = replace(learnt_allowance([] if walk.history_packed else walk.observed, prior, per_answer),
-                        history_packed=walk.history_packed)
+    biased = walk.history_packed or walk.history_owed  # what is left to learn from would mislead
+    allowance = replace(learnt_allowance([] if biased else walk.observed, prior, per_answer),
+                        history_packed=walk.history_packed, history_owed=walk.history_owed)
     tokens = expected_tokens(estimate._counted_prompt * scale, estimate._counted_cached * scale,
                              per_answer * estimate.requests, rows_prompt, allowance)
     _price(estimate, tokens, prices)

@@ -6,6 +6,7 @@ answer in the journal."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -13,9 +14,9 @@ from pipeline.commands.estimate import estimate_input
 from pipeline.journal import Journal
 from pipeline.rejudge import rejudge_journal
 from pipeline.tasks import load_task
-from tests.fakes import FakeGLM
-from tests.test_budget_reasks import MAX_TOKENS, cny, first_prompt_tokens, one_row, wrong_first
-from tests.test_runner import run, settings, workspace  # noqa: F401 - the fixture is used by name
+from tests.fakes import FakeGLM, document_of
+from tests.test_budget_reasks import ANSWER_TOKENS, MAX_TOKENS, cny, first_prompt_tokens, one_row, wrong_first
+from tests.test_runner import good, run, settings, workspace  # noqa: F401 - the fixture is used by name
 
 
 def test_rejudge_keeps_a_due_reask_and_the_next_run_sends_it(workspace: Path) -> None:  # noqa: F811
@@ -41,3 +42,21 @@ def test_the_estimate_counts_a_due_reask_as_a_request_to_pay(workspace: Path) ->
     found = estimate_input("mini", str(workspace / "in.parquet"), real, {})
     assert (found.requests, found.from_journal) == (1, 0)
     assert found.cost_cny > 0
+
+
+def test_an_estimate_over_rows_still_owed_their_reask_learns_nothing_from_the_rest(workspace: Path) -> None:  # noqa: F811
+    # half the rows were answered (ok); the other half failed the schema and were left owed: learning from
+    # the ok half alone would say "no re-asks" where every second row needs one
+    one_row(workspace, ["hello world", "second row"])
+    prompt = first_prompt_tokens(workspace)
+    budget = cny(prompt + ANSWER_TOKENS + round(prompt * 1.25) + MAX_TOKENS + 5)  # both first asks, no re-ask
+
+    def second_fails(body: dict[str, Any]) -> Any:
+        return wrong_first(body) if document_of(body) == "second row" else good(body)
+
+    run(workspace, FakeGLM(default=second_fails), concurrency=1, max_tokens=MAX_TOKENS, budget_cny=budget)
+    real = settings(workspace, max_tokens=MAX_TOKENS, base_url="http://127.0.0.1:9/api/paas/v4")
+    found = estimate_input("mini", str(workspace / "in.parquet"), real, {})
+    assert (found.requests, found.from_journal) == (1, 1)
+    assert found.allowance is not None and found.allowance["learnt_from"] == 0
+    assert "owed a re-ask" in found.allowance["source"]

@@ -66,21 +66,19 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
                     body = render_request(task, row, options, system)
                     by_key.setdefault(request_key(body, endpoint_id), (row, body))
             keyed = {key: body for key, (_, body) in by_key.items()}
-            hits = _answered(journal, keyed)
+            found = journal.lookup(keyed) if journal is not None else {}
+            owed = {key for key, entry in found.items() if is_reask_due(entry)}  # a run sends their re-asks
+            hits = {key: entry for key, entry in found.items() if key not in owed}
+            walk.history_owed = walk.history_owed or bool(owed)
             real = _real_answers(journal, keyed, endpoint_id, hits)
-            todo = [by_key[key] for key in keyed if key not in hits]
-            sent = packed_bodies(task, options, pack, todo) if pack is not None else None
+            todo = [by_key[key] for key in keyed if key not in hits and key not in owed]
+            alone = [by_key[key][1] for key in keyed if key in owed]  # re-asked alone, never packed
+            sent = packed_bodies(task, options, pack, todo) + alone if pack is not None else None
             add_rows(estimate, walk, task, rows, keyed, hits, real, sent)
     finally:
         if journal is not None:
             journal.close()
     return finish(estimate, walk, task, prices_for(settings))
-
-
-def _answered(journal: JournalReader | None, keyed: dict[str, dict[str, Any]]) -> dict[str, JournalEntry]:
-    """The journal's answers a run would reuse: not those still owed a re-ask (a run sends it)."""
-    found = journal.lookup(keyed) if journal is not None else {}
-    return {key: entry for key, entry in found.items() if not is_reask_due(entry)}
 
 
 def _real_answers(journal: JournalReader | None, keyed: dict[str, dict[str, Any]], endpoint_id: str,
