@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -78,18 +78,26 @@ def journal_held(path: Path) -> Iterator[None]:
         db.close()
 
 
-def test_a_run_keeps_going_while_another_process_holds_the_journal(workspace: Path) -> None:
-    all_sent, held, progressed = threading.Event(), threading.Event(), threading.Event()
-    arrived: list[dict[str, object]] = []
-    seen: dict[str, bool] = {}
-
+def gated(arrived: list[dict[str, object]], all_sent: threading.Event,
+          gate: threading.Event) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
+    """An endpoint that records each request, says when every row has been sent, and answers only
+    once ``gate`` is set."""
     async def endpoint(request: httpx.Request) -> httpx.Response:
         body = orjson.loads(request.content)
         arrived.append(body)
         if len(arrived) == ROWS:
             all_sent.set()
-        await asyncio.to_thread(held.wait, DEADLINE_S)  # every answer comes while the journal is held
+        await asyncio.to_thread(gate.wait, DEADLINE_S)
         return answer(body)
+    return endpoint
+
+
+def test_a_run_keeps_going_while_another_process_holds_the_journal(workspace: Path) -> None:
+    all_sent, held, progressed = threading.Event(), threading.Event(), threading.Event()
+    arrived: list[dict[str, object]] = []
+    seen: dict[str, bool] = {}
+
+    endpoint = gated(arrived, all_sent, held)  # every answer comes while the journal is held
 
     def pruner() -> None:
         all_sent.wait(DEADLINE_S)
@@ -126,13 +134,7 @@ def test_prune_during_a_run_deletes_what_it_was_asked_and_leaves_shrinking_for_l
     arrived: list[dict[str, object]] = []
     done: dict[str, subprocess.CompletedProcess[str]] = {}
 
-    async def endpoint(request: httpx.Request) -> httpx.Response:
-        body = orjson.loads(request.content)
-        arrived.append(body)
-        if len(arrived) == ROWS:
-            all_sent.set()
-        await asyncio.to_thread(pruned.wait, DEADLINE_S)  # the run is answering rows while prune runs
-        return answer(body)
+    endpoint = gated(arrived, all_sent, pruned)  # the run is answering rows while prune runs
 
     def pruner() -> None:
         all_sent.wait(DEADLINE_S)
