@@ -570,8 +570,9 @@ def _unanswered(ctx: EngineContext, key: str, asking: _Asking, log: AttemptLog, 
         ctx.stop.stop(exc)  # no new attempt starts; the ones on the wire are cancelled
     if isinstance(exc, BudgetReached):
         return _budget_entry(ctx, key, asking, exc)
-    if isinstance(exc, FatalError | RunStopping) and asking.paid_row:
-        return _owed_entry(ctx, key, asking, code="reask_pending", reason=f"its re-ask got no answer: {exc}")
+    if isinstance(exc, FatalError | RunStopping | TransientError) and asking.paid_row:
+        reason = f"gave up after {log.attempts} attempts: {exc.message}" if isinstance(exc, TransientError) else exc
+        return _owed_entry(ctx, key, asking, code="reask_pending", reason=f"its re-ask got no answer: {reason}")
     if isinstance(exc, FatalError):
         return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=exc.message)
     if isinstance(exc, RowError):

@@ -252,3 +252,17 @@ def test_an_owed_entry_never_goes_to_a_run_while_its_owner_sends_the_reask(tmp_p
         mine.release()
         assert other.claim(["k"]) == {"k"}  # owed, and nobody is sending it: granted (the re-ask)
 
+
+
+def test_a_paid_row_whose_reask_runs_out_of_retries_says_its_answer_is_kept(workspace: Path) -> None:  # noqa: F811
+    one_row(workspace, TEXTS[:2])
+    fake = FakeGLM(default=bad_first_then(lambda body: glm_error(500, "500", "server busy")))
+    run(workspace, fake, concurrency=CAP, shard_size=100, max_attempts=2)
+    out = pl.read_parquet(workspace / "out.parquet")
+    assert out["_status"].to_list() == ["invalid", "invalid"]  # answered and paid, not "failed"
+    assert out["_error_code"].to_list() == ["reask_pending", "reask_pending"]
+    assert all("re-ask got no answer" in m and "kept in the journal" in m for m in out["_error_message"])
+    rerun = FakeGLM(default=bad_first_then(good))
+    run(workspace, rerun, concurrency=CAP, shard_size=100, output="again.parquet")
+    assert documents(rerun.requests, first=True) == []  # only the re-asks
+    assert pl.read_parquet(workspace / "again.parquet")["_status"].to_list() == ["ok", "ok"]
