@@ -127,7 +127,7 @@ async def _ask_alone(ctx: EngineContext, rows: Sequence[PackRow], spends: Sequen
 
 def _share_tally(ctx: EngineContext, share: Share, attempts: int) -> RowSpend:
     return RowSpend(attempts=attempts, prompt_tokens=share.prompt_tokens, completion_tokens=share.completion_tokens,
-                  cost_cny=ctx.cost(share.prompt_tokens, share.completion_tokens, share.cached_tokens))
+                    cost_cny=ctx.cost(share.prompt_tokens, share.completion_tokens, share.cached_tokens))
 
 
 def _all(ctx: EngineContext, pack: Sequence[PackRow], tries: Sequence[int], settle: Settle, status: str, code: str,
