@@ -34,7 +34,7 @@ from pipeline.stats import RunStats
 from pipeline.tables import RowMeta, extraction_dtype, has_free_form, json_text_for, prompt_rows
 from pipeline.tasks import TaskSpec
 from pipeline.tokens import count_prompt_tokens
-from pipeline.validate import Filtered, Reask, Valid, build_reask, compile_validator, judge
+from pipeline.validate import Filtered, Reask, Valid, build_reask, compile_validator, judge, owed_verdict
 
 CLAIM_POLL_S = 0.25  # how often a run waiting for another run's answers looks in the journal
 COMMIT_RETRY_S = 0.2  # when another process holds the journal, answers are committed again this much later
@@ -481,8 +481,7 @@ def _asking(ctx: EngineContext, key: str, body: dict[str, Any], after_pack: bool
 
 def _stored_verdict(ctx: EngineContext, entry: JournalEntry) -> Reask:
     """What is wrong with a stored answer owed its re-ask."""
-    verdict = judge(entry.answer, entry.finish_reason, ctx.validator)
-    return verdict if isinstance(verdict, Reask) else Reask("schema_invalid", ("the answer did not match the schema",))
+    return owed_verdict(entry.answer, entry.finish_reason, ctx.validator)
 
 
 async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,

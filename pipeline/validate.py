@@ -140,6 +140,13 @@ def schema_errors(data: Any, validator: jsonschema_rs.Validator) -> tuple[str, .
     return tuple(lines)
 
 
+def owed_verdict(answer: str | None, finish_reason: str | None, validator: jsonschema_rs.Validator) -> Reask:
+    """What is wrong with a stored answer owed its re-ask (judged again; one that now passes is still
+    re-asked, with a generic error: the row was left owed that re-ask)."""
+    verdict = judge(answer, finish_reason, validator)
+    return verdict if isinstance(verdict, Reask) else Reask("schema_invalid", ("the answer did not match the schema",))
+
+
 def build_reask(body: Mapping[str, Any], bad_answer: str | None, verdict: Reask) -> dict[str, Any]:
     """A copy of ``body`` with the bad answer and the validator's errors appended."""
     problems = "\n".join(f"- {line}" for line in verdict.errors)

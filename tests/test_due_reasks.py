@@ -60,3 +60,18 @@ def test_an_estimate_over_rows_still_owed_their_reask_learns_nothing_from_the_re
     assert (found.requests, found.from_journal) == (1, 1)
     assert found.allowance is not None and found.allowance["learnt_from"] == 0
     assert "owed a re-ask" in found.allowance["source"]
+
+
+def test_a_row_owed_its_reask_is_estimated_as_that_reask(workspace: Path) -> None:  # noqa: F811
+    one_row(workspace, ["hello world"])
+    real = settings(workspace, max_tokens=MAX_TOKENS, base_url="http://127.0.0.1:9/api/paas/v4")
+    fresh = estimate_input("mini", str(workspace / "in.parquet"), real, {})
+    budget = cny(round(first_prompt_tokens(workspace) * 1.25) + MAX_TOKENS + 5)  # no room for the re-ask
+    run(workspace, FakeGLM(default=wrong_first), concurrency=1, max_tokens=MAX_TOKENS, budget_cny=budget)
+    owed = estimate_input("mini", str(workspace / "in.parquet"), real, {})
+    assert owed.requests == fresh.requests == 1
+    assert owed.allowance is not None and fresh.allowance is not None
+    # the re-ask carries the first prompt, the stored answer and the validator's errors
+    first = fresh.prompt_tokens - fresh.allowance["prompt_tokens"]
+    reask = owed.prompt_tokens - owed.allowance["prompt_tokens"]
+    assert reask > first

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import jsonschema_rs
 import orjson
 import typer
 from rich.table import Table
@@ -30,6 +31,7 @@ from pipeline.runner import check_task_input
 from pipeline.settings import Settings
 from pipeline.tables import prompt_rows
 from pipeline.tasks import TaskSpec, bind_columns, load_task, parse_column_mapping
+from pipeline.validate import build_reask, compile_validator, owed_verdict
 
 
 def register(app: typer.Typer) -> None:
@@ -56,6 +58,7 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
     walk = EstimateWalk(max_tokens=options.max_tokens, max_reasks=settings.max_reasks)
     system = system_message(task, settings.mode)
     pack = settings_for(task, options)
+    validator = compile_validator(task.schema)
     journal = JournalReader.open(settings.journal_path)  # read only: None when it holds no history
     try:
         for spec in shards:
@@ -70,6 +73,8 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
             owed = {key for key, entry in found.items() if is_reask_due(entry)}  # a run sends their re-asks
             hits = {key: entry for key, entry in found.items() if key not in owed}
             walk.history_owed = walk.history_owed or bool(owed)
+            keyed |= {key: owed_request(keyed[key], found[key], validator) for key in owed}
+            by_key |= {key: (by_key[key][0], keyed[key]) for key in owed}
             real = _real_answers(journal, keyed, endpoint_id, hits)
             todo = [by_key[key] for key in keyed if key not in hits and key not in owed]
             alone = [by_key[key][1] for key in keyed if key in owed]  # re-asked alone, never packed
@@ -79,6 +84,15 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
         if journal is not None:
             journal.close()
     return finish(estimate, walk, task, prices_for(settings))
+
+
+def owed_request(body: dict[str, Any], entry: JournalEntry, validator: jsonschema_rs.Validator) -> dict[str, Any]:
+    """What a run sends for a row owed its re-ask: the re-ask of its stored answer (the request as
+    rendered, then that answer and the validator's errors), or, for a pack's share owed its request
+    alone (no answer of its own), that request."""
+    if entry.request_id is None or entry.answer is None:
+        return body
+    return build_reask(body, entry.answer, owed_verdict(entry.answer, entry.finish_reason, validator))
 
 
 def _real_answers(journal: JournalReader | None, keyed: dict[str, dict[str, Any]], endpoint_id: str,
