@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
 
 from pipeline.compare import CHANGES_SCHEMA, compare_outputs, render_comparison
-from pipeline.errors import GlmExtractError, InputError, first_line
+from pipeline.errors import GlmExtractError, InputError, OutputError, first_line
 from pipeline.evaluate import attach_gold, override_gold, parse_gold_table, parse_path, render_markdown, score_table
-from pipeline.io import summary_path_for, write_parquet_atomic
+from pipeline.io import check_output_target, same_path, summary_path_for, write_parquet_atomic
 from pipeline.tasks import TaskSpec
 
 
@@ -50,15 +49,12 @@ def check_changes_target(path: Path, tables: tuple[Path, Path]) -> None:
     a compared table, an enriched output (its summary beside it), any other file; or that cannot be
     written (not .parquet, a folder, a missing folder)."""
     where = f"--changes {path}"
-    if path.suffix != ".parquet":
-        raise GlmExtractError(f"{where}: must end in .parquet")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise GlmExtractError(f"{where}: folder {folder} does not exist")
-    if path.is_dir():
-        raise GlmExtractError(f"{where} is a folder; name a .parquet file")
+    try:
+        check_output_target(path)
+    except OutputError as exc:
+        raise GlmExtractError(f"--changes: {exc}") from None
     for role, table in zip(("A", "B"), tables, strict=True):
-        if _same_file(path, table):
+        if same_path(path, table):
             raise GlmExtractError(f"{where} is table {role} being compared: it would be replaced; pick another path")
     if summary_path_for(path).exists():
         raise GlmExtractError(f"{where} is an enriched output ({summary_path_for(path).name} beside it): "
@@ -66,13 +62,6 @@ def check_changes_target(path: Path, tables: tuple[Path, Path]) -> None:
     if path.exists() and not _is_changes_table(path):
         raise GlmExtractError(f"{where} exists and is not a changes table of evaluate --compare: it would be "
                               "replaced; pick another path or delete it")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return a.resolve() == b.resolve()
 
 
 def _is_changes_table(path: Path) -> bool:

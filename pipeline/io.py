@@ -258,12 +258,13 @@ def check_output_target(output: Path, inputs: Sequence[Path] = ()) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {parent} is not writable")
     for path in inputs:
-        if _same_path(output, path):
+        if same_path(output, path):
             raise OutputError(f"output {output} is the input file {path}: the run would replace its own input; "
                               "pick another --output")
 
 
-def _same_path(a: Path, b: Path) -> bool:
+def same_path(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name the same file (under any spelling), or would."""
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
