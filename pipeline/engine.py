@@ -475,13 +475,8 @@ def _asking(ctx: EngineContext, key: str, body: dict[str, Any], after_pack: bool
     tally = RowSpend.of(earlier, earlier.cost_cny or 0.0)
     if earlier.request_id is None:  # its pack's share was paid; the request alone was not sent
         return _Asking(body, tally, True, ctx.max_reasks + 1, earlier, earlier)
-    reask = build_reask(body, earlier.answer, _stored_verdict(ctx, earlier))
+    reask = build_reask(body, earlier.answer, owed_verdict(earlier.answer, earlier.finish_reason, ctx.validator))
     return _Asking(reask, tally, True, ctx.max_reasks, earlier, earlier)
-
-
-def _stored_verdict(ctx: EngineContext, entry: JournalEntry) -> Reask:
-    """What is wrong with a stored answer owed its re-ask."""
-    return owed_verdict(entry.answer, entry.finish_reason, ctx.validator)
 
 
 async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,
@@ -506,7 +501,8 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,
 def _still_owed(ctx: EngineContext, key: str, earlier: JournalEntry) -> JournalEntry:
     """A stored answer whose owed re-ask ``max_reasks`` does not allow now: ``invalid`` with its
     error, left in the journal as it is (a later run allowing re-asks sends it)."""
-    entry = _judged_entry(ctx, key, _stored_verdict(ctx, earlier), RowSpend.of(earlier, earlier.cost_cny or 0.0))
+    verdict = owed_verdict(earlier.answer, earlier.finish_reason, ctx.validator)
+    entry = _judged_entry(ctx, key, verdict, RowSpend.of(earlier, earlier.cost_cny or 0.0))
     message = f"{entry.error_message}; its re-ask is still owed (--max-reasks {ctx.max_reasks} sends none now)"
     return replace(entry, final=False, error_message=message, latency_ms=earlier.latency_ms,
                    finish_reason=earlier.finish_reason, request_id=earlier.request_id, answer=earlier.answer)

@@ -74,10 +74,9 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
             hits = {key: entry for key, entry in found.items() if key not in owed}
             walk.history_owed = walk.history_owed or bool(owed)
             keyed |= {key: owed_request(keyed[key], found[key], validator) for key in owed}
-            by_key |= {key: (by_key[key][0], keyed[key]) for key in owed}
             real = _real_answers(journal, keyed, endpoint_id, hits)
             todo = [by_key[key] for key in keyed if key not in hits and key not in owed]
-            alone = [by_key[key][1] for key in keyed if key in owed]  # re-asked alone, never packed
+            alone = [keyed[key] for key in keyed if key in owed]  # their re-asks, sent alone, never packed
             sent = packed_bodies(task, options, pack, todo) + alone if pack is not None else None
             add_rows(estimate, walk, task, rows, keyed, hits, real, sent)
     finally:
