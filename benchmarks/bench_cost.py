@@ -138,10 +138,30 @@ def _descriptions(node: Any, where: str) -> list[tuple[str, str]]:
     return found
 
 
+def dump_requests(path: Path, rows_limit: int | None) -> None:
+    """Every sent row of both samples as ``{task, system, user, document, answer}`` JSON lines: the
+    texts the table above counts, for a cross-check with a real tokenizer (docs/performance.md)."""
+    options = RenderOptions(model=Settings().model)
+    with path.open("wb") as out:
+        for name, sample in SAMPLES.items():
+            task = load_task(name, REPO / "schemas")
+            frame = pl.read_parquet(REPO / "data" / "sample" / sample)
+            for row in rows_of(frame.head(rows_limit) if rows_limit else frame, task):
+                if not needs_request(task, row):
+                    continue
+                body = render_request(task, row, options)
+                system, user = (m["content"] for m in body["messages"])
+                out.write(orjson.dumps({"task": name, "system": system, "user": user,
+                                        "document": str(row[task.text_column]),
+                                        "answer": answer_request(body).text}) + b"\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=0, help="first N sample rows per task (0: all)")
     parser.add_argument("--descriptions", action="store_true", help="also print each description's cost")
+    parser.add_argument("--dump", type=Path, help="also write each sent row's system message, user message, document "
+                        "and answer as JSON lines here (to count them with another tokenizer)")
     args = parser.parse_args(argv)
     settings = Settings()
     prices = Prices(online=settings.price_cny_per_mtok, cached=settings.price_cached_cny_per_mtok)
@@ -169,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.descriptions:
         for name in SAMPLES:
             description_costs(name, prices)
+    if args.dump:
+        dump_requests(args.dump, args.rows or None)
     print("\nratio = tokens paid ÷ floor online; ratio$ = the same with cached tokens at their price; "
           "CNY/1k: online, online with the cache, batch")
     print(result_line("bench_cost", figures))
