@@ -7,6 +7,7 @@ on the Artifacts page. Nothing here may carry a secret: artifacts are stored on 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -148,6 +149,7 @@ class ProgressReport:
         self.artifact_id = artifact_id
         self.total = max(1, total_rows)
         self.done = 0
+        self._sending = asyncio.Lock()  # shards finishing together: updates leave (and land) in order
 
     @classmethod
     async def start(cls, task: str, total_rows: int) -> ProgressReport:
@@ -158,5 +160,6 @@ class ProgressReport:
 
     async def advance(self, rows: int) -> None:
         """Count ``rows`` more as done and update the artifact in place."""
-        self.done += rows
-        await aupdate_progress_artifact(self.artifact_id, min(100.0, 100.0 * self.done / self.total))
+        async with self._sending:
+            self.done += rows
+            await aupdate_progress_artifact(self.artifact_id, min(100.0, 100.0 * self.done / self.total))

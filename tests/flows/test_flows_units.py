@@ -10,6 +10,7 @@ import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import orjson
@@ -346,3 +347,24 @@ def test_commands_refuse_to_run_without_a_prefect_server() -> None:
         with temporary_settings(restore_defaults={PREFECT_API_URL}):
             done = CliRunner().invoke(app, args)
         assert done.exit_code == 2 and "PREFECT_API_URL" in " ".join(done.output.split())
+
+
+def test_progress_updates_reach_the_server_in_order_when_shards_finish_together(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three shards finishing at once: the artifact must end at 100 %, whatever order the calls return in.
+    (CI once saw 33 % after a complete run: the 33 % update landed after the 100 % one.)"""
+    from flows import artifacts
+    seen: list[float] = []
+
+    async def slow_for_small_values(_id: object, value: float) -> None:
+        await asyncio.sleep(0.03 * (100.0 - value) / 100.0)  # the earlier (smaller) value arrives last
+        seen.append(value)
+
+    monkeypatch.setattr(artifacts, "aupdate_progress_artifact", slow_for_small_values)
+
+    async def scenario() -> None:
+        report = artifacts.ProgressReport(uuid4(), 60)
+        await asyncio.gather(*(report.advance(20) for _ in range(3)))
+
+    asyncio.run(scenario())
+    assert seen[-1] == 100.0 and seen == sorted(seen)
