@@ -248,24 +248,23 @@ def test_a_hang_does_not_block_other_requests_and_frees_its_slot() -> None:
     (hanging,) = _documents_with_fault(table, 4, "hang", 1)
     normal = _documents_with_fault(table, 4, None, 5)
 
-    async def scenario(base_url: str) -> tuple[BaseException | None, list[int], float]:
+    async def scenario(base_url: str) -> tuple[BaseException | None, list[int], bool]:
         async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
-            hang = asyncio.create_task(client.post("/chat/completions", json=body_for(hanging), timeout=1.0))
+            hang = asyncio.create_task(client.post("/chat/completions", json=body_for(hanging), timeout=3.0))
             await asyncio.sleep(0.05)
-            start = time.perf_counter()
             others = await asyncio.gather(*(client.post("/chat/completions", json=body_for(d)) for d in normal))
-            elapsed = time.perf_counter() - start
+            hang_still_open = not hang.done()  # the others were answered while the hang held its slot
             error = (await asyncio.gather(hang, return_exceptions=True))[0]
-        return (error if isinstance(error, BaseException) else None), [r.status_code for r in others], elapsed
+        return (error if isinstance(error, BaseException) else None), [r.status_code for r in others], hang_still_open
 
     with serve_in_thread(config) as emu:
-        error, statuses, elapsed = asyncio.run(scenario(emu.base_url))
+        error, statuses, hang_still_open = asyncio.run(scenario(emu.base_url))
         deadline = time.monotonic() + 5
         while emu.stats()["in_flight"] and time.monotonic() < deadline:
             time.sleep(0.05)
         stats = emu.stats()
     assert isinstance(error, httpx.TimeoutException)
-    assert statuses == [200] * 5 and elapsed < 0.9
+    assert statuses == [200] * 5 and hang_still_open
     assert stats["by_outcome"] == {"hang": 1, "ok": 5}
     assert stats["in_flight"] == 0
 
