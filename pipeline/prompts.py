@@ -15,7 +15,9 @@ and the row's document last, so GLM's implicit prefix cache can serve the fixed 
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,31 +29,101 @@ from pipeline.tasks import TaskSpec
 TOOL_NAME = "record_extraction"
 SCHEMA_OPEN = "<json_schema>"
 SCHEMA_CLOSE = "</json_schema>"
-#: ``<`` and ``>`` with the brackets NFKC folds into them (fullwidth ``＜``/``＞``, small ``﹤``/``﹥``).
-_LT, _GT = "<\uff1c\ufe64", ">\uff1e\ufe65"
+#: Characters drawn as ``<``: ASCII, those NFKC folds into it (fullwidth ``＜``, small ``﹤``), ``≮`` (``<``
+#: with a stroke under NFD), and the angle brackets and arrowheads of other blocks (``‹ 〈 〈 ⟨ ❮ ˂``).
+_LT = "<\uff1c\ufe64\u226e\u2039\u2329\u3008\u27e8\u276e\u02c2"
+_GT = ">\uff1e\ufe65\u226f\u203a\u232a\u3009\u27e9\u276f\u02c3"
+#: ``/`` and the slashes drawn like it (fullwidth, fraction, division, big solidus, box drawing).
+_SLASH = "/\uff0f\u2044\u2215\u29f8\u2571"
 #: Unicode's default-ignorable code points: zero-width spaces and joiners, bidi marks, BOM, soft hyphen …
 _INVISIBLE = ("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
               "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e0fff")
+#: Combining marks (accents a reader sees on the letter before them: ``i\u0301`` is ``í``).
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+#: Letters of other scripts drawn like a tag name's letter that no Unicode normalisation folds into it
+#: (Cyrillic, Greek, Armenian, Coptic, Cherokee, Lisu, small capitals; after NFKD, so ``ї`` is ``і``).
+#: Digits and other ASCII letters are not here: ``<1tem>`` or ``<d0cument>`` is a visible misspelling.
+_LOOKALIKES = {
+    "d": "\u0501\u13a0\u15de\ua4d3",
+    "o": "\u043e\u041e\u03bf\u039f\u0585\u0555\u1d0f\u2c9f\u2c9e\ua4f3",
+    "c": "\u0441\u0421\u03f2\u03f9\u1d04\u2ca5\u2ca4\u13df\ua4da",
+    "u": "\u03c5\u057d\u054d\u1d1c\u028b\ua4f4",
+    "m": "\u043c\u041c\u039c\u03fa\u1d0d\u13b7\ua4df",
+    "e": "\u0435\u0415\u0395\u04bd\u212e\u1d07\u13ac\ua4f0",
+    "n": "\u0578\u039d\u0274\ua4e0\u2c9a",
+    "t": "\u0442\u0422\u03c4\u03a4\u1d1b\u13a2\ua4d4\u2ca6",
+    "i": "\u0456\u0406\u03b9\u0399\u0131\u0269\u026a\u04cf\u04c0\u13a5\ua647\ua4f2",
+}
+_FOLD_LOOKALIKES = str.maketrans({c: letter for letter, chars in _LOOKALIKES.items() for c in chars})
+#: The blocks holding every character drawn like a tag name's letter (Latin with accents, Greek,
+#: Cyrillic, Armenian, Cherokee, small capitals, letterlike symbols, roman numerals, circled letters,
+#: Coptic, Lisu, fullwidth, math alphanumerics, squared letters); tests/test_frame_forgery.py checks
+#: that the rest of Unicode holds none.
+TAG_LETTER_BLOCKS = ((0x0000, 0x3000), (0xA400, 0xAC00), (0xFF00, 0xFFF0), (0x1D400, 0x1D800), (0x1F100, 0x1F200))
+
+
+def tag_letter(char: str) -> str:
+    """The ASCII letter ``char`` is drawn like, in lower case, as a reader sees it: NFKD (fullwidth,
+    math, circled and accented letters, roman numerals), marks dropped, then :data:`_LOOKALIKES`;
+    anything else as NFKD leaves it (pure)."""
+    base = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+    return base.translate(_FOLD_LOOKALIKES).lower()
+
+
+@functools.cache
+def _letter_classes() -> dict[str, str]:
+    """For each letter of the tag names, every character of :data:`TAG_LETTER_BLOCKS` drawn like it
+    (regex-escaped); built once, when a value first holds a bracket (about 10 ms)."""
+    found: dict[str, list[str]] = {letter: [] for letter in "documentie"}
+    for low, high in TAG_LETTER_BLOCKS:
+        for code in range(low, high):
+            letter = tag_letter(chr(code))
+            if letter in found:
+                found[letter].append(re.escape(chr(code)))
+    return {letter: "".join(chars) for letter, chars in found.items()}
+
+
+#: Between a bracket and the name, and between the name's letters: what a reader skips or reads as
+#: part of the letter before it.
+_SKIP = f"[{_INVISIBLE}{_MARKS}]*+"
+#: The same with spaces (and line breaks): ``< /item``, ``</ document``.
+_GAP = rf"[\s{_INVISIBLE}{_MARKS}]*+"
+#: What must follow an opening tag's name when spaces came before it: a ``>`` on the line, an
+#: attribute, or the line's end (``< item >``, ``< item id="d2"``, ``< document`` alone; not ``a < item count``).
+_AFTER_SPACED = rf"(?:[^{_LT}{_GT}\n]{{0,200}}[{_GT}]|\s++[\w-]{{1,40}}\s*+=|[^\S\n]*+(?:\n|\Z))"
 
 
 def _spelled(word: str) -> str:
-    """``word`` in ASCII or fullwidth letters, invisible characters allowed between them."""
-    return f"[{_INVISIBLE}]*".join(f"[{c}{chr(ord(c) + 0xFEE0)}]" for c in word)
+    """``word`` in any letters drawn like its own, invisible characters and accents allowed among them."""
+    return _SKIP.join(f"[{_letter_classes()[c]}]" for c in word)
 
 
-_NAME = rf"(?:{_spelled('document')}|{_spelled('item')})\b"
-#: The opening bracket of any spelling of a frame tag a model could read as one: the name right after
-#: the bracket (``</DOCUMENT``, ``<item id="d2"`` with no ``>`` yet, ``<\u200b/item>``, ``＜／ｉｔｅｍ＞``),
-#: or after spaces when a closing bracket follows on the line (``< /item >``). Not ``a < b``, ``<items>``.
-#: One pattern per bracket, each starting with its literal (the regex engine then skips to it fast).
-_FRAME_TAGS = tuple(
-    (bracket, re.compile(
-        rf"{bracket}(?=[{_INVISIBLE}]*(?:[/\uff0f][{_INVISIBLE}]*)?{_NAME}"
-        rf"|[\s{_INVISIBLE}]*(?:[/\uff0f][\s{_INVISIBLE}]*)?{_NAME}[^{_LT}{_GT}\n]{{0,200}}[{_GT}])",
-        re.IGNORECASE,
-    ))
-    for bracket in _LT
-)
+def _name() -> str:
+    """A tag name, ending where a word ends (``<items>``, ``<item_list>``, ``<іtems>`` are other words)."""
+    return rf"(?:{_spelled('document')}|{_spelled('item')}){_SKIP}(?!\w)"
+
+
+def _can_follow() -> str:
+    """A cheap first test after a bracket: a superset of what can come next in a tag (any letter of
+    the math and squared blocks), so a bracket before anything else fails at one set lookup."""
+    first = "".join(_letter_classes()[c] for c in "di")
+    return rf"[\s{_SLASH}{_INVISIBLE}{_MARKS}{first}\U0001d400-\U0001d7ff\U0001f100-\U0001f1ff]"
+
+
+@functools.cache
+def _frame_tag(bracket: str) -> re.Pattern[str]:
+    """The opening ``bracket`` of any spelling of a frame tag a model could read as one
+    (docs/contracts.md §2): a closing tag with any spaces, ``>`` or not (``</item>``, ``< /item``,
+    ``</ document`` at a line's end); an opening one with the name right after the bracket
+    (``<item id="d2"`` with no ``>`` yet, ``<\\u200bitem>``, ``＜ｉｔｅｍ＞``, ``<іtem>`` in Cyrillic), or
+    after spaces as :data:`_AFTER_SPACED` says. Not ``a < b``, ``<items>``. One pattern per bracket,
+    compiled when a value first holds that bracket: each starts with its literal, so the engine skips
+    to it fast; every quantifier is possessive or bounded, so time stays linear in the value's length."""
+    return re.compile(
+        rf"{re.escape(bracket)}(?={_can_follow()})(?={_SKIP}(?P<spaced>\s{_GAP})?(?P<close>[{_SLASH}]{_GAP})?"
+        rf"{_name()}(?(close)|(?(spaced){_AFTER_SPACED})))"
+    )
+
 
 RULES = (
     "Answer with one JSON object for the document in the user message, valid against the JSON Schema "
@@ -240,13 +312,11 @@ def _as_text(value: Any) -> str:
 
 def defuse_frame_tags(text: str) -> str:
     """``text`` with every frame tag a model could read as one (``<document>``, ``</document>``,
-    ``<item …>``, ``</item>``, in any spelling: :data:`_FRAME_TAGS`) made harmless by a backslash
+    ``<item …>``, ``</item>``, in any spelling: :func:`_frame_tag`) made harmless by a backslash
     after its bracket (``</item>`` → ``<\\/item>``); any other text as it is."""
-    if "<" not in text and "\uff1c" not in text and "\ufe64" not in text:  # most values: no regex runs
-        return text
-    for bracket, tag in _FRAME_TAGS:
+    for bracket in "<" if text.isascii() else _LT:  # most values hold none: no regex runs
         if bracket in text:
-            text = tag.sub(_backslashed, text)
+            text = _frame_tag(bracket).sub(_backslashed, text)
     return text
 
 
