@@ -14,17 +14,18 @@ is calibrated on them (:class:`Calibration`). Prices, cache and batch rules: doc
 A run pays more than one answer per request: an answer that fails the schema or is cut at
 ``max_tokens`` is asked again (the prompt once more, with the bad answer and the validator's
 errors, and a second answer), and a runaway answer is billed at ``max_tokens``. The estimate adds
-an *allowance* for them (:class:`Allowance`): learnt from the journal's answers to these rows from
-the kind of endpoint the run will use (an emulator run may learn from synthetic answers, a real
-run only from real ones), blended with a stated prior (:data:`REASK_PRIOR`) that the journal
-outweighs as it grows. It also gives a *worst case*: every answer runs to ``max_tokens`` and is
-re-asked ``max_reasks`` times.
+an *allowance* for them (:class:`Allowance`): learnt from the journal's answers to these rows, and
+from its newest answers to other rows of the task (:data:`HISTORY_ANSWERS`, last night's run for
+tonight's new rows), both from the kind of endpoint the run will use (an emulator run may learn from
+synthetic answers, a real run only from real ones), blended with a stated prior
+(:data:`REASK_PRIOR`) that the journal outweighs as it grows. It also gives a *worst case*: every
+answer runs to ``max_tokens`` and is re-asked ``max_reasks`` times.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from typing import Any
@@ -57,6 +58,9 @@ REASK_PRIOR = 0.056
 ALONE_PRIOR = 0.095
 #: How many answers the prior counts as when blended with the journal's answers.
 PRIOR_WEIGHT = 50
+#: How many of the journal's newest answers to other rows of the task (same model, same kind of
+#: endpoint) the estimate learns from: enough that one answer is 0.05 %, few enough to read at once.
+HISTORY_ANSWERS = 2000
 DEFAULT_MAX_REASKS: int = Settings.model_fields["max_reasks"].default
 DEFAULT_MAX_TOKENS: int = Settings.model_fields["max_tokens"].default
 NOT_YET = "not yet"  # chunking of long documents does not exist yet
@@ -222,29 +226,35 @@ def _skeleton_text(schema: Any) -> str:
 
 @dataclass(frozen=True)
 class Calibration:
-    """What the journal's real answers teach: actual prompt tokens ÷ our count, completion tokens
-    per answer. ``answers == 0``: nothing learnt (scale 1, completion guessed from the schema)."""
+    """What the journal's real answers teach: actual prompt tokens ÷ our count (from answers to these
+    rows' requests, ``scaled_on``: we count only prompts we render), completion tokens per answer
+    (from those and from answers to other rows). ``answers == 0``: nothing learnt (scale 1,
+    completion guessed from the schema)."""
 
     answers: int = 0
     prompt_scale: float = 1.0
     completion_per_request: float | None = None
+    scaled_on: int = 0
 
     def completion(self, task: TaskSpec) -> float:
         return self.completion_per_request if self.completion_per_request is not None \
             else skeleton_answer_tokens(task.schema)
 
 
-def calibrate(pairs: Iterable[tuple[int, int, int]]) -> Calibration:
-    """From (our prompt count, actual prompt tokens, actual completion tokens) of answers that took
-    one request (no retry, no re-ask), so their usage is one request's."""
+def calibrate(pairs: Iterable[tuple[int, int, int]], elsewhere: Sequence[int] = ()) -> Calibration:
+    """From (our prompt count, actual prompt tokens, actual completion tokens) of answers to these
+    rows' requests, and the completion tokens of answers to other rows (``elsewhere``), all of which
+    took one request (no retry, no re-ask), so their usage is one request's."""
     ours = actual = completion = answers = 0
     for counted, prompt, answer in pairs:
         if counted <= 0 or prompt <= 0:
             continue
         ours, actual, completion, answers = ours + counted, actual + prompt, completion + answer, answers + 1
-    if not answers:
+    total = answers + len(elsewhere)
+    if not total:
         return Calibration()
-    return Calibration(answers=answers, prompt_scale=actual / ours, completion_per_request=completion / answers)
+    return Calibration(answers=total, prompt_scale=actual / ours if answers else 1.0,
+                       completion_per_request=(completion + sum(elsewhere)) / total, scaled_on=answers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +273,16 @@ class Observed:
 
 
 @dataclass(frozen=True)
+class Past:
+    """One of the journal's newest answers to another row of the task: what all its requests were
+    billed and how many re-asks it took. Its prompt was not counted by us (the request is not stored)."""
+
+    prompt: int
+    completion: int
+    reasks: int
+
+
+@dataclass(frozen=True)
 class Allowance:
     """Tokens beyond one answer per request, as shares of the first requests' tokens (the rows'
     own prompts, unpacked, and their answers). ``learnt_from == 0``: the prior alone."""
@@ -273,8 +293,9 @@ class Allowance:
     completion_share: float  # extra completion tokens per first-answer token (runaways included)
     learnt_from: int = 0
     packed: bool = False
-    history_packed: bool = False  # the journal's answers to these rows came from packed requests
+    history_packed: bool = False  # the journal's answers to learn from came from packed requests
     history_owed: bool = False  # some of them are still owed a re-ask (their outcome is not known yet)
+    from_history: int = 0  # of ``learnt_from``, answers to other rows (the task's newest)
 
     def source(self) -> str:
         prior = (f"a prior of {ALONE_PRIOR:.1%} of packed rows asked again alone" if self.packed
@@ -283,11 +304,15 @@ class Allowance:
             return (f"{prior}, the emulator's realistic fault table (some of the journal's answers to these rows "
                     "are still owed a re-ask: learning from the others would count only answers that passed)")
         if not self.learnt_from and self.history_packed:
-            return (f"{prior}, the emulator's realistic fault table (the journal's answers to these rows came "
+            return (f"{prior}, the emulator's realistic fault table (the journal's answers to this task came "
                     "from packed requests: the rows a pack answered share its bill, the rest are its failures)")
         if not self.learnt_from:
             return f"{prior}, the emulator's realistic fault table (no answers in the journal to learn from)"
-        return f"learnt from {self.learnt_from} answers in the journal, blended with {prior} (weight {PRIOR_WEIGHT})"
+        own = self.learnt_from - self.from_history
+        split = (f" ({own} to these rows, {self.from_history} to other rows: the task's newest by this model "
+                 "from this kind of endpoint)" if self.from_history else "")
+        return (f"learnt from {self.learnt_from} answers in the journal{split}, blended with {prior} "
+                f"(weight {PRIOR_WEIGHT})")
 
 
 @cache
@@ -309,12 +334,26 @@ def prior_allowance(rows_prompt: float, rows: int, answer: float, *, packed: boo
     return Allowance(REASK_PRIOR, prompt_share, REASK_PRIOR, REASK_PRIOR)
 
 
-def learnt_allowance(observed: Sequence[Observed], prior: Allowance, answer: float) -> Allowance:
-    """What the journal's answers to these rows teach, blended with ``prior`` (weight
+def learnt_allowance(observed: Sequence[Observed], prior: Allowance, answer: float,
+                     history: Sequence[Past] = ()) -> Allowance:
+    """What the journal's answers to these rows (``observed``) and to other rows of the task
+    (``history``) teach, each weighing as many answers as it has, blended with ``prior`` (weight
     :data:`PRIOR_WEIGHT`): an answer without re-asks shows what a first request costs (prompt scale,
     answer size); everything a re-asked answer was billed beyond that is the allowance."""
-    if prior.packed or not observed:
+    if prior.packed:
         return prior
+    learnt = [(seen, n) for seen, n in ((_seen_rows(observed, answer), len(observed)),
+                                         (_seen_elsewhere(history), len(history))) if seen is not None]
+    if not learnt:
+        return prior
+    return replace(_blend(learnt, prior), from_history=sum(n for seen, n in learnt if seen.from_history))
+
+
+def _seen_rows(observed: Sequence[Observed], answer: float) -> Allowance | None:
+    """The allowance these rows' answers show: each one's first request is its own prompt as we count
+    it, scaled by what the answers without re-asks were billed for theirs."""
+    if not observed:
+        return None
     single = [o for o in observed if not o.reasks]
     counted_single = sum(o.counted for o in single)
     scale = sum(o.prompt for o in single) / counted_single if counted_single else 1.0
@@ -322,25 +361,51 @@ def learnt_allowance(observed: Sequence[Observed], prior: Allowance, answer: flo
     first_prompt = scale * sum(o.counted for o in observed)
     extra_prompt = sum(o.prompt - scale * o.counted for o in observed if o.reasks)
     extra_completion = sum(o.completion - first_answer for o in observed if o.reasks)
-    seen = Allowance(
+    return Allowance(
         reasks_per_request=sum(o.reasks for o in observed) / len(observed),
         prompt_share=extra_prompt / first_prompt if first_prompt else 0.0,
         cached_share=sum(o.reasks for o in observed) / len(observed),
         completion_share=extra_completion / (len(observed) * first_answer) if first_answer else 0.0,
     )
-    return _blend(seen, len(observed), prior)
 
 
-def _blend(seen: Allowance, answers: int, prior: Allowance) -> Allowance:
-    def mix(learnt: float, assumed: float) -> float:
-        return (answers * learnt + PRIOR_WEIGHT * assumed) / (answers + PRIOR_WEIGHT)
+def _seen_elsewhere(history: Sequence[Past]) -> Allowance | None:
+    """The allowance answers to other rows show. Their prompts were not counted, so every answer's
+    first request is taken as the mean billed prompt of the answers without re-asks (and its first
+    answer as their mean answer): shares of the whole sample, not row by row. None without an answer
+    that took no re-ask (nothing shows what a first request costs)."""
+    single = [p for p in history if not p.reasks]
+    if not single:
+        return None
+    first_prompt = sum(p.prompt for p in single) / len(single)
+    first_answer = sum(p.completion for p in single) / len(single)
+    reasked = [p for p in history if p.reasks]
+    reasks = sum(p.reasks for p in history) / len(history)
+    return Allowance(
+        reasks_per_request=reasks,
+        prompt_share=sum(p.prompt - first_prompt for p in reasked) / (len(history) * first_prompt)
+        if first_prompt else 0.0,
+        cached_share=reasks,
+        completion_share=sum(p.completion - first_answer for p in reasked) / (len(history) * first_answer)
+        if first_answer else 0.0,
+        from_history=len(history),
+    )
+
+
+def _blend(learnt: Sequence[tuple[Allowance, int]], prior: Allowance) -> Allowance:
+    """``learnt`` (what some answers showed, and how many) and ``prior`` (weight :data:`PRIOR_WEIGHT`),
+    weighed by the answers each counts as."""
+    total = sum(n for _, n in learnt) + PRIOR_WEIGHT
+
+    def mix(part: Callable[[Allowance], float]) -> float:
+        return (sum(n * part(seen) for seen, n in learnt) + PRIOR_WEIGHT * part(prior)) / total
 
     return Allowance(
-        reasks_per_request=mix(seen.reasks_per_request, prior.reasks_per_request),
-        prompt_share=mix(seen.prompt_share, prior.prompt_share),
-        cached_share=mix(seen.cached_share, prior.cached_share),
-        completion_share=mix(seen.completion_share, prior.completion_share),
-        learnt_from=answers,
+        reasks_per_request=mix(lambda a: a.reasks_per_request),
+        prompt_share=mix(lambda a: a.prompt_share),
+        cached_share=mix(lambda a: a.cached_share),
+        completion_share=mix(lambda a: a.completion_share),
+        learnt_from=sum(n for _, n in learnt),
     )
 
 
@@ -399,6 +464,7 @@ class Estimate:
     price_cny_per_mtok: float = 0.0
     price_cached_cny_per_mtok: float = 0.0
     calibrated_on: int = 0  # real answers in the journal the figures were calibrated on
+    prompt_scale_on: int = 0  # of which answers to these rows' requests (the prompt scale's)
     prompt_scale: float = 1.0
     completion_per_request: float = 0.0
     requests_after_packing: int | str = PACKING_OFF
@@ -433,6 +499,9 @@ class EstimateWalk:
     history_owed: bool = False  # a journal answer to these rows is still owed a re-ask
     max_tokens: int | None = None  # None: the task's, else the settings' default
     max_reasks: int = DEFAULT_MAX_REASKS
+    elsewhere: list[Past] = field(default_factory=list)  # the task's newest answers to other rows
+    elsewhere_completions: list[int] = field(default_factory=list)  # of which real, ok, one request each
+    elsewhere_packed: bool = False  # one of them came from a packed request: they teach no allowance
 
 
 def add_rows(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, rows: Sequence[Mapping[str, Any]],
@@ -478,6 +547,24 @@ def _observe(walk: EstimateWalk, counted: int, entry: Any) -> None:
         walk.observed.append(Observed(counted, entry.prompt_tokens, entry.completion_tokens, entry.reasks))
 
 
+def learn_elsewhere(walk: EstimateWalk, answers: Iterable[Any], *, calibrates: bool) -> None:
+    """Keep the journal's newest answers to other rows of the task (objects with ``status``, ``owed``,
+    ``attempts``, ``reasks``, ``prompt_tokens``, ``completion_tokens``, ``request_id``), from the
+    kind of endpoint the run will use, to learn the allowance from; when they are real
+    (``calibrates``), those ok at one request also teach the completion tokens per answer. An answer
+    still owed its re-ask is left out (its outcome is not known); one share of a packed request's bill
+    marks them all as packed (then the rows asked alone are the packs' failures: nothing is learnt)."""
+    for answer in answers:
+        if answer.owed or answer.prompt_tokens <= 0:
+            continue
+        if is_packed_request_id(answer.request_id):
+            walk.elsewhere_packed = True
+            continue
+        walk.elsewhere.append(Past(answer.prompt_tokens, answer.completion_tokens, answer.reasks))
+        if calibrates and answer.status == "ok" and answer.attempts == 1 and answer.reasks == 0:
+            walk.elsewhere_completions.append(answer.completion_tokens)
+
+
 def packed_bodies(task: TaskSpec, options: RenderOptions, settings: PackSettings,
                   todo: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[dict[str, Any]]:
     """The bodies a packing task sends for ``todo`` ((row, unpacked body) of each request key not in
@@ -490,16 +577,17 @@ def packed_bodies(task: TaskSpec, options: RenderOptions, settings: PackSettings
 
 def finish(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, prices: Prices) -> Estimate:
     """Calibrate on what the journal taught, add the allowance, and price the estimate."""
-    calibration = calibrate(walk.pairs)
+    calibration = calibrate(walk.pairs, walk.elsewhere_completions)
     per_answer = calibration.completion(task)
-    estimate.calibrated_on = calibration.answers
+    estimate.calibrated_on, estimate.prompt_scale_on = calibration.answers, calibration.scaled_on
     estimate.prompt_scale = scale = calibration.prompt_scale
     estimate.completion_per_request = per_answer
     rows_prompt = estimate._counted_rows * scale
     prior = prior_allowance(rows_prompt, estimate.requests, per_answer, packed=walk.packed)
-    biased = walk.history_packed or walk.history_owed  # what is left to learn from would mislead
-    allowance = replace(learnt_allowance([] if biased else walk.observed, prior, per_answer),
-                        history_packed=walk.history_packed, history_owed=walk.history_owed)
+    biased = walk.history_packed or walk.history_owed  # what is left of these rows' answers would mislead
+    allowance = replace(learnt_allowance([] if biased else walk.observed, prior, per_answer,
+                                         [] if walk.elsewhere_packed else walk.elsewhere),
+                        history_packed=walk.history_packed or walk.elsewhere_packed, history_owed=walk.history_owed)
     tokens = expected_tokens(estimate._counted_prompt * scale, estimate._counted_cached * scale,
                              per_answer * estimate.requests, rows_prompt, allowance)
     _price(estimate, tokens, prices)
@@ -521,7 +609,8 @@ def _allowance_dict(allowance: Allowance, tokens: Expected) -> dict[str, Any]:
     return {"prompt_tokens": tokens.extra_prompt, "cached_tokens": tokens.extra_cached,
             "completion_tokens": tokens.extra_completion,
             "reasks_per_request": round(allowance.reasks_per_request, 4),
-            "learnt_from": allowance.learnt_from, "source": allowance.source()}
+            "learnt_from": allowance.learnt_from, "learnt_from_other_rows": allowance.from_history,
+            "source": allowance.source()}
 
 
 def _worst_case_dict(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, rows_prompt: float,

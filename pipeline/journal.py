@@ -12,6 +12,13 @@ is sending its re-ask it keeps the key's claim, so no other run sends it too.
 The model's answer text is kept (compressed) only where it differs from the parsed answer, so
 ``glm-extract rejudge`` can judge stored answers again without paying.
 
+``origins`` says where an answer came from: its task, schema and model, and the kind of endpoint that
+gave it (``endpoint``: ``real``, ``synthetic`` for an emulator's, ``unknown`` for answers journaled
+before version 3 or by a journal not opened by a run). A run's journal records its endpoint's kind
+(``Journal(path, endpoint_id=...)``, the same ``endpoint_id`` its request keys carry), so ``glm-extract
+estimate`` can learn from the newest answers of a task, model and kind whatever the rows
+(:func:`recent_answers`); an unknown kind is never learnt from.
+
 ``claims`` lets runs that share the file pay once: a run claims the keys it is about to send, with
 an expiry that the live run keeps pushing forward; another run waits for those answers instead of
 sending them, and takes a claim over once it has expired (its owner was killed).
@@ -43,8 +50,10 @@ from typing import Any
 import orjson
 
 from pipeline.errors import GlmExtractError, first_line
+from pipeline.keys import SYNTHETIC_ENDPOINT
 
-SCHEMA_VERSION = 2  # PRAGMA user_version of a current journal; 0 with a ``results`` table is version 1
+SCHEMA_VERSION = 3  # PRAGMA user_version of a current journal; 0 with a ``results`` table is version 1
+PREVIOUS_VERSION = 2  # migrated in place by a run's journal; read as it is by ``JournalReader``
 CLAIM_TTL_S = 60.0  # a claim lapses this long after its owner last renewed it
 LOCK_WAIT_S = 60.0  # how long opening, reading, closing and the journal commands wait for a lock
 BUSY_PAUSE_S = (0.05, 0.5)  # a run's journal refused a lock: it tries again after this much, doubling up to the max
@@ -61,6 +70,8 @@ REASK_PENDING = "reask_pending"
 REASK_DUE_CODES = ("budget_reached", REASK_PENDING)
 _NOT_REASK_DUE = (f"NOT (status = '{REASK_DUE_STATUS}' AND coalesce(error_code, '') IN "
                   f"({', '.join(repr(code) for code in REASK_DUE_CODES)}))")
+#: The kinds of endpoint an answer came from (``origins.endpoint``).
+REAL, SYNTHETIC, UNKNOWN = "real", "synthetic", "unknown"
 _HOST = socket.gethostname()
 _RESULTS = """
     CREATE TABLE IF NOT EXISTS results (
@@ -71,10 +82,15 @@ _RESULTS = """
         latency_ms REAL, finish_reason TEXT, request_id TEXT,
         origin INTEGER NOT NULL REFERENCES origins (id), paid_at REAL NOT NULL)
 """
+_ORIGINS = f"""
+    CREATE TABLE IF NOT EXISTS {{name}} (
+        id INTEGER PRIMARY KEY, task TEXT, schema_id TEXT, model TEXT, endpoint TEXT NOT NULL DEFAULT '{UNKNOWN}',
+        UNIQUE (task, schema_id, model, endpoint))
+"""
 _SCHEMA = (
     _RESULTS,
-    """CREATE TABLE IF NOT EXISTS origins (
-        id INTEGER PRIMARY KEY, task TEXT, schema_id TEXT, model TEXT, UNIQUE (task, schema_id, model))""",
+    _ORIGINS.format(name="origins"),
+    "CREATE INDEX IF NOT EXISTS results_origin ON results (origin)",  # an origin's newest answers, by rowid
     "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS claims_owner ON claims (owner)",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)",
@@ -113,7 +129,36 @@ class JournalEntry:
     cost_cny: float | None = None  # what the answer cost when it was paid (None: not recorded)
     answer: str | None = None  # the model's last answer text (the client's parse, or read back from the journal)
     paid_at: float | None = None  # epoch seconds of the commit, as read back from the journal
+    endpoint_kind: str | None = None  # REAL, SYNTHETIC or UNKNOWN as read back; None: the journal's (when added)
     before: JournalEntry | None = None  # not stored: this key's entry as an earlier run left it (a re-ask was due)
+
+
+def endpoint_kind(endpoint_id: str | None) -> str:
+    """The kind of endpoint behind a request key's ``endpoint_id`` (:func:`pipeline.keys.request_key`):
+    ``""`` a real endpoint, :data:`~pipeline.keys.SYNTHETIC_ENDPOINT` an emulator; None (not said),
+    or a marker this version does not know, :data:`UNKNOWN`."""
+    if endpoint_id == "":
+        return REAL
+    return SYNTHETIC if endpoint_id == SYNTHETIC_ENDPOINT else UNKNOWN
+
+
+@dataclass(frozen=True)
+class PastAnswer:
+    """What one stored answer was billed, without its texts: what the estimate learns from."""
+
+    key: str
+    status: str
+    error_code: str | None
+    attempts: int
+    reasks: int
+    prompt_tokens: int
+    completion_tokens: int
+    request_id: str | None
+
+    @property
+    def owed(self) -> bool:
+        """Paid for and owed its re-ask (:func:`is_reask_due`): its outcome is not known yet."""
+        return self.status == REASK_DUE_STATUS and self.error_code in REASK_DUE_CODES
 
 
 def is_reask_due(entry: JournalEntry) -> bool:
@@ -169,13 +214,16 @@ class Journal:
     """One connection per process (or per shard task); safe to share the file between processes.
 
     Opening checks the file: a corrupt file or one that is not a journal, and a journal that cannot
-    be written, raise :class:`JournalError` before anything is sent. A version-1 journal is
-    migrated in place (once, by whichever process opens it first).
+    be written, raise :class:`JournalError` before anything is sent. A journal of version 1 or 2 is
+    migrated in place (once, by whichever process opens it first). ``endpoint_id``: the one a run's
+    request keys carry; the answers it adds are recorded as that kind of endpoint's
+    (:func:`endpoint_kind`; not given: :data:`UNKNOWN`).
     """
 
     def __init__(self, path: Path, *, owner: str | None = None, claim_ttl_s: float = CLAIM_TTL_S,
-                 write_wait_s: float = LOCK_WAIT_S) -> None:
+                 write_wait_s: float = LOCK_WAIT_S, endpoint_id: str | None = None) -> None:
         self.path = path
+        self.endpoint = endpoint_kind(endpoint_id)
         self.owner = owner or default_owner()
         self.claim_ttl_s = claim_ttl_s
         self.write_wait_s = write_wait_s  # claim, renew, flush: then JournalBusy
@@ -183,7 +231,7 @@ class Journal:
         self._busy_pause = 0.0
         self._pending: list[tuple[JournalEntry, bytes | None]] = []
         self._released: list[str] = []
-        self._origins: dict[tuple[str | None, str | None, str | None], int] = {}
+        self._origins: dict[tuple[str | None, str | None, str | None, str], int] = {}
         self.failure: JournalError | None = None  # set once a commit failed; nothing more is accepted
         self._db = _open(path)
         try:
@@ -388,14 +436,17 @@ class Journal:
                 yield from (_entry_from_row(row) for row in batch)
 
     def replace_verdicts(self, entries: Sequence[JournalEntry]) -> None:
-        """Store new verdicts for existing keys, keeping what they cost and when they were paid."""
+        """Store new verdicts for existing keys, keeping what they cost, when they were paid and which
+        kind of endpoint gave them."""
         self._origins.clear()  # a failed earlier transaction may have left ids that are not in the file
         with self._guard("commit to"), _transaction(self._db):
+            kinds = {key: e.endpoint_kind for key, e in lookup_entries(self._db, [e.key for e in entries]).items()}
             self._db.executemany(
                 "UPDATE results SET status = ?, data = ?, answer = ?, error_code = ?, error_message = ?, origin = ? "
                 "WHERE key = ?",
                 [(e.status, _pack(e.data_json), _pack(_kept_answer(e.answer, e.data_json)), e.error_code,
-                  e.error_message, self._origin(e.task, e.schema_id, e.model), e.key) for e in entries])
+                  e.error_message, self._origin(e.task, e.schema_id, e.model, kinds.get(e.key) or UNKNOWN), e.key)
+                 for e in entries])
 
     # ---- internals --------------------------------------------------------------------------
 
@@ -404,17 +455,15 @@ class Journal:
         return (entry.key, entry.status, _pack(entry.data_json), _pack(answer), entry.error_code,
                 entry.error_message, entry.attempts, entry.reasks, entry.prompt_tokens, entry.completion_tokens,
                 entry.cost_cny, entry.latency_ms, entry.finish_reason, entry.request_id,
-                self._origin(entry.task, entry.schema_id, entry.model), entry.paid_at or now)
+                self._origin(entry.task, entry.schema_id, entry.model, entry.endpoint_kind or self.endpoint),
+                entry.paid_at or now)
 
-    def _origin(self, task: str | None, schema_id: str | None, model: str | None) -> int:
-        """The id of a (task, schema, model) triple, stored once rather than on every row."""
-        triple = (task, schema_id, model)
-        found = self._origins.get(triple)
+    def _origin(self, task: str | None, schema_id: str | None, model: str | None, endpoint: str) -> int:
+        """The id of a (task, schema, model, endpoint kind), stored once rather than on every row."""
+        origin = (task, schema_id, model, endpoint)
+        found = self._origins.get(origin)
         if found is None:
-            self._db.execute("INSERT OR IGNORE INTO origins (task, schema_id, model) VALUES (?, ?, ?)", triple)
-            row = self._db.execute("SELECT id FROM origins WHERE task IS ? AND schema_id IS ? AND model IS ?",
-                                   triple).fetchone()
-            found = self._origins[triple] = int(row[0])
+            found = self._origins[origin] = origin_id(self._db, origin)
         return found
 
     def _guard(self, doing: str) -> _Guard:
@@ -508,6 +557,9 @@ def _prepare(db: sqlite3.Connection, path: Path) -> bool:
             _check_columns(db, path, _V1_COLUMNS)
             _migrate_v1(db)
             migrated = True
+        elif version == PREVIOUS_VERSION:
+            _check_columns(db, path, _COLUMN_NAMES)
+            _migrate_v2(db)  # nothing to give back to the disk: no VACUUM
         elif version == 0 and tables:
             raise JournalError(f"journal {path} holds other tables ({', '.join(sorted(tables))}), "
                                f"not a glm-extract journal: {_WHAT_TO_DO}")
@@ -560,7 +612,7 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
     db.execute(_RESULTS)
     for statement in _SCHEMA[1:]:
         db.execute(statement)
-    origins: dict[tuple[object, ...], int] = {}
+    origins: dict[tuple[str | None, str | None, str | None, str], int] = {}
     has_raw = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'raw_answers'").fetchone() is not None
     raw_join = "LEFT JOIN raw_answers a ON a.key = r.key" if has_raw else ""
     raw_col = "a.body" if has_raw else "NULL"
@@ -572,18 +624,51 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
         rows = []
         for (key, status, data_json, body, code, message, attempts, reasks, prompt, completion, latency, finish,
              request_id, task, schema, model, created) in batch:
-            triple = (task, schema, model)
-            if triple not in origins:
-                db.execute("INSERT OR IGNORE INTO origins (task, schema_id, model) VALUES (?, ?, ?)", triple)
-                origins[triple] = int(db.execute(
-                    "SELECT id FROM origins WHERE task IS ? AND schema_id IS ? AND model IS ?", triple).fetchone()[0])
+            origin = (task, schema, model, UNKNOWN)  # which endpoint answered was not recorded
+            if origin not in origins:
+                origins[origin] = origin_id(db, origin)
             answer = _kept_answer(answer_text(bytes(body) if body is not None else None), data_json)
             rows.append((key, status, _pack(data_json), _pack(answer), code, message, attempts, reasks, prompt,
-                         completion, None, latency, finish, request_id, origins[triple], created))
+                         completion, None, latency, finish, request_id, origins[origin], created))
         db.executemany(f"INSERT OR REPLACE INTO results ({_COLUMNS}) VALUES ({_MARKS})", rows)
     db.execute("DROP TABLE results_v1")
     if has_raw:
         db.execute("DROP TABLE raw_answers")
+
+
+def _migrate_v2(db: sqlite3.Connection) -> None:
+    """Version 2 → 3, inside the caller's transaction: ``origins`` gains ``endpoint`` (which kind of
+    endpoint gave the answer), :data:`UNKNOWN` for every answer already stored: version 2 kept that only
+    inside the request key, a one-way hash of the request, so it cannot be recovered; an unknown answer
+    is reused as before (by its key) but never learnt from across rows. ``results`` is left as it is
+    (its ``origin`` ids are kept) and gains an index on ``origin``."""
+    db.execute(_ORIGINS.format(name="origins_v3"))
+    db.execute("INSERT INTO origins_v3 (id, task, schema_id, model) SELECT id, task, schema_id, model FROM origins")
+    db.execute("DROP TABLE origins")  # then renamed into its place: ``results`` still names ``origins``
+    db.execute("ALTER TABLE origins_v3 RENAME TO origins")
+
+
+def origin_id(db: sqlite3.Connection, origin: tuple[str | None, str | None, str | None, str]) -> int:
+    """The id of (task, schema, model, endpoint kind) in ``origins``, added when new."""
+    db.execute("INSERT OR IGNORE INTO origins (task, schema_id, model, endpoint) VALUES (?, ?, ?, ?)", origin)
+    row = db.execute("SELECT id FROM origins WHERE task IS ? AND schema_id IS ? AND model IS ? AND endpoint = ?",
+                     origin).fetchone()
+    return int(row[0])
+
+
+def recent_answers(db: sqlite3.Connection, task: str, model: str, endpoint: str, limit: int) -> list[PastAnswer]:
+    """The newest ``limit`` stored answers (by commit: rowid) of ``task`` by ``model`` from ``endpoint``
+    (a kind; any schema of the task), newest first. Reads at most ``limit`` rows per schema the task
+    has had, through the ``origin`` index: bounded whatever the journal's size."""
+    ids = [int(row[0]) for row in db.execute("SELECT id FROM origins WHERE task = ? AND model = ? AND endpoint = ?",
+                                             (task, model, endpoint))]
+    rows: list[Any] = []
+    for origin in ids:
+        rows += db.execute(
+            "SELECT rowid, key, status, error_code, attempts, reasks, prompt_tokens, completion_tokens, request_id "
+            "FROM results WHERE origin = ? ORDER BY rowid DESC LIMIT ?", (origin, limit)).fetchall()
+    rows.sort(key=lambda row: int(row[0]), reverse=True)
+    return [PastAnswer(*row[1:]) for row in rows[:limit]]
 
 
 def answer_text(raw: bytes | None) -> str | None:
@@ -665,28 +750,37 @@ _COLUMN_NAMES = ("key", "status", "data", "answer", "error_code", "error_message
                  "origin", "paid_at")
 _COLUMNS = ", ".join(_COLUMN_NAMES)
 _MARKS = ",".join("?" * len(_COLUMN_NAMES))
-_SELECT = (
-    "SELECT r.key, r.status, r.data, r.answer, r.error_code, r.error_message, r.attempts, r.reasks, "
-    "r.prompt_tokens, r.completion_tokens, r.cost_cny, r.latency_ms, r.finish_reason, r.request_id, "
-    "o.task, o.schema_id, o.model, r.paid_at FROM results r JOIN origins o ON o.id = r.origin"
-)
 
-def lookup_entries(db: sqlite3.Connection, keys: Sequence[str]) -> dict[str, JournalEntry]:
-    """The stored entries of ``keys`` (distinct) in ``db``, read in chunks; SQLite errors propagate."""
+
+def _select(endpoint: str) -> str:
+    return ("SELECT r.key, r.status, r.data, r.answer, r.error_code, r.error_message, r.attempts, r.reasks, "
+            "r.prompt_tokens, r.completion_tokens, r.cost_cny, r.latency_ms, r.finish_reason, r.request_id, "
+            f"o.task, o.schema_id, o.model, r.paid_at, {endpoint} FROM results r JOIN origins o ON o.id = r.origin")
+
+
+_SELECT = _select("o.endpoint")
+_SELECT_V2 = _select(f"'{UNKNOWN}'")  # a version-2 journal read as it is (JournalReader): no kinds recorded
+
+
+def lookup_entries(db: sqlite3.Connection, keys: Sequence[str], *, version: int = SCHEMA_VERSION
+                   ) -> dict[str, JournalEntry]:
+    """The stored entries of ``keys`` (distinct) in ``db`` (a journal of ``version``: the current one or
+    :data:`PREVIOUS_VERSION`), read in chunks; SQLite errors propagate."""
+    select = _SELECT if version == SCHEMA_VERSION else _SELECT_V2
     found: dict[str, JournalEntry] = {}
     for start in range(0, len(keys), _LOOKUP_CHUNK):
         chunk = keys[start : start + _LOOKUP_CHUNK]
-        rows = db.execute(f"{_SELECT} WHERE r.key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        rows = db.execute(f"{select} WHERE r.key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
         found.update((row[0], _entry_from_row(row)) for row in rows)
     return found
 
 
 def _entry_from_row(row: Any) -> JournalEntry:
     (key, status, data, answer, code, message, attempts, reasks, prompt, completion, cost, latency, finish,
-     request_id, task, schema_id, model, paid_at) = row
+     request_id, task, schema_id, model, paid_at, endpoint) = row
     return JournalEntry(
         key=key, status=status, final=True, data_json=_unpack(data), error_code=code, error_message=message,
         attempts=attempts, reasks=reasks, prompt_tokens=prompt, completion_tokens=completion, latency_ms=latency,
         finish_reason=finish, model=model, request_id=request_id, task=task, schema_id=schema_id, cost_cny=cost,
-        answer=_unpack(answer), paid_at=paid_at,
+        answer=_unpack(answer), paid_at=paid_at, endpoint_kind=endpoint,
     )

@@ -11,8 +11,11 @@ one, marks it opened and proves it writable. An estimate must leave the file as 
   ``-shm`` files a WAL journal needs while open are removed again when it closes (a read-only
   connection would leave them behind).
 
-Whatever is not a current journal (a folder, another SQLite file, a newer or an old version, a
-corrupt file) is one line naming the file, and the file is left untouched.
+A journal of the previous version (2) is read as it is, not migrated: its answers are found by key
+as before, and since it did not record which kind of endpoint gave an answer, it offers no answers
+to learn from across rows (:meth:`JournalReader.recent` is empty). Whatever else is not a current
+journal (a folder, another SQLite file, a newer version or version 1, a corrupt file) is one line
+naming the file, and the file is left untouched.
 """
 
 from __future__ import annotations
@@ -23,7 +26,17 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.errors import first_line
-from pipeline.journal import LOCK_WAIT_S, SCHEMA_VERSION, JournalEntry, JournalError, is_busy, lookup_entries
+from pipeline.journal import (
+    LOCK_WAIT_S,
+    PREVIOUS_VERSION,
+    SCHEMA_VERSION,
+    JournalEntry,
+    JournalError,
+    PastAnswer,
+    is_busy,
+    lookup_entries,
+    recent_answers,
+)
 
 _USE_A_RUNS_JOURNAL = "pass --journal with the journal a run writes"
 
@@ -31,9 +44,10 @@ _USE_A_RUNS_JOURNAL = "pass --journal with the journal a run writes"
 class JournalReader:
     """Final answers by request key, from a journal opened without writing to it."""
 
-    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, db: sqlite3.Connection, version: int = SCHEMA_VERSION) -> None:
         self.path = path
         self._db = db
+        self.version = version
 
     @classmethod
     def open(cls, path: Path) -> JournalReader | None:
@@ -44,20 +58,30 @@ class JournalReader:
             raise JournalError(f"journal {path} is not a file: pass --journal with a file path")
         db = _connect(path)
         try:
-            holds_answers = _check(db, path)
+            version = _check(db, path)
         except BaseException:
             db.close()
             raise
-        if not holds_answers:
+        if version is None:
             db.close()
             return None
-        return cls(path, db)
+        return cls(path, db, version)
 
     def lookup(self, keys: Iterable[str]) -> dict[str, JournalEntry]:
         """Final entries for ``keys`` (missing keys are absent)."""
         try:
-            return lookup_entries(self._db, list(dict.fromkeys(keys)))
+            return lookup_entries(self._db, list(dict.fromkeys(keys)), version=self.version)
         except (sqlite3.Error, zlib.error, UnicodeDecodeError) as exc:  # a damaged page or answer
+            raise _unreadable(self.path, exc) from None
+
+    def recent(self, task: str, model: str, endpoint: str, limit: int) -> list[PastAnswer]:
+        """The newest ``limit`` answers of ``task`` by ``model`` from ``endpoint`` (a kind: ``real`` or
+        ``synthetic``), newest first; none from a version-2 journal (it recorded no kinds)."""
+        if self.version != SCHEMA_VERSION:
+            return []
+        try:
+            return recent_answers(self._db, task, model, endpoint, limit)
+        except sqlite3.Error as exc:
             raise _unreadable(self.path, exc) from None
 
     def close(self) -> None:
@@ -82,8 +106,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _check(db: sqlite3.Connection, path: Path) -> bool:
-    """Whether the file is a current journal (True) or an empty file (False); anything else raises."""
+def _check(db: sqlite3.Connection, path: Path) -> int | None:
+    """The version of a journal this reads (current or previous), or None for an empty file; anything
+    else raises."""
     try:
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -92,15 +117,15 @@ def _check(db: sqlite3.Connection, path: Path) -> bool:
     if version > SCHEMA_VERSION:
         raise JournalError(f"journal {path} has version {version}, newer than this glm-extract understands "
                            f"({SCHEMA_VERSION}): upgrade glm-extract or {_USE_A_RUNS_JOURNAL}")
-    if version == SCHEMA_VERSION:
-        return True
+    if version in (SCHEMA_VERSION, PREVIOUS_VERSION):
+        return version
     if "results" in tables:
         raise JournalError(f"journal {path} is an older version, which estimate reads only once upgraded: "
                            f"`glm-extract journal stats --journal {path}` (or a run) upgrades it in place")
     if tables:
         raise JournalError(f"journal {path} holds other tables ({', '.join(sorted(tables))}), "
                            f"not a glm-extract journal: {_USE_A_RUNS_JOURNAL}")
-    return False
+    return None
 
 
 def _unreadable(path: Path, exc: BaseException) -> JournalError:

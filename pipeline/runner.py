@@ -212,7 +212,8 @@ class Run:
         requests cost is booked in :attr:`request_tallies` whether this returns or raises."""
         stats = RunStats()
         try:
-            async with open_journal(self.settings.journal_path) as journal:
+            async with open_journal(self.settings.journal_path,
+                                    endpoint_id=SYNTHETIC_ENDPOINT if self.target.is_emulator else "") as journal:
                 ctx = build_context(self.prepared, self.settings, self.target, self.transport, limiter, journal,
                                     self.shared, stats)
                 try:
@@ -245,20 +246,21 @@ class Run:
 
 
 @asynccontextmanager
-async def open_journal(path: Path) -> AsyncIterator[Journal]:
+async def open_journal(path: Path, *, endpoint_id: str | None = None) -> AsyncIterator[Journal]:
     """The run's journal, opened and closed off the event loop (both may wait for a lock another
     process holds; other shards' answers are read meanwhile), its claims and commits waiting at
     most :data:`RUN_JOURNAL_WAIT_S`. The run marks itself at work on it (``journal prune`` then
-    leaves shrinking the file for later)."""
-    journal = await asyncio.to_thread(_run_journal, path)
+    leaves shrinking the file for later). ``endpoint_id``: the run's (its request keys'): the journal
+    records which kind of endpoint gave the answers it adds."""
+    journal = await asyncio.to_thread(_run_journal, path, endpoint_id)
     try:
         yield journal
     finally:
         await asyncio.to_thread(journal.close)
 
 
-def _run_journal(path: Path) -> Journal:
-    journal = Journal(path)
+def _run_journal(path: Path, endpoint_id: str | None) -> Journal:
+    journal = Journal(path, endpoint_id=endpoint_id)
     try:
         journal.announce()
     except BaseException:

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.journal import Journal, JournalEntry, JournalError, Pruned
+from pipeline.journal import SCHEMA_VERSION, Journal, JournalEntry, JournalError, Pruned
 
 ANSWER = {"issue_category": "refund", "summary": "charged twice for order ORD-1 (¥10.00)", "language": "en"}
 
@@ -241,7 +241,7 @@ def test_a_version_1_journal_is_migrated_and_its_answers_reused(tmp_path: Path) 
     assert (found["ok-plain"].prompt_tokens, found["ok-plain"].task) == (900, "ticket_qa")
     db = sqlite3.connect(path)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert "raw_answers" not in tables and db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert "raw_answers" not in tables and db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.close()
 
 

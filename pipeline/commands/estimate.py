@@ -21,8 +21,18 @@ from pipeline import io
 from pipeline.commands.console import ColumnOption, MaxTokensOption, fail, out, settings_from
 from pipeline.endpoints import needs_emulator, online_target
 from pipeline.errors import GlmExtractError
-from pipeline.estimate import Estimate, EstimateWalk, Prices, add_rows, finish, needs_request, packed_bodies
-from pipeline.journal import JournalEntry, is_reask_due
+from pipeline.estimate import (
+    HISTORY_ANSWERS,
+    Estimate,
+    EstimateWalk,
+    Prices,
+    add_rows,
+    finish,
+    learn_elsewhere,
+    needs_request,
+    packed_bodies,
+)
+from pipeline.journal import JournalEntry, PastAnswer, endpoint_kind, is_reask_due
 from pipeline.journal_reader import JournalReader
 from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
 from pipeline.packing import settings_for
@@ -49,7 +59,9 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
     A run without a key or endpoint answers from the emulator (so does an endpoint that says it is
     one), whose answers are journaled apart from real ones: the hits are looked up under the key
     such a run would use, while only real answers calibrate the token counts. The hits (from the
-    endpoint the run will use) teach the allowance for re-asks and runaway answers.
+    endpoint the run will use) teach the allowance for re-asks and runaway answers, and so do the
+    journal's newest answers to other rows of the task by the same model from the same kind of
+    endpoint (:data:`~pipeline.estimate.HISTORY_ANSWERS`; real ones also teach the answer size).
     """
     estimate = Estimate(task.name, input_label, shards=len(shards))
     endpoint_id = SYNTHETIC_ENDPOINT if needs_emulator(settings) or online_target(settings).synthetic else ""
@@ -61,6 +73,7 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
     validator = compile_validator(task.schema)
     journal = JournalReader.open(settings.journal_path)  # read only: None when it holds no history
     try:
+        elsewhere = _newest_answers(journal, task, settings, endpoint_id)
         for spec in shards:
             rows = prompt_rows(io.read_shard(spec), task)
             by_key: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # key → its first row and body
@@ -70,6 +83,8 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
                     by_key.setdefault(request_key(body, endpoint_id), (row, body))
             keyed = {key: body for key, (_, body) in by_key.items()}
             found = journal.lookup(keyed) if journal is not None else {}
+            for key in found:  # an answer to these rows is learnt from as one (or left out when owed)
+                elsewhere.pop(key, None)
             owed = {key for key, entry in found.items() if is_reask_due(entry)}  # a run sends their re-asks
             hits = {key: entry for key, entry in found.items() if key not in owed}
             walk.history_owed = walk.history_owed or bool(owed)
@@ -79,10 +94,20 @@ def estimate_shards(task: TaskSpec, input_label: str, settings: Settings, shards
             alone = [keyed[key] for key in keyed if key in owed]  # their re-asks, sent alone, never packed
             sent = packed_bodies(task, options, pack, todo) + alone if pack is not None else None
             add_rows(estimate, walk, task, rows, keyed, hits, real, sent)
+        learn_elsewhere(walk, elsewhere.values(), calibrates=not endpoint_id)
     finally:
         if journal is not None:
             journal.close()
     return finish(estimate, walk, task, prices_for(settings))
+
+
+def _newest_answers(journal: JournalReader | None, task: TaskSpec, settings: Settings,
+                    endpoint_id: str) -> dict[str, PastAnswer]:
+    """The journal's newest answers of the task by the run's model from the run's kind of endpoint, by key."""
+    if journal is None:
+        return {}
+    newest = journal.recent(task.name, settings.model, endpoint_kind(endpoint_id), HISTORY_ANSWERS)
+    return {answer.key: answer for answer in newest}
 
 
 def owed_request(body: dict[str, Any], entry: JournalEntry, validator: jsonschema_rs.Validator) -> dict[str, Any]:
@@ -143,7 +168,9 @@ def render(data: dict[str, Any]) -> Table:
     """The estimate as a table a person reads."""
     table = Table(title=f"estimate · {data['task']} · {data['input']} (nothing sent, nothing written)",
                   show_header=False)
-    calibration = (f"on {data['calibrated_on']} real answers in the journal: prompt x{data['prompt_scale']}, "
+    scaled = (f"prompt x{data['prompt_scale']} (on {data['prompt_scale_on']} answers to these rows)"
+              if data["prompt_scale_on"] else "prompt x1 (no real answers to these rows to compare our count with)")
+    calibration = (f"on {data['calibrated_on']} real answers in the journal: {scaled}, "
                    f"{data['completion_per_request']} completion tokens per answer" if data["calibrated_on"]
                    else f"none (no real answers in the journal); {data['completion_per_request']} completion "
                         "tokens per answer guessed from the schema")
