@@ -1,11 +1,14 @@
 """Token usage by the platform's published rule of thumb, read the way GLM's tokenizer splits text.
 
 "1 token ≈ 0.75 English words or ≈ 1.5 Chinese characters" (docs/glm_platform.md, tokens), so
-``tokens = ceil(cjk_chars / 1.5 + words / 0.75 + digit_groups + long_letters / 2 + spaces / 4)``. What a *word*
+``tokens = ceil(non_ascii + words / 0.75 + digit_groups + long_letters / 2 + spaces / 4)``. What a *word*
 is follows how GLM-4's tokenizer splits text before its BPE merges (which never cross a split):
 
-- every non-ASCII character counts as a Chinese character (CJK text, full-width punctuation; the
-  odd accented letter or curly quote costs about what a tokenizer would charge for it);
+- a non-ASCII character costs what its script costs (:data:`SCRIPT_TOKENS`): a Chinese character
+  1/1.5 token, as do Japanese kana, full-width and curly punctuation and accented Latin letters (the
+  odd one costs about what a tokenizer charges for it); other scripts are charged per character at
+  what a BPE charges them: Cyrillic about 0.55, Arabic 0.8, Greek, Hebrew and Thai 1, Hangul 1.15,
+  a combining mark 1.25, the Indic scripts 1.3, Armenian, Georgian, Khmer 2, Hangul jamo 3;
 - a *word* is a run of ASCII letters (split where a lower-case letter meets a capital, as in
   ``TrailRunner``) or a run of ASCII punctuation (``":"`` is one word: a tokenizer merges such runs
   into about one token); whitespace-split words would count a compact JSON object as one word;
@@ -18,8 +21,13 @@ is follows how GLM-4's tokenizer splits text before its BPE merges (which never 
 
 Against two public BPE tokenizers this stays within about 0.8–1.25× on prose, ids, numbers, hex and
 base64 (docs/performance.md, "Cost per row"); the rule it replaces counted a 2,000-character hex
-dump as 2 tokens, which let a budget's reservations be far too small. Counting uses ``findall`` on
-the UTF-8 bytes; each message adds ``MESSAGE_OVERHEAD`` tokens.
+dump as 2 tokens, which let a budget's reservations be far too small. On the other scripts the two
+BPEs disagree by up to 4.5× (o200k's vocabulary knows them, cl100k's falls back to bytes): the rates
+follow the higher, within 0.8–1.3× of it on tickets in each (tests/data/tokens_scripts.toml), since
+the budget reserves by this count until the platform's first answer shows what it bills (the rule
+had counted every non-ASCII character as Chinese: 0.25–0.8× of it, Cyrillic 1.4×). Counting uses
+``findall`` on the UTF-8 bytes and, for non-ASCII text, one ``translate`` of each character's first
+byte to its script; each message adds ``MESSAGE_OVERHEAD`` tokens.
 """
 
 from __future__ import annotations
@@ -39,12 +47,56 @@ _LETTERS = re.compile(rb"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 _DIGITS = re.compile(rb"[0-9]+")
 _PUNCT = re.compile(rb"[!-/:-@\[-`{-~]+")
 _SPACES = re.compile(rb"\s{2,}")
-_LEAD_TABLE = bytes(ord("c") if c >= 0xC0 else ord(" ") for c in range(256))  # UTF-8 lead bytes
-_FOUR_BYTE_TABLE = bytes(ord("f") if c >= 0xF0 else ord(" ") for c in range(256))  # emoji and the like
 LONG_WORD = 12  # a letter run longer than this is priced by its length (base64, random ids)
 PUNCT_PER_WORD = 6  # a punctuation run is a word per this many marks (a BPE merges ~6 random marks a token)
 SPACES_PER_TOKEN = 4  # runs of two or more whitespace characters (indents, blank lines, tables)
+CJK_TOKENS = 1 / 1.5  # a Chinese character, and a non-ASCII character of any script not listed below
 FOUR_BYTE_TOKENS = 2.5  # an emoji or other 4-byte character (cl100k: 2-4 tokens; 1.5 per CJK character)
+#: Tokens per character of other scripts, by the first byte of its UTF-8 encoding (first, last): a
+#: block of 64 code points for a 2-byte character, of 4,096 for a 3-byte one. Measured on tickets in
+#: each script against cl100k, the higher of two public BPEs on every one (tests/data/tokens_scripts.toml);
+#: the scripts named "not measured" are priced as a BPE that does not know them bills (~2 a character).
+SCRIPT_TOKENS: tuple[tuple[int, int, float], ...] = (
+    (0xCC, 0xCD, 1.25),  # U+0300-037F: combining diacritical marks (decomposed accents, stacked marks)
+    (0xCE, 0xCF, 1.0),  # U+0380-03FF: Greek
+    (0xD0, 0xD4, 0.55),  # U+0400-053F: Cyrillic
+    (0xD5, 0xD5, 2.0),  # U+0540-057F: Armenian
+    (0xD6, 0xD7, 1.05),  # U+0580-05FF: Hebrew
+    (0xD8, 0xDB, 0.8),  # U+0600-06FF: Arabic, Persian, Urdu
+    (0xDC, 0xDF, 2.0),  # U+0700-07FF: Syriac, Thaana, N'Ko (not measured)
+    (0xE0, 0xE0, 1.3),  # U+0800-0FFF: Devanagari, Bengali, Tamil and the other Indic scripts (Thai: below)
+    (0xE1, 0xE1, 2.0),  # U+1000-1FFF: Georgian, Khmer; Myanmar, Ethiopic (not measured); jamo, Vietnamese: below
+    (0xEA, 0xED, 1.15),  # U+A000-D7FF: Hangul syllables (Korean)
+    (0xF0, 0xF4, FOUR_BYTE_TOKENS),  # U+10000 and up: emoji and the like
+)
+#: Blocks of 64 code points inside those, by the first two bytes of their characters' encoding.
+SUB_BLOCK_TOKENS: tuple[tuple[bytes, float], ...] = (
+    *((bytes((0xE0, second)), 1.0) for second in (0xB8, 0xB9)),  # U+0E00-0E7F: Thai
+    *((bytes((0xE1, second)), 3.0) for second in range(0x84, 0x88)),  # U+1100-11FF: Hangul jamo (decomposed Korean)
+    *((bytes((0xE1, second)), CJK_TOKENS) for second in range(0xB8, 0xBC)),  # U+1E00-1EFF: Latin (Vietnamese)
+)
+_NOT_LEAD = bytes(range(0xC0))  # ASCII and UTF-8 continuation bytes: no character of their own
+_CJK_CLASS = ord("z")
+
+
+def _scripts() -> tuple[tuple[int, float, tuple[tuple[bytes, float], ...]], ...]:
+    """Per script: its class letter, what a character costs beyond the CJK rate, and its sub-blocks
+    with what their characters cost beyond the script's rate."""
+    return tuple(
+        (
+            ord("a") + i,
+            rate - CJK_TOKENS,
+            tuple((prefix, sub_rate - rate) for prefix, sub_rate in SUB_BLOCK_TOKENS if first <= prefix[0] <= last),
+        )
+        for i, (first, last, rate) in enumerate(SCRIPT_TOKENS)
+    )
+
+
+_SCRIPTS = _scripts()
+_CLASS_TABLE = bytes(
+    next((ord("a") + i for i, (first, last, _) in enumerate(SCRIPT_TOKENS) if first <= byte <= last), _CJK_CLASS)
+    for byte in range(256)
+)
 
 
 @lru_cache(maxsize=512)  # system prompts repeat across a run's requests
@@ -53,18 +105,26 @@ def count_text_tokens(text: str) -> int:
     if not text:
         return 0
     raw = text.encode("utf-8", "replace")
-    non_ascii = four_byte = 0
-    if not text.isascii():
-        non_ascii = raw.translate(_LEAD_TABLE).count(b"c")
-        four_byte = raw.translate(_FOUR_BYTE_TABLE).count(b"f")
+    other = 0.0 if text.isascii() else non_ascii_tokens(raw)
     letters = _LETTERS.findall(raw)
     long_letters = [len(word) for word in letters if len(word) > LONG_WORD]
     punct = sum(max(1.0, len(run) / PUNCT_PER_WORD) for run in _PUNCT.findall(raw))
     words = len(letters) - len(long_letters) + punct
     digit_groups = sum((len(run) + 2) // 3 for run in _DIGITS.findall(raw))
     spaces = sum(len(run) for run in _SPACES.findall(raw)) / SPACES_PER_TOKEN
-    cjk = (non_ascii - four_byte) / 1.5 + four_byte * FOUR_BYTE_TOKENS
-    return math.ceil(cjk + words / 0.75 + digit_groups + sum(long_letters) / 2 + spaces)
+    return math.ceil(other + words / 0.75 + digit_groups + sum(long_letters) / 2 + spaces)
+
+
+def non_ascii_tokens(raw: bytes) -> float:
+    """Tokens of the non-ASCII characters of a UTF-8 text, each at its script's rate."""
+    chars = raw.translate(_CLASS_TABLE, _NOT_LEAD)  # one class letter per non-ASCII character
+    tokens = len(chars) * CJK_TOKENS
+    if chars.count(_CJK_CLASS) == len(chars):  # Chinese text, full-width and curly punctuation
+        return tokens
+    for cls, extra, sub_blocks in _SCRIPTS:
+        if count := chars.count(cls):
+            tokens += count * extra + sum(raw.count(prefix) * more for prefix, more in sub_blocks)
+    return tokens
 
 
 def message_text(message: Mapping[str, Any]) -> str:
