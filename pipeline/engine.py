@@ -216,11 +216,15 @@ Settle = Callable[[PackRow, JournalEntry, bytes | None], None]
 
 def _claim(ctx: EngineContext, keys: list[str]) -> set[str]:
     """Claim ``keys`` in the journal for this run (none granted once the run is stopping, nor while
-    another process holds the journal: then the keys wait, and are claimed at a later look)."""
+    another process holds the journal: then the keys wait, and are claimed at a later look). A
+    granted key another run has journaled owed its re-ask since this run looked is re-asked from
+    that answer (:data:`EngineContext.resumes`), never paid for again."""
     if not keys or ctx.stop.is_set():
         return set()
     try:
-        return ctx.journal.claim(keys)
+        granted, owed = ctx.journal.claim_owed(keys)
+        ctx.resumes.update(owed)
+        return granted
     except JournalBusy:
         return set()
     except JournalError as exc:

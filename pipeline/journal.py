@@ -68,8 +68,9 @@ WAL_RETRY_S = 0.01  # opening: how often the switch to WAL is tried again while 
 REASK_DUE_STATUS = "invalid"
 REASK_PENDING = "reask_pending"
 REASK_DUE_CODES = ("budget_reached", REASK_PENDING)
-_NOT_REASK_DUE = (f"NOT (status = '{REASK_DUE_STATUS}' AND coalesce(error_code, '') IN "
-                  f"({', '.join(repr(code) for code in REASK_DUE_CODES)}))")
+_REASK_DUE = (f"(status = '{REASK_DUE_STATUS}' AND coalesce(error_code, '') IN "
+              f"({', '.join(repr(code) for code in REASK_DUE_CODES)}))")  # SQL of :func:`is_reask_due`
+_NOT_REASK_DUE = f"NOT {_REASK_DUE}"
 #: The kinds of endpoint an answer came from (``origins.endpoint``).
 REAL, SYNTHETIC, UNKNOWN = "real", "synthetic", "unknown"
 _HOST = socket.gethostname()
@@ -327,25 +328,33 @@ class Journal:
         Granted: not answered yet (or answered, paid, and owed its re-ask: :func:`is_reask_due`), and
         not claimed by another owner whose claim is still live (an expired claim is taken over; the
         owner's own claims are renewed)."""
+        return self.claim_owed(keys, owner, ttl_s, now=now)[0]
+
+    def claim_owed(self, keys: Iterable[str], owner: str | None = None, ttl_s: float | None = None,
+                   *, now: float | None = None) -> tuple[set[str], dict[str, JournalEntry]]:
+        """:meth:`claim`, with the stored entries of the granted keys owed their re-ask, read in the
+        same transaction: an answer another run journaled after this run looked its key up is
+        re-asked from, not paid for again."""
         owner = owner or self.owner
         now = time.time() if now is None else now
         until = now + (self.claim_ttl_s if ttl_s is None else ttl_s)
         wanted = list(dict.fromkeys(keys))
         granted: set[str] = set()
+        owed: dict[str, JournalEntry] = {}
         with self._writing("claim in"):
             for start in range(0, len(wanted), _LOOKUP_CHUNK):
                 chunk = wanted[start : start + _LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
-                answered = {r[0] for r in self._db.execute(f"SELECT key FROM results WHERE key IN ({marks}) "
-                                                           f"AND {_NOT_REASK_DUE}", chunk)}
+                due = dict(self._db.execute(f"SELECT key, {_REASK_DUE} FROM results WHERE key IN ({marks})", chunk))
                 held = {key for key, holder in self._db.execute(
                     f"SELECT key, owner FROM claims WHERE key IN ({marks}) AND owner != ? AND expires_at > ?",
                     [*chunk, owner, now]) if owner_alive(holder)}
-                mine = [k for k in chunk if k not in answered and k not in held]
+                mine = [k for k in chunk if due.get(k, True) and k not in held]
                 self._db.executemany("INSERT OR REPLACE INTO claims (key, owner, expires_at) VALUES (?, ?, ?)",
                                      [(k, owner, until) for k in mine])
                 granted.update(mine)
-        return granted
+                owed.update(lookup_entries(self._db, [k for k in mine if k in due]))
+        return granted, owed
 
     def renew(self, owner: str | None = None, ttl_s: float | None = None, *, now: float | None = None) -> int:
         """Push the expiry of every claim ``owner`` holds to ``now + ttl_s``; return how many."""

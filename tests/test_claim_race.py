@@ -1,0 +1,60 @@
+"""Two runs on one journal: an answer another run journals between this run's look and its claim.
+
+Run B paid first answers that failed the schema and stopped (a fatal 1113) before their re-asks: its
+answers sit in the journal owed their re-ask (D38). Run A looked the keys up a moment before B
+committed them, so A's look found nothing; A's claim then succeeds (an owed answer may be claimed).
+A must send only the re-asks B owes, with B's paid answers, not pay the first requests again."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.errors import RunAborted
+from pipeline.journal import Journal, JournalEntry
+from tests.fakes import FakeGLM, glm_error
+from tests.test_budget_reasks import one_row
+from tests.test_owed_reasks import CAP, TEXTS, bad_first_then, documents, stored
+from tests.test_runner import good, run, workspace  # noqa: F401 - the fixture is used by name
+
+
+def test_answers_another_run_journals_between_the_look_and_the_claim_are_not_paid_again(
+        workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    one_row(workspace, TEXTS)
+    run_b = FakeGLM(default=bad_first_then(lambda body: glm_error(429, "1113", "no balance")))
+    with pytest.raises(RunAborted):
+        run(workspace, run_b, concurrency=CAP, shard_size=100)
+    owed = stored(workspace)
+    paid = documents(run_b.answered, first=True)
+    assert paid and len(owed) == len(paid)
+    with sqlite3.connect(workspace / "journal.sqlite") as db:  # as if B had not committed them yet
+        db.execute("DELETE FROM results")
+
+    original_lookup = Journal.lookup
+    looks: list[int] = []
+
+    def lookup_then_b_commits(self: Journal, keys: Iterable[str]) -> dict[str, JournalEntry]:
+        found = original_lookup(self, keys)
+        if not looks:  # run A's first look has been answered; now run B commits what it paid for
+            with Journal(workspace / "journal.sqlite", owner="run-b") as journal_b:
+                for entry in owed.values():
+                    journal_b.add(entry, None)
+                journal_b.flush()
+        looks.append(len(found))
+        return found
+
+    monkeypatch.setattr(Journal, "lookup", lookup_then_b_commits)
+    run_a = FakeGLM(default=bad_first_then(good))
+    run(workspace, run_a, concurrency=CAP, shard_size=100, output="a.parquet")
+    assert looks[0] == 0  # A's look came before B's commit
+    assert sorted(documents(run_a.requests, first=True)) == sorted(set(TEXTS) - set(paid)), \
+        "A paid B's first requests again"
+    assert sorted(documents(run_a.requests, first=False)) == sorted(TEXTS)  # each row's re-ask, once
+    reasked_with = {message["content"] for body in run_a.requests if len(body["messages"]) > 2
+                    for message in body["messages"] if message["role"] == "assistant"}
+    assert reasked_with == {'{"name": 1}'}  # the re-ask carries the answer B paid for
+    assert pl.read_parquet(workspace / "a.parquet")["_status"].to_list() == ["ok"] * len(TEXTS)
