@@ -394,15 +394,18 @@ class RowSpend:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_cny: float = 0.0
+    counted_prompt: int = 0  # our count of the row's first (unpacked) prompt once answered (the estimate's)
 
     @classmethod
     def of(cls, entry: JournalEntry, cost_cny: float) -> RowSpend:
-        return cls(entry.attempts, entry.reasks, entry.prompt_tokens, entry.completion_tokens, cost_cny)
+        return cls(entry.attempts, entry.reasks, entry.prompt_tokens, entry.completion_tokens, cost_cny,
+                   entry.counted_prompt)
 
     def less(self, other: RowSpend) -> RowSpend:
+        """What this spent beyond ``other`` (the count of the first prompt is not a spend: kept)."""
         return RowSpend(self.attempts - other.attempts, self.reasks - other.reasks,
                         self.prompt_tokens - other.prompt_tokens, self.completion_tokens - other.completion_tokens,
-                        self.cost_cny - other.cost_cny)
+                        self.cost_cny - other.cost_cny, self.counted_prompt)
 
 
 @dataclass
@@ -535,8 +538,9 @@ async def _ask(ctx: EngineContext, key: str, body: dict[str, Any],
         tally.prompt_tokens += answer.prompt_tokens
         tally.completion_tokens += answer.completion_tokens
         if not tally.reasks:  # the request as rendered: the summary checks the estimate against it
+            tally.counted_prompt = count_prompt_tokens(body["messages"], body.get("tools"))
             ctx.stats.first_answers += 1
-            ctx.stats.rule_prompt_tokens += count_prompt_tokens(body["messages"], body.get("tools"))
+            ctx.stats.rule_prompt_tokens += tally.counted_prompt
         tally.cost_cny += book_answer(ctx, answer, log, _spent_on(tally, log), admission)
         asking.paid = answer
         verdict = judge(answer.content, answer.finish_reason, ctx.validator)
@@ -656,7 +660,7 @@ def _entry(ctx: EngineContext, key: str, status: str, tally: RowSpend, *, final:
         attempts=tally.attempts, reasks=tally.reasks, prompt_tokens=tally.prompt_tokens,
         completion_tokens=tally.completion_tokens, latency_ms=None, finish_reason=None,
         model=ctx.options.model, request_id=None, task=ctx.task.name, schema_id=ctx.task.schema_id,
-        cost_cny=tally.cost_cny,
+        cost_cny=tally.cost_cny, counted_prompt=tally.counted_prompt,
     )
 
 

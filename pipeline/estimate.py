@@ -226,10 +226,11 @@ def _skeleton_text(schema: Any) -> str:
 
 @dataclass(frozen=True)
 class Calibration:
-    """What the journal's real answers teach: actual prompt tokens ÷ our count (from answers to these
-    rows' requests, ``scaled_on``: we count only prompts we render), completion tokens per answer
-    (from those and from answers to other rows). ``answers == 0``: nothing learnt (scale 1,
-    completion guessed from the schema)."""
+    """What the journal's real answers teach: actual prompt tokens ÷ our count (``scaled_on``: from
+    answers to these rows' requests, whose prompts the estimate counts, and to other rows where the
+    run recorded its count), completion tokens per answer (from those and from the other rows'
+    answers journaled without a count). ``answers == 0``: nothing learnt (scale 1, completion
+    guessed from the schema)."""
 
     answers: int = 0
     prompt_scale: float = 1.0
@@ -242,8 +243,8 @@ class Calibration:
 
 
 def calibrate(pairs: Iterable[tuple[int, int, int]], elsewhere: Sequence[int] = ()) -> Calibration:
-    """From (our prompt count, actual prompt tokens, actual completion tokens) of answers to these
-    rows' requests, and the completion tokens of answers to other rows (``elsewhere``), all of which
+    """From (our prompt count, actual prompt tokens, actual completion tokens) of answers whose prompt
+    we counted, and the completion tokens of answers whose prompt we did not (``elsewhere``), all of which
     took one request (no retry, no re-ask), so their usage is one request's."""
     ours = actual = completion = answers = 0
     for counted, prompt, answer in pairs:
@@ -464,7 +465,7 @@ class Estimate:
     price_cny_per_mtok: float = 0.0
     price_cached_cny_per_mtok: float = 0.0
     calibrated_on: int = 0  # real answers in the journal the figures were calibrated on
-    prompt_scale_on: int = 0  # of which answers to these rows' requests (the prompt scale's)
+    prompt_scale_on: int = 0  # of which answers whose prompt we counted (the prompt scale's)
     prompt_scale: float = 1.0
     completion_per_request: float = 0.0
     requests_after_packing: int | str = PACKING_OFF
@@ -551,7 +552,8 @@ def learn_elsewhere(walk: EstimateWalk, answers: Iterable[Any], *, calibrates: b
     """Keep the journal's newest answers to other rows of the task (objects with ``status``, ``owed``,
     ``attempts``, ``reasks``, ``prompt_tokens``, ``completion_tokens``, ``request_id``), from the
     kind of endpoint the run will use, to learn the allowance from; when they are real
-    (``calibrates``), those ok at one request also teach the completion tokens per answer. An answer
+    (``calibrates``), those ok at one request also teach the completion tokens per answer, and the
+    prompt scale where the run recorded its count of the prompt (``counted_prompt``). An answer
     still owed its re-ask is left out (its outcome is not known); one share of a packed request's bill
     marks them all as packed (then the rows asked alone are the packs' failures: nothing is learnt)."""
     for answer in answers:
@@ -562,7 +564,10 @@ def learn_elsewhere(walk: EstimateWalk, answers: Iterable[Any], *, calibrates: b
             continue
         walk.elsewhere.append(Past(answer.prompt_tokens, answer.completion_tokens, answer.reasks))
         if calibrates and answer.status == "ok" and answer.attempts == 1 and answer.reasks == 0:
-            walk.elsewhere_completions.append(answer.completion_tokens)
+            if answer.counted_prompt > 0:
+                walk.pairs.append((answer.counted_prompt, answer.prompt_tokens, answer.completion_tokens))
+            else:  # journaled before the count was recorded: it teaches the answer size only
+                walk.elsewhere_completions.append(answer.completion_tokens)
 
 
 def packed_bodies(task: TaskSpec, options: RenderOptions, settings: PackSettings,

@@ -81,7 +81,8 @@ _RESULTS = """
         attempts INTEGER NOT NULL, reasks INTEGER NOT NULL,
         prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost_cny REAL,
         latency_ms REAL, finish_reason TEXT, request_id TEXT,
-        origin INTEGER NOT NULL REFERENCES origins (id), paid_at REAL NOT NULL)
+        origin INTEGER NOT NULL REFERENCES origins (id), paid_at REAL NOT NULL,
+        counted_prompt INTEGER NOT NULL DEFAULT 0)
 """
 _ORIGINS = f"""
     CREATE TABLE IF NOT EXISTS {{name}} (
@@ -131,6 +132,7 @@ class JournalEntry:
     answer: str | None = None  # the model's last answer text (the client's parse, or read back from the journal)
     paid_at: float | None = None  # epoch seconds of the commit, as read back from the journal
     endpoint_kind: str | None = None  # REAL, SYNTHETIC or UNKNOWN as read back; None: the journal's (when added)
+    counted_prompt: int = 0  # our count of the row's first (unpacked) prompt, by pipeline.tokens; 0: not counted
     before: JournalEntry | None = None  # not stored: this key's entry as an earlier run left it (a re-ask was due)
 
 
@@ -155,6 +157,7 @@ class PastAnswer:
     prompt_tokens: int
     completion_tokens: int
     request_id: str | None
+    counted_prompt: int  # our count of its first prompt (0: not counted, e.g. journaled before it was)
 
     @property
     def owed(self) -> bool:
@@ -465,7 +468,7 @@ class Journal:
                 entry.error_message, entry.attempts, entry.reasks, entry.prompt_tokens, entry.completion_tokens,
                 entry.cost_cny, entry.latency_ms, entry.finish_reason, entry.request_id,
                 self._origin(entry.task, entry.schema_id, entry.model, entry.endpoint_kind or self.endpoint),
-                entry.paid_at or now)
+                entry.paid_at or now, entry.counted_prompt)
 
     def _origin(self, task: str | None, schema_id: str | None, model: str | None, endpoint: str) -> int:
         """The id of a (task, schema, model, endpoint kind), stored once rather than on every row."""
@@ -567,7 +570,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> bool:
             _migrate_v1(db)
             migrated = True
         elif version == PREVIOUS_VERSION:
-            _check_columns(db, path, _COLUMN_NAMES)
+            _check_columns(db, path, _V2_COLUMN_NAMES)
             _migrate_v2(db)  # nothing to give back to the disk: no VACUUM
         elif version == 0 and tables:
             raise JournalError(f"journal {path} holds other tables ({', '.join(sorted(tables))}), "
@@ -638,7 +641,7 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
                 origins[origin] = origin_id(db, origin)
             answer = _kept_answer(answer_text(bytes(body) if body is not None else None), data_json)
             rows.append((key, status, _pack(data_json), _pack(answer), code, message, attempts, reasks, prompt,
-                         completion, None, latency, finish, request_id, origins[origin], created))
+                         completion, None, latency, finish, request_id, origins[origin], created, 0))
         db.executemany(f"INSERT OR REPLACE INTO results ({_COLUMNS}) VALUES ({_MARKS})", rows)
     db.execute("DROP TABLE results_v1")
     if has_raw:
@@ -649,8 +652,9 @@ def _migrate_v2(db: sqlite3.Connection) -> None:
     """Version 2 → 3, inside the caller's transaction: ``origins`` gains ``endpoint`` (which kind of
     endpoint gave the answer), :data:`UNKNOWN` for every answer already stored: version 2 kept that only
     inside the request key, a one-way hash of the request, so it cannot be recovered; an unknown answer
-    is reused as before (by its key) but never learnt from across rows. ``results`` is left as it is
-    (its ``origin`` ids are kept) and gains an index on ``origin``."""
+    is reused as before (by its key) but never learnt from across rows. ``results`` keeps its rows and
+    ``origin`` ids, gains ``counted_prompt`` (0: not counted) and an index on ``origin``."""
+    db.execute("ALTER TABLE results ADD COLUMN counted_prompt INTEGER NOT NULL DEFAULT 0")
     db.execute(_ORIGINS.format(name="origins_v3"))
     db.execute("INSERT INTO origins_v3 (id, task, schema_id, model) SELECT id, task, schema_id, model FROM origins")
     db.execute("DROP TABLE origins")  # then renamed into its place: ``results`` still names ``origins``
@@ -674,8 +678,8 @@ def recent_answers(db: sqlite3.Connection, task: str, model: str, endpoint: str,
     rows: list[Any] = []
     for origin in ids:
         rows += db.execute(
-            "SELECT rowid, key, status, error_code, attempts, reasks, prompt_tokens, completion_tokens, request_id "
-            "FROM results WHERE origin = ? ORDER BY rowid DESC LIMIT ?", (origin, limit)).fetchall()
+            "SELECT rowid, key, status, error_code, attempts, reasks, prompt_tokens, completion_tokens, request_id, "
+            "counted_prompt FROM results WHERE origin = ? ORDER BY rowid DESC LIMIT ?", (origin, limit)).fetchall()
     rows.sort(key=lambda row: int(row[0]), reverse=True)
     return [PastAnswer(*row[1:]) for row in rows[:limit]]
 
@@ -754,21 +758,23 @@ class _transaction:
             self._db.execute("COMMIT")
 
 
-_COLUMN_NAMES = ("key", "status", "data", "answer", "error_code", "error_message", "attempts", "reasks",
-                 "prompt_tokens", "completion_tokens", "cost_cny", "latency_ms", "finish_reason", "request_id",
-                 "origin", "paid_at")
+_V2_COLUMN_NAMES = ("key", "status", "data", "answer", "error_code", "error_message", "attempts", "reasks",
+                    "prompt_tokens", "completion_tokens", "cost_cny", "latency_ms", "finish_reason", "request_id",
+                    "origin", "paid_at")
+_COLUMN_NAMES = (*_V2_COLUMN_NAMES, "counted_prompt")
 _COLUMNS = ", ".join(_COLUMN_NAMES)
 _MARKS = ",".join("?" * len(_COLUMN_NAMES))
 
 
-def _select(endpoint: str) -> str:
+def _select(endpoint: str, counted: str) -> str:
     return ("SELECT r.key, r.status, r.data, r.answer, r.error_code, r.error_message, r.attempts, r.reasks, "
             "r.prompt_tokens, r.completion_tokens, r.cost_cny, r.latency_ms, r.finish_reason, r.request_id, "
-            f"o.task, o.schema_id, o.model, r.paid_at, {endpoint} FROM results r JOIN origins o ON o.id = r.origin")
+            f"o.task, o.schema_id, o.model, r.paid_at, {endpoint}, {counted} "
+            "FROM results r JOIN origins o ON o.id = r.origin")
 
 
-_SELECT = _select("o.endpoint")
-_SELECT_V2 = _select(f"'{UNKNOWN}'")  # a version-2 journal read as it is (JournalReader): no kinds recorded
+_SELECT = _select("o.endpoint", "r.counted_prompt")
+_SELECT_V2 = _select(f"'{UNKNOWN}'", "0")  # a version-2 journal read as it is (JournalReader): no kinds, no counts
 
 
 def lookup_entries(db: sqlite3.Connection, keys: Sequence[str], *, version: int = SCHEMA_VERSION
@@ -786,10 +792,10 @@ def lookup_entries(db: sqlite3.Connection, keys: Sequence[str], *, version: int 
 
 def _entry_from_row(row: Any) -> JournalEntry:
     (key, status, data, answer, code, message, attempts, reasks, prompt, completion, cost, latency, finish,
-     request_id, task, schema_id, model, paid_at, endpoint) = row
+     request_id, task, schema_id, model, paid_at, endpoint, counted) = row
     return JournalEntry(
         key=key, status=status, final=True, data_json=_unpack(data), error_code=code, error_message=message,
         attempts=attempts, reasks=reasks, prompt_tokens=prompt, completion_tokens=completion, latency_ms=latency,
         finish_reason=finish, model=model, request_id=request_id, task=task, schema_id=schema_id, cost_cny=cost,
-        answer=_unpack(answer), paid_at=paid_at, endpoint_kind=endpoint,
+        answer=_unpack(answer), paid_at=paid_at, endpoint_kind=endpoint, counted_prompt=counted,
     )

@@ -45,6 +45,7 @@ class _HeavyGLM(BaseHTTPRequestHandler):
     :data:`ANSWER_TOKENS` per answer. ``requests`` counts what arrived."""
 
     requests: ClassVar[list[dict[str, Any]]] = []
+    prompt_scale: ClassVar[float] = 1.0  # what the platform's tokenizer bills for our count of a prompt
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -53,7 +54,7 @@ class _HeavyGLM(BaseHTTPRequestHandler):
         first_ask = not any(m["role"] == "assistant" for m in body["messages"])
         if first_ask and hashlib.sha256(document_of(body).encode()).digest()[0] % 10 < FAILING_TENTHS:
             answer["issue_category"] = "something else entirely"
-        prompt = count_prompt_tokens(body["messages"], body.get("tools"))
+        prompt = round(self.prompt_scale * count_prompt_tokens(body["messages"], body.get("tools")))
         payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                    "choices": [{"index": 0, "finish_reason": "stop",
                                 "message": {"role": "assistant", "content": json.dumps(answer)}}],
@@ -76,9 +77,9 @@ class _HeavyGLM(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def heavy_glm() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    requests: ClassVar[list[dict[str, Any]]] = []
-    handler = type("Heavy", (_HeavyGLM,), {"requests": requests})
+def heavy_glm(prompt_scale: float = 1.0) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    requests: list[dict[str, Any]] = []
+    handler = type("Heavy", (_HeavyGLM,), {"requests": requests, "prompt_scale": prompt_scale})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -147,6 +148,20 @@ def test_last_nights_real_answers_teach_tonights_estimate_over_new_rows(tmp_path
     assert allowance["learnt_from"] == allowance["learnt_from_other_rows"] == first_requests(last_night), allowance
     assert "other rows" in allowance["source"], allowance["source"]
     assert found["completion_per_request"] == ANSWER_TOKENS  # real answers teach the answer size too
+    assert abs(error(found, tonight)) <= 0.15, (error(found, tonight), found, tonight["tokens"])
+
+
+def test_last_nights_real_answers_teach_how_the_platform_counts_prompts(tmp_path: Path) -> None:
+    """GLM's tokenizer is not our rule: a platform billing 0.7 of our count. Tonight's rows are new, so
+    only last night's answers (the count each run recorded beside what was billed) can show it."""
+    night_a, night_b = nights(tmp_path / "in")
+    journal = tmp_path / "journal.sqlite"
+    with heavy_glm(prompt_scale=0.7) as (base_url, _):
+        run(tmp_path, night_a, base_url, journal, "a")
+        found = estimate(tmp_path, night_b, base_url, journal)
+        tonight = run(tmp_path, night_b, base_url, journal, "b")
+    assert found["from_journal"] == 0 and found["prompt_scale_on"] > 0, found
+    assert abs(found["prompt_scale"] - 0.7) <= 0.01, found["prompt_scale"]
     assert abs(error(found, tonight)) <= 0.15, (error(found, tonight), found, tonight["tokens"])
 
 

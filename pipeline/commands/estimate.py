@@ -168,8 +168,8 @@ def render(data: dict[str, Any]) -> Table:
     """The estimate as a table a person reads."""
     table = Table(title=f"estimate · {data['task']} · {data['input']} (nothing sent, nothing written)",
                   show_header=False)
-    scaled = (f"prompt x{data['prompt_scale']} (on {data['prompt_scale_on']} answers to these rows)"
-              if data["prompt_scale_on"] else "prompt x1 (no real answers to these rows to compare our count with)")
+    scaled = (f"prompt x{data['prompt_scale']} (on {data['prompt_scale_on']} answers whose prompt we counted)"
+              if data["prompt_scale_on"] else "prompt x1 (no real answers to compare our count with)")
     calibration = (f"on {data['calibrated_on']} real answers in the journal: {scaled}, "
                    f"{data['completion_per_request']} completion tokens per answer" if data["calibrated_on"]
                    else f"none (no real answers in the journal); {data['completion_per_request']} completion "
