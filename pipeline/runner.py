@@ -58,6 +58,11 @@ class Target:
         """An emulator answers: the bundled one, or one found at a custom URL."""
         return self.kind == "emulator" or self.synthetic
 
+    @property
+    def endpoint_id(self) -> str:
+        """What its request keys carry (keys.request_key): synthetic answers apart from real ones."""
+        return SYNTHETIC_ENDPOINT if self.is_emulator else ""
+
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -105,7 +110,6 @@ def build_context(prepared: PreparedRun, settings: Settings, target: Target, tra
     """A shard's context: a client for ``target`` over ``transport`` with the settings' timeouts,
     counting into ``stats`` (a new tally without)."""
     timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
-    emulator = target.is_emulator
     return EngineContext(
         task=prepared.task,
         options=RenderOptions(model=settings.model, mode=settings.mode,
@@ -114,7 +118,7 @@ def build_context(prepared: PreparedRun, settings: Settings, target: Target, tra
         policy=RetryPolicy(settings.max_attempts, settings.backoff_initial_s, settings.backoff_max_s),
         stats=stats if stats is not None else RunStats(), max_reasks=settings.max_reasks,
         price_cny_per_mtok=settings.price_cny_per_mtok, budget_cny=settings.budget_cny, shared=shared or RunShared(),
-        endpoint_id=SYNTHETIC_ENDPOINT if emulator else "",
+        endpoint_id=target.endpoint_id,
         price_cached_cny_per_mtok=settings.price_cached_cny_per_mtok,
         budget_price_cached_cny_per_mtok=budget_cached_price(settings),
     )
@@ -212,8 +216,7 @@ class Run:
         requests cost is booked in :attr:`request_tallies` whether this returns or raises."""
         stats = RunStats()
         try:
-            async with open_journal(self.settings.journal_path,
-                                    endpoint_id=SYNTHETIC_ENDPOINT if self.target.is_emulator else "") as journal:
+            async with open_journal(self.settings.journal_path, endpoint_id=self.target.endpoint_id) as journal:
                 ctx = build_context(self.prepared, self.settings, self.target, self.transport, limiter, journal,
                                     self.shared, stats)
                 try:
