@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -99,3 +102,50 @@ def document_of(body: dict[str, Any]) -> str:
     user = body["messages"][1]["content"]
     found = re.search(r"<document>\n?(.*?)\n?</document>", user, re.DOTALL)
     return found.group(1) if found else ""
+
+
+#: What a :func:`serve_glm` endpoint answers a request body with: (content, prompt tokens, completion tokens).
+Answerer = Callable[[dict[str, Any]], tuple[str, int, int]]
+
+
+@contextmanager
+def serve_glm(answer: Answerer) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """An OpenAI-compatible chat endpoint over real HTTP on 127.0.0.1 that is not the emulator (its
+    probe for one gets 404), for a CLI run in a subprocess: yields its base URL and the request
+    bodies it received, and answers each with ``answer``."""
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append(body)
+            content, prompt, completion = answer(body)
+            self._send(200, orjson.dumps({
+                "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": content}}],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                          "total_tokens": prompt + completion}}))
+
+        def do_GET(self) -> None:
+            self._send(404, b"")
+
+        def _send(self, status: int, data: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +60,18 @@ def test_the_budget_holds_against_a_tokenizer_that_bills_every_piece(workspace: 
     pl.DataFrame({"id": [f"d{i}" for i in range(rows)], "body": _dumps(rows)}).write_parquet(workspace / "in.parquet")
     fake = FakeGLM(default=platform, delay_s=0.02)
     summary = run(workspace, fake, concurrency=20, shard_size=20, max_tokens=100, budget_cny=budget)
-    bill = sum(billed(body) + ANSWER_TOKENS for body in fake.requests) * 0.5 / 1e6
-    assert summary.cost_cny == pytest.approx(bill, abs=1e-6)
+    assert_the_budget_held(workspace, fake, summary.cost_cny, budget, billed)
+
+
+def assert_the_budget_held(ws: Path, fake: FakeGLM, cost_cny: float, budget: float,
+                           billed: Callable[[dict[str, Any]], int], answer_tokens: int = ANSWER_TOKENS) -> None:
+    """The run booked what ``fake`` billed (each request's ``billed`` prompt and ``answer_tokens`` at
+    0.5 CNY per million tokens), that stayed within ``budget``, and the rows left were skipped for it."""
+    bill = sum(billed(body) + answer_tokens for body in fake.requests) * 0.5 / 1e6
+    assert cost_cny == pytest.approx(bill, abs=1e-6)
     assert bill <= budget, f"spent {bill:.5f} CNY of a {budget} CNY budget"
     assert len(fake.requests) > 3  # it did spend the budget on something
-    out = pl.read_parquet(workspace / "out.parquet")
+    out = pl.read_parquet(ws / "out.parquet")
     assert set(out.filter(pl.col("_status") == "skipped")["_error_code"]) == {"budget_reached"}
 
 

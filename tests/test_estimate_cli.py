@@ -7,10 +7,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import pytest
 from emulator.answers import answer_request
 from pipeline.tokens import count_prompt_tokens
 from tests.conftest import SAMPLE
+from tests.fakes import serve_glm
 
 TICKETS = SAMPLE / "tickets.parquet"
 CLI = [sys.executable, "-m", "pipeline.cli"]
@@ -106,40 +105,17 @@ def test_estimate_is_within_15_percent_of_the_run_and_then_sees_its_answers(tmp_
     assert after["cost_cny"] == 0 and after["calibrated_on"] == 0  # the emulator's answers teach nothing
 
 
-class _RealishGLM(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint that is not the emulator: schema-valid answers, and usage that
-    counts twice our rule of thumb for the prompt and exactly 100 tokens per answer."""
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        answer = answer_request(body)
-        prompt = 2 * count_prompt_tokens(body["messages"], body.get("tools"))
-        payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                   "choices": [{"index": 0, "finish_reason": "stop",
-                                "message": {"role": "assistant", "content": answer.text}}],
-                   "usage": {"prompt_tokens": prompt, "completion_tokens": 100, "total_tokens": prompt + 100}}
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        return None
+def _realish_answer(body: dict[str, Any]) -> tuple[str, int, int]:
+    """Schema-valid answers, and usage that counts twice our rule of thumb for the prompt and exactly
+    100 tokens per answer."""
+    return answer_request(body).text, 2 * count_prompt_tokens(body["messages"], body.get("tools")), 100
 
 
 @contextmanager
 def realish_glm() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _RealishGLM)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    """An OpenAI-compatible endpoint that is not the emulator, answering as :func:`_realish_answer`."""
+    with serve_glm(_realish_answer) as (base_url, _):
+        yield base_url
 
 
 def test_estimate_calibrates_on_real_answers_in_the_journal(tmp_path: Path) -> None:

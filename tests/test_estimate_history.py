@@ -17,12 +17,10 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import polars as pl
 
@@ -31,7 +29,7 @@ from emulator.answers import answer_request
 from pipeline.journal import REAL, Journal, JournalEntry, recent_answers
 from pipeline.tokens import count_prompt_tokens
 from tests.conftest import SAMPLE
-from tests.fakes import document_of
+from tests.fakes import document_of, serve_glm
 from tests.test_estimate_realistic import FAULTY, emulator
 
 TICKETS = SAMPLE / "tickets.parquet"
@@ -39,56 +37,22 @@ ANSWER_TOKENS = 350
 FAILING_TENTHS = 4  # first answers that fail the schema, in tenths (by the document's hash)
 
 
-class _HeavyGLM(BaseHTTPRequestHandler):
-    """A real (not emulator) OpenAI-compatible endpoint: first answers to some documents put a value
-    outside the enum (a re-ask follows and is answered well); usage bills our prompt count and
-    :data:`ANSWER_TOKENS` per answer. ``requests`` counts what arrived."""
-
-    requests: ClassVar[list[dict[str, Any]]] = []
-    prompt_scale: ClassVar[float] = 1.0  # what the platform's tokenizer bills for our count of a prompt
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append(body)
-        answer = json.loads(answer_request(body).text)
-        first_ask = not any(m["role"] == "assistant" for m in body["messages"])
-        if first_ask and hashlib.sha256(document_of(body).encode()).digest()[0] % 10 < FAILING_TENTHS:
-            answer["issue_category"] = "something else entirely"
-        prompt = round(self.prompt_scale * count_prompt_tokens(body["messages"], body.get("tools")))
-        payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                   "choices": [{"index": 0, "finish_reason": "stop",
-                                "message": {"role": "assistant", "content": json.dumps(answer)}}],
-                   "usage": {"prompt_tokens": prompt, "completion_tokens": ANSWER_TOKENS,
-                             "total_tokens": prompt + ANSWER_TOKENS}}
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:  # the run's probe for an emulator: this is not one
-        self.send_response(404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        return None
-
-
 @contextmanager
 def heavy_glm(prompt_scale: float = 1.0) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    requests: list[dict[str, Any]] = []
-    handler = type("Heavy", (_HeavyGLM,), {"requests": requests, "prompt_scale": prompt_scale})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", requests
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    """A real (not emulator) endpoint: first answers to some documents put a value outside the enum
+    (a re-ask follows and is answered well); usage bills ``prompt_scale`` times our prompt count (what
+    the platform's tokenizer makes of it) and :data:`ANSWER_TOKENS` per answer. Yields its URL and the
+    requests that arrived."""
+    def answer(body: dict[str, Any]) -> tuple[str, int, int]:
+        data = json.loads(answer_request(body).text)
+        first_ask = not any(m["role"] == "assistant" for m in body["messages"])
+        if first_ask and hashlib.sha256(document_of(body).encode()).digest()[0] % 10 < FAILING_TENTHS:
+            data["issue_category"] = "something else entirely"
+        prompt = round(prompt_scale * count_prompt_tokens(body["messages"], body.get("tools")))
+        return json.dumps(data), prompt, ANSWER_TOKENS
+
+    with serve_glm(answer) as served:
+        yield served
 
 
 def nights(folder: Path) -> tuple[Path, Path]:

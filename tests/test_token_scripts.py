@@ -25,7 +25,7 @@ import pytest
 
 from pipeline.tokens import MESSAGE_OVERHEAD, count_text_tokens, message_text
 from tests.fakes import FakeGLM, completion
-from tests.test_budget_tokens import pieces
+from tests.test_budget_tokens import assert_the_budget_held, pieces
 from tests.test_runner import good, run, workspace  # noqa: F401 - the fixture is used by name
 
 SAMPLES: list[dict[str, Any]] = tomllib.loads(
@@ -91,12 +91,7 @@ def test_a_budget_holds_on_thai_korean_and_decomposed_tickets(workspace: Path, b
     fake = FakeGLM(default=platform, delay_s=0.02)
     summary = run(workspace, fake, concurrency=20, shard_size=20, max_tokens=ANSWER_TOKENS, budget_cny=budget)
     assert all(recorded(message_text(m))[1].isascii() for r in fake.requests for m in r["messages"])  # all recorded
-    bill = sum(billed(body) + ANSWER_TOKENS for body in fake.requests) * 0.5 / 1e6
-    assert summary.cost_cny == pytest.approx(bill, abs=1e-6)
-    assert bill <= budget, f"spent {bill:.5f} CNY of a {budget} CNY budget"
-    assert len(fake.requests) > 3  # it did spend the budget on something
-    out = pl.read_parquet(workspace / "out.parquet")
-    assert set(out.filter(pl.col("_status") == "skipped")["_error_code"]) == {"budget_reached"}
+    assert_the_budget_held(workspace, fake, summary.cost_cny, budget, billed, ANSWER_TOKENS)
 
 
 @pytest.mark.parametrize("scripts", [("thai",), ("korean",), ("devanagari",), TICKET_SCRIPTS],
