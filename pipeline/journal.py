@@ -267,13 +267,18 @@ class Journal:
     # ---- answers ----------------------------------------------------------------------------
 
     def lookup(self, keys: Iterable[str]) -> dict[str, JournalEntry]:
-        """Final entries for ``keys`` (missing keys are absent)."""
+        """Final entries for ``keys`` (missing keys are absent): a queued entry (answered, not yet
+        committed) over the committed one it replaces (an owed answer whose re-ask has been answered)."""
         unique = list(dict.fromkeys(keys))
-        queued = {e.key: e for e, _ in self._pending}  # answered, not yet committed (only kept entries are queued)
-        found: dict[str, JournalEntry] = {k: queued[k] for k in unique if k in queued}
         with self._guard("read"):
-            found.update(lookup_entries(self._db, unique))
+            found = lookup_entries(self._db, unique)
+        queued = self._queued()
+        found.update((k, queued[k]) for k in unique if k in queued)
         return found
+
+    def _queued(self) -> dict[str, JournalEntry]:
+        """Entries added and not committed yet, by key (the last one added wins; only kept entries are queued)."""
+        return {entry.key: entry for entry, _ in self._pending}
 
     def add(self, entry: JournalEntry, raw: bytes | None) -> None:
         """Queue a final entry (``raw``: the HTTP body of its last answer); ``flush`` commits it."""
@@ -344,11 +349,13 @@ class Journal:
         wanted = list(dict.fromkeys(keys))
         granted: set[str] = set()
         owed: dict[str, JournalEntry] = {}
+        queued = self._queued()  # this process's answers, newer than what is committed
         with self._writing("claim in"):
             for start in range(0, len(wanted), _LOOKUP_CHUNK):
                 chunk = wanted[start : start + _LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
                 due = dict(self._db.execute(f"SELECT key, {_REASK_DUE} FROM results WHERE key IN ({marks})", chunk))
+                due.update((k, is_reask_due(queued[k])) for k in chunk if k in queued)
                 held = {key for key, holder in self._db.execute(
                     f"SELECT key, owner FROM claims WHERE key IN ({marks}) AND owner != ? AND expires_at > ?",
                     [*chunk, owner, now]) if owner_alive(holder)}
@@ -356,7 +363,8 @@ class Journal:
                 self._db.executemany("INSERT OR REPLACE INTO claims (key, owner, expires_at) VALUES (?, ?, ?)",
                                      [(k, owner, until) for k in mine])
                 granted.update(mine)
-                owed.update(lookup_entries(self._db, [k for k in mine if k in due]))
+                owed.update(lookup_entries(self._db, [k for k in mine if k in due and k not in queued]))
+                owed.update((k, queued[k]) for k in mine if k in due and k in queued)
         return granted, owed
 
     def renew(self, owner: str | None = None, ttl_s: float | None = None, *, now: float | None = None) -> int:

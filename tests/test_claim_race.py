@@ -58,3 +58,27 @@ def test_answers_another_run_journals_between_the_look_and_the_claim_are_not_pai
                     for message in body["messages"] if message["role"] == "assistant"}
     assert reasked_with == {'{"name": 1}'}  # the re-ask carries the answer B paid for
     assert pl.read_parquet(workspace / "a.parquet")["_status"].to_list() == ["ok"] * len(TEXTS)
+
+
+def _entry(key: str, status: str, code: str | None) -> JournalEntry:
+    return JournalEntry(key=key, status=status, final=True, data_json=None, error_code=code, error_message=None,
+                        attempts=1, reasks=0 if code else 1, prompt_tokens=10, completion_tokens=5, latency_ms=None,
+                        finish_reason="stop", model="m", request_id="r", task="t", schema_id="s",
+                        answer='{"name": 1}')
+
+
+def test_an_answer_queued_in_this_process_wins_over_the_owed_entry_it_replaces(tmp_path: Path) -> None:
+    """One run, two shards: shard 0 re-asked an owed row and its final answer waits in the journal's
+    queue (not committed yet) when shard 2 looks the same row up. Shard 2 must see the answer, not the
+    owed entry underneath it, and must not be granted the row (it would pay the re-ask again: the
+    full suite once saw 6 requests where 5 were due in test_budget_reasks)."""
+    with Journal(tmp_path / "journal.sqlite", owner="run") as journal:
+        journal.add(_entry("k", "invalid", "reask_pending"), None)
+        journal.flush()
+        journal.add(_entry("k", "ok", None), None)  # the re-ask's answer, queued
+        assert journal.lookup(["k"])["k"].status == "ok"
+        granted, owed = journal.claim_owed(["k"])
+        assert granted == set() and owed == {}
+        journal.add(_entry("q", "invalid", "reask_pending"), None)  # queued owed: still claimable, with its entry
+        granted, owed = journal.claim_owed(["q"])
+        assert granted == {"q"} and owed["q"].error_code == "reask_pending"
