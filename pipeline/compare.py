@@ -11,7 +11,7 @@ For numeric fields the mean of ``B - A`` over the rows ok in both is reported as
 
 Two tables of different tasks *and* different schemas are refused; a different task name with the
 same schema (a copy of the task, e.g. with packing on) or the same task with a changed schema is
-compared and said so.
+compared and said so, as is another model (``_model``) or prompt version (``_prompt_version``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ STATUS = "_status"
 ERROR_CODE = "_error_code"
 TASK = "_task"
 SCHEMA_ID = "_schema_id"
+MODEL = "_model"
+PROMPT_VERSION = "_prompt_version"
 OK = "ok"
 Kind = Literal["value", "order", "status", "only_a", "only_b"]
 CHANGES_SCHEMA = {RECORD_ID: pl.String, "field": pl.String, "kind": pl.String, "a": pl.String, "b": pl.String}
@@ -135,7 +137,8 @@ def _checked(table: pl.DataFrame, name: str, fields: Sequence[str]) -> pl.DataFr
 
 
 def _identity_notes(a: pl.DataFrame, b: pl.DataFrame, names: tuple[str, str]) -> tuple[str, ...]:
-    """What differs in task or schema between the tables (one note each); refuse when both do."""
+    """What differs in task, schema, model or prompt version between the tables (one note each);
+    refuse when both task and schema do."""
     tasks, schemas = (_distinct(a, b, column) for column in (TASK, SCHEMA_ID))
     if tasks and schemas:
         raise ValueError(f"{names[0]} is task {tasks[0]} (schema {schemas[0]}), {names[1]} is task {tasks[1]} "
@@ -148,6 +151,11 @@ def _identity_notes(a: pl.DataFrame, b: pl.DataFrame, names: tuple[str, str]) ->
     if schemas:
         notes.append(f"A has schema `{schemas[0]}`, B has schema `{schemas[1]}`: the task's schema changed "
                      "between the runs.")
+    if models := _distinct(a, b, MODEL):
+        notes.append(f"A was answered by model `{models[0]}`, B by model `{models[1]}`.")
+    if versions := _distinct(a, b, PROMPT_VERSION):
+        notes.append(f"A has prompt version `{versions[0]}`, B has prompt version `{versions[1]}`: the task's "
+                     "prompt changed between the runs.")
     return tuple(notes)
 
 

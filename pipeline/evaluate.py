@@ -171,21 +171,38 @@ def _metric_mismatch(spec: GoldField, answer: str, gold: str) -> str | None:
     return None
 
 
-def override_gold(gold: Sequence[GoldField], mapping: Mapping[str, str]) -> tuple[GoldField, ...]:
-    """``gold`` with the gold column of each field in ``mapping`` replaced (``--gold FIELD=COLUMN``);
-    a field without a ``[gold]`` entry is added with metric ``exact``."""
-    by_field = {spec.field: spec for spec in gold}
-    for field, column in mapping.items():
-        parse_path(field)
-        parse_path(column)
-        base = by_field.get(field)
-        by_field[field] = GoldField(field=field, column=column, metric=base.metric if base else "exact")
-    return tuple(by_field.values())
+def select_gold(gold: Sequence[GoldField], mapping: Mapping[str, str]) -> tuple[GoldField, ...]:
+    """The fields to score: ``gold`` (the task's ``[gold]``) when ``mapping`` is empty, else only the
+    fields of ``mapping`` (``--gold FIELD=COLUMN``), each with its ``[gold]`` metric (``exact`` for a
+    field the task does not map)."""
+    if not mapping:
+        return tuple(gold)
+    metrics = {spec.field: spec.metric for spec in gold}
+    for path in (*mapping, *mapping.values()):
+        parse_path(path)
+    return tuple(GoldField(field=field, column=column, metric=metrics.get(field, "exact"))
+                 for field, column in mapping.items())
 
 
-def attach_gold(table: pl.DataFrame, gold: pl.DataFrame, id_column: str, columns: Iterable[str]) -> pl.DataFrame:
+def missing_gold_columns(columns: Iterable[str], gold: Sequence[GoldField]) -> list[str]:
+    """The gold columns of ``gold`` that are not among ``columns`` (each once, in order)."""
+    present = set(columns)
+    return list(dict.fromkeys(c for c in (parse_path(g.column)[0] for g in gold) if c not in present))
+
+
+@dataclass(frozen=True)
+class GoldJoin:
+    """``table`` with the gold columns joined; ``matched`` of its rows found their id in the gold file."""
+
+    table: pl.DataFrame
+    matched: int
+
+
+def attach_gold(table: pl.DataFrame, gold: pl.DataFrame, id_column: str, columns: Iterable[str]) -> GoldJoin:
     """``table`` with the gold ``columns`` of ``gold`` joined on the id (``gold[id_column]`` as text
-    against ``_record_id``); a table column of the same name is replaced. Rows without gold get nulls."""
+    against ``_record_id``); a table column of the same name is replaced. Rows without gold get nulls.
+    A ``ValueError`` when no row of a non-empty table finds its id (the wrong file or id column),
+    showing what the ids look like on both sides."""
     if id_column not in gold.columns:
         raise ValueError(f"the gold file has no id column {id_column!r} (columns: {', '.join(gold.columns)})")
     wanted = [c for c in dict.fromkeys(columns) if c in gold.columns and c != id_column]
@@ -193,7 +210,46 @@ def attach_gold(table: pl.DataFrame, gold: pl.DataFrame, id_column: str, columns
     duplicated = keyed.filter(pl.col(RECORD_ID).is_duplicated())
     if duplicated.height:
         raise ValueError(f"the gold file has id {duplicated[RECORD_ID][0]!r} more than once")
-    return table.drop([c for c in wanted if c in table.columns]).join(keyed, on=RECORD_ID, how="left")
+    ids = table.get_column(RECORD_ID).cast(pl.String)
+    matched = int(ids.is_in(keyed.get_column(RECORD_ID).drop_nulls().implode()).sum())
+    if table.height and not matched:
+        raise ValueError(f"0 of {table.height} rows have a gold id in the gold file: its {id_column} values look "
+                         f"like {_sample(keyed.get_column(RECORD_ID))}, the table's {RECORD_ID} values like "
+                         f"{_sample(ids)}; is it the gold file of this table, or are the ids in another column?")
+    joined = table.drop([c for c in wanted if c in table.columns]).join(keyed, on=RECORD_ID, how="left")
+    return GoldJoin(joined, matched)
+
+
+def _sample(ids: pl.Series, count: int = 3) -> str:
+    """The first ``count`` distinct ids, quoted, for a message."""
+    distinct = ids.drop_nulls().unique(maintain_order=True)
+    if not distinct.len():
+        return "(none)"
+    return ", ".join(repr(v) for v in distinct.head(count).to_list()) + (", …" if distinct.len() > count else "")
+
+
+def output_prefixes(columns: Iterable[str], fields: Sequence[str], given: str = "") -> tuple[str, ...]:
+    """The output prefix a table of ``columns`` was written with (``--output-prefix``): ``(given,)``
+    when ``given`` + field is a column for at least half of ``fields``; else the prefixes under which
+    the most fields are columns, when that is more than half of them (two or more: ambiguous);
+    else ``()``. A prefix is ``""`` or a name not starting with ``_`` (as ``run`` accepts)."""
+    present = set(columns)
+    coverage = {given: sum(given + f in present for f in fields)}
+    if 2 * coverage[given] >= len(fields):
+        return (given,)
+    for column in present:
+        for field in fields:
+            prefix = column[: len(column) - len(field)]
+            if column.endswith(field) and prefix not in coverage and _is_prefix(prefix):
+                coverage[prefix] = sum(prefix + f in present for f in fields)
+    best = max(coverage.values())
+    if 2 * best <= len(fields):
+        return ()
+    return tuple(sorted(p for p, n in coverage.items() if n == best))
+
+
+def _is_prefix(prefix: str) -> bool:
+    return prefix == "" or (re.fullmatch(_NAME, prefix) is not None and not prefix.startswith("_"))
 
 
 RECORD_ID = "_record_id"
@@ -321,10 +377,12 @@ def _flatten(value: Any) -> Iterable[Any]:
         yield value
 
 
-def render_markdown(evaluation: Evaluation) -> str:
-    """A small Markdown table: one line per field, then the macro score."""
+def render_markdown(evaluation: Evaluation, notes: Sequence[str] = ()) -> str:
+    """A small Markdown table: one line per field, then the macro score; ``notes`` (one line each)
+    under the headline."""
     lines = [
         f"Scored {evaluation.rows_ok} ok rows of {evaluation.rows}.",
+        *notes,
         "",
         "| field | gold column | metric | rows | score |",
         "|---|---|---|---:|---:|",

@@ -48,13 +48,17 @@ def score_line(markdown: str, field: str) -> list[str]:
 def test_gold_mapping_points_a_field_at_a_column_of_another_name(tmp_path: Path) -> None:
     table = enriched(ROWS).with_columns(pl.Series("label", ["billing", "billing", "refund"]))
     table.write_parquet(tmp_path / "out.parquet")
-    code, _, stderr = evaluate("--output", str(tmp_path / "out.parquet"), "--gold", "issue_category=label")
-    # ticket_qa's [gold] names gold_* columns this table lacks: only the mapped field can be scored
+    code, stdout, stderr = evaluate("--output", str(tmp_path / "out.parquet"), "--gold", "issue_category=label")
+    # ticket_qa's [gold] names gold_* columns this table lacks: --gold scores only the fields it names
+    assert code == 0, stderr
+    assert score_line(stdout, "issue_category")[1:] == ["`label`", "exact", "2", "0.500"]  # t2 wrong, t3 not ok
+    assert "| `sentiment`" not in stdout and "not scored: `sentiment`" in stdout
+
+    code, _, stderr = evaluate("--output", str(tmp_path / "out.parquet"))  # the task's whole [gold]
     assert code == BAD_INPUT_EXIT
     line = one_error_line(stderr)
     for missing in ("gold_sentiment", "gold_resolution_status", "gold_risk_flags", "gold_entities", "gold_language"):
         assert missing in line, line  # every missing column at once, not the first one only
-    assert "'label'" not in line and "gold_issue_category" not in line  # the mapped field is fine
 
 
 def only_mapped_task(tmp_path: Path) -> Path:
@@ -89,7 +93,8 @@ def test_a_set_metric_against_a_json_string_gold_is_refused_not_scored_zero(tmp_
     })
     table.write_parquet(tmp_path / "out.parquet")
     result = CliRunner().invoke(app, ["evaluate", "--task", "financial_report", "--output",
-                                      str(tmp_path / "out.parquet"), "--gold", "risk_factors=gold_risk_factors"])
+                                      str(tmp_path / "out.parquet"), "--gold", "risk_factors=gold_risk_factors",
+                                      "--gold", "company=gold_company"])
     assert result.exit_code == BAD_INPUT_EXIT and "0.000" not in result.stdout
     line = one_error_line(result.stderr)
     assert ("gold column 'gold_risk_factors' holds string values, which metric set_f1 cannot score "
