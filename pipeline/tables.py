@@ -3,7 +3,9 @@
 Objects become structs, arrays lists, enums and strings ``String``, integers ``Int64``, numbers
 ``Float64``, booleans ``Boolean``. A node polars cannot type faithfully (``anyOf`` of different
 types, free-form objects) becomes a JSON ``String`` column rather than a lossy guess.
-Extraction columns are decoded from the answers' JSON text in one vectorised call.
+Extraction columns are decoded from the answers' JSON text in one vectorised call, which turns a
+value its column cannot hold into null: the validator keeps such answers out (``integer`` nodes are
+bounded to int64, pipeline.validate), and a value lost anyway is an error, never a null on an ``ok`` row.
 """
 
 from __future__ import annotations
@@ -207,6 +209,13 @@ def assemble_shard(
         raise ValueError(f"shard has {shard.height} rows but {len(metas)} outcomes")
     answers = pl.Series("_answer", [m.data_json for m in metas], dtype=pl.String)
     extracted = answers.str.json_decode(answer_dtype).struct.unnest()
+    lost = lost_value(answers, extracted)
+    if lost is not None:
+        index, name, value = lost
+        record = shard.get_column(id_column).cast(pl.String)[index]
+        raise TaskError(f"task {run.task!r}, row {record!r}: the answer's {name!r} ({str(value)[:40]}) does not fit "
+                        f"its column type {extracted.schema[name]}; it was judged by an older validator: run "
+                        f"`glm-extract rejudge --task {run.task}` to judge the stored answers again")
     if run.output_prefix:
         extracted = extracted.rename({name: run.output_prefix + name for name in extracted.columns})
     meta = pl.DataFrame(
@@ -214,6 +223,24 @@ def assemble_shard(
         schema=META_SCHEMA,
     )
     return pl.concat([shard, extracted, meta], how="horizontal")
+
+
+def lost_value(answers: pl.Series, extracted: pl.DataFrame) -> tuple[int, str, Any] | None:
+    """The first (row index, field, answer value) whose non-null answer value decoded to a null
+    top-level column value, or None. Only rows with such a null are parsed again."""
+    answered = answers.is_not_null()
+    parsed: dict[int, Any] = {}
+    for name in extracted.columns:
+        suspects = answered & extracted.get_column(name).is_null()
+        if not suspects.any():
+            continue
+        for index in suspects.arg_true().to_list():
+            if index not in parsed:
+                parsed[index] = orjson.loads(answers[index])
+            value = parsed[index].get(name)
+            if value is not None:
+                return index, name, value
+    return None
 
 
 #: Meta columns whose value is the run's, the same on every row (a :class:`RunColumns` field each).

@@ -8,6 +8,7 @@ the bundled tasks are found wherever the command runs (docs/schema_authoring.md)
 
 from __future__ import annotations
 
+import difflib
 import re
 import string
 import sys
@@ -26,6 +27,9 @@ from pipeline.keys import content_hash, schema_id
 from pipeline.settings import MAX_OUTPUT_TOKENS
 
 TASK_FILES = ("task.toml", "schema.json", "prompt.txt")
+#: Every key ``task.toml`` may hold (docs/contracts.md §1): any other is a typo, refused at load.
+TASK_KEYS = frozenset({"description", "id_column", "text_column", "prompt_version", "instructions",
+                       "max_input_chars", "max_tokens", "pack_tokens", "pack_max", "defaults", "gold"})
 
 
 def _bundled_schemas() -> Path:
@@ -190,6 +194,9 @@ def load_task_folder(name: str, folder: Path) -> TaskSpec:
         if not (folder / file_name).is_file():
             raise TaskError(f"task {name!r}: missing file {folder / file_name}")
     meta = _read_toml(folder / "task.toml")
+    problem = unknown_key_problem(meta)
+    if problem:
+        raise TaskError(f"{folder / 'task.toml'}: {problem}")
     schema_text = _read_text(folder / "schema.json")
     schema = _parse_schema(folder / "schema.json", schema_text)
     template = _read_text(folder / "prompt.txt")
@@ -288,10 +295,32 @@ def _parse_schema(path: Path, text: str) -> dict[str, Any]:
         raise TaskError(f"{path}: unresolvable $schema or $ref: {exc}") from exc
     if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict):
         raise TaskError(f"{path}: the top level must be {{\"type\": \"object\", \"properties\": …}}")
-    problem = schema_problem(schema)
+    problem = field_name_problem(schema) or schema_problem(schema)
     if problem:
         raise TaskError(f"{path}: {problem}")
     return schema
+
+
+def unknown_key_problem(meta: Mapping[str, Any]) -> str | None:
+    """The first top-level ``task.toml`` key that is not in :data:`TASK_KEYS` (a typo would otherwise
+    be ignored: ``max_input_char = 10`` caps nothing), with the nearest known key; or None."""
+    for key in meta:
+        if key not in TASK_KEYS:
+            near = difflib.get_close_matches(key, sorted(TASK_KEYS), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"known keys: {', '.join(sorted(TASK_KEYS))}"
+            return f"unknown key {key!r} ({hint})"
+    return None
+
+
+def field_name_problem(schema: Mapping[str, Any]) -> str | None:
+    """A top-level property whose name starts with ``_``, or None: top-level properties become output
+    columns, and names starting with ``_`` are the meta columns every output adds (``_status`` …).
+    Nested names become struct fields inside a column, where they meet nothing."""
+    for name in schema.get("properties", {}):
+        if name.startswith("_"):
+            return (f"property {name!r} starts with '_', which names the meta columns every output adds "
+                    "(_status, _error_code, …): rename the property")
+    return None
 
 
 def schema_problem(node: Mapping[str, Any], where: str = "$") -> str | None:

@@ -6,11 +6,17 @@ A model answer ends in one :class:`Verdict`:
 - ``Reask``: something a second try can fix (no JSON, broken JSON, schema errors, truncated at the
   token limit, empty content); carries the validator's errors for the re-ask message;
 - ``Filtered``: the platform's content review cut the answer (``finish_reason=sensitive``).
+
+Only what the table can hold is valid: every ``integer`` node is judged with int64 bounds (its
+column is ``Int64``; a bigger answer is re-asked, not a null on an ``ok`` row), and both JSON
+parsers read numbers alike (a whole number beyond 64 bits is a float, ``NaN``/``Infinity`` are
+not JSON).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -23,7 +29,16 @@ import orjson
 MAX_LISTED_ERRORS = 8
 MAX_ERROR_CHARS = 240
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-_DECODER = json.JSONDecoder()
+#: The range of an ``Int64`` column, which every ``integer`` answer becomes (pipeline.tables).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: The whole numbers orjson reads as ``int`` (beyond them it reads a float).
+_ORJSON_INTS = (INT64_MIN, 2**64 - 1)
+#: Keywords whose value is one subschema (or, for ``items`` in old drafts, a list of them), a list of
+#: subschemas, or a name → subschema map: where :func:`int64_bounded` looks for ``integer`` nodes.
+_ONE = frozenset({"items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
+                  "unevaluatedItems", "unevaluatedProperties", "additionalItems"})
+_MANY = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+_MAP = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
 
 
 @dataclass(frozen=True)
@@ -47,8 +62,39 @@ Verdict = Valid | Reask | Filtered
 
 
 def compile_validator(schema: Mapping[str, Any]) -> jsonschema_rs.Validator:
-    """A compiled 2020-12 validator (jsonschema-rs, compiled once per run: far faster than jsonschema)."""
-    return jsonschema_rs.validator_for(dict(schema))
+    """A compiled 2020-12 validator (jsonschema-rs, compiled once per run: far faster than jsonschema)
+    of ``schema`` with :func:`int64_bounded` integers. Only the judging sees the bounds: the request
+    carries the task's schema as written (so request keys do not change)."""
+    return jsonschema_rs.validator_for(int64_bounded(schema))
+
+
+def int64_bounded(schema: Any) -> Any:
+    """A copy of ``schema`` whose ``integer`` nodes (``"type": "integer"`` or a type list with
+    ``integer`` and without ``number``) also require ``INT64_MIN <= value <= INT64_MAX``: a schema's
+    own tighter bound is kept (pure)."""
+    if not isinstance(schema, Mapping):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _ONE:
+            out[key] = [int64_bounded(v) for v in value] if isinstance(value, list) else int64_bounded(value)
+        elif key in _MANY and isinstance(value, list):
+            out[key] = [int64_bounded(v) for v in value]
+        elif key in _MAP and isinstance(value, Mapping):
+            out[key] = {name: int64_bounded(sub) for name, sub in value.items()}
+        else:
+            out[key] = value
+    kinds = schema.get("type")
+    kinds = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else []
+    if "integer" in kinds and "number" not in kinds:
+        out["minimum"] = _tighter(out.get("minimum"), INT64_MIN, max)
+        out["maximum"] = _tighter(out.get("maximum"), INT64_MAX, min)
+    return out
+
+
+def _tighter(own: Any, bound: int, pick: Any) -> Any:
+    is_number = isinstance(own, int | float) and not isinstance(own, bool)
+    return pick(own, bound) if is_number else bound
 
 
 def judge(content: str | None, finish_reason: str | None, validator: jsonschema_rs.Validator) -> Verdict:
@@ -78,6 +124,27 @@ def parse_json_object(content: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _int_as_orjson(text: str) -> int | float:
+    """A whole number as orjson reads it: ``int`` within 64 bits, else ``float`` (so an answer
+    reads the same fenced, bare or after prose, and every valid answer can be written as JSON)."""
+    value = int(text)
+    return value if _ORJSON_INTS[0] <= value <= _ORJSON_INTS[1] else float(value)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: orjson refuses it too
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_int=_int_as_orjson, parse_float=_finite_float, parse_constant=_not_json)
+
+
 def _repair(text: str) -> Any:
     fenced = _FENCE.search(text)
     if fenced:
@@ -90,7 +157,7 @@ def _repair(text: str) -> Any:
         return None
     try:
         value, _ = _DECODER.raw_decode(text, start)
-    except json.JSONDecodeError:
+    except ValueError:  # json.JSONDecodeError, or a number or constant orjson would not read
         return None
     return value
 

@@ -105,8 +105,10 @@ def rejudge(
 ) -> None:
     """Judge TASK's stored answers again under its current schema and validator, without paying.
 
-    Verdicts that change are written back to the journal (unless --dry-run), so the next `run`
-    of the same rows picks them up for free."""
+    Only answers asked under the current schema are judged (a request key includes the schema, so
+    no run under it reads the others; they are counted and left as they are). Verdicts that change
+    are written back to the journal (unless --dry-run), so the next `run` of the same rows picks them
+    up for free."""
     from pipeline.rejudge import rejudge_journal
     from pipeline.tasks import load_task
 
