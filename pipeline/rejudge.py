@@ -6,11 +6,14 @@ answer the current schema refuses ends ``invalid`` (a re-ask would be a new, pai
 one whose re-ask the budget did not allow: it keeps waiting for that re-ask unless it now passes.
 Only ``ok`` and ``invalid`` verdicts are judged again; a platform verdict (filtered, failed) stays.
 
-Only answers asked under the task's current schema are judged: a request key includes the schema
-(it travels in the request), so those are the only stored answers a run under this schema reads, and
-each must keep the verdict of the schema it was asked under. What else a key holds (prompt version,
-template, instructions, model, endpoint) does not change what an answer is worth against one schema,
-so it does not matter here. A changed schema reuses nothing: its runs ask again.
+Only answers asked under the task's current schema (same ``schema_id``) are judged: a request key
+includes the schema (it travels in the request), so a run reads an answer's verdict only under the
+schema it was asked under, and each answer must keep that schema's verdict. What else a key holds
+(prompt version, template, instructions, model, endpoint) does not change what an answer is worth
+against one schema, so it does not matter here. A changed schema reuses no stored answer: its runs
+ask again. (The request carries the schema without annotations, :func:`pipeline.prompts.compact_schema`:
+a schema changed only in ``title``/``$comment`` keeps its keys, and its runs read the verdicts of the
+schema before, which validates alike; ``rejudge`` under it leaves them, as another schema's.)
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ class RejudgeReport:
         changed = sum(n for (old, new), n in self.moves.items() if old != new)
         moves = ", ".join(f"{old}→{new}: {n}" for (old, new), n in sorted(self.moves.items()))
         verb = "would change" if dry_run else "changed"
-        other = (f"; left {self.other_schema} stored verdicts of another schema as they were (asked under "
-                 "it, they are never read by a run under this one)" if self.other_schema else "")
+        other = (f"; left {self.other_schema} stored verdicts of another schema as they were (each keeps "
+                 "the verdict of the schema it was asked under)" if self.other_schema else "")
         return (f"task {self.task}: judged {self.judged} stored answers again ({moves or 'none'}); "
                 f"{verb} {changed} verdicts; {self.kept} platform verdicts kept as they were{other}")
 

@@ -105,8 +105,8 @@ def rejudge(
 ) -> None:
     """Judge TASK's stored answers again under its current schema and validator, without paying.
 
-    Only answers asked under the current schema are judged (a request key includes the schema, so
-    no run under it reads the others; they are counted and left as they are). Verdicts that change
+    Only answers asked under the current schema are judged (a request key includes the schema: the
+    others keep the verdicts of the schema they were asked under, counted and left). Verdicts that change
     are written back to the journal (unless --dry-run), so the next `run` of the same rows picks them
     up for free."""
     from pipeline.rejudge import rejudge_journal
