@@ -24,7 +24,15 @@ from pipeline.budget import Budget, BudgetReached
 from pipeline.glm.client import ChatAnswer, GLMClient
 from pipeline.glm.errors import FatalError, RowError, TransientError
 from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStop, RunStopping, send_with_retry
-from pipeline.journal import Journal, JournalBusy, JournalEntry, JournalError, is_reask_due
+from pipeline.journal import (
+    REASK_PENDING,
+    REASK_UNANSWERED,
+    Journal,
+    JournalBusy,
+    JournalEntry,
+    JournalError,
+    is_reask_due,
+)
 from pipeline.keys import SYNTHETIC_ENDPOINT, request_key
 from pipeline.limiter import AdaptiveLimiter, paid_rows_first
 from pipeline.outcomes import local_outcome
@@ -457,6 +465,7 @@ class _Asking:
     paid: ChatAnswer | JournalEntry | None = None  # the last paid answer (a resumed row: its entry)
     before: JournalEntry | None = None  # a resumed row: its entry as the earlier run left it
     after_pack: bool = False  # its pack's share is paid (no answer of its own yet)
+    reask_on_wire: bool = False  # a re-ask went out and has no answer yet (then it does not count as asked)
 
     @property
     def paid_row(self) -> bool:
@@ -469,8 +478,13 @@ class _Asking:
         ctx.stats.note_attempts(log)
         if self.reask_due and log.attempts:
             self.reask_due = False
+            self.reask_on_wire = True
             self.tally.reasks += 1
             ctx.stats.reasks += 1
+
+    def answered_reasks(self) -> int:
+        """Re-asks the model answered (``--max-reasks`` counts these; ``tally.reasks`` counts those sent)."""
+        return self.tally.reasks - int(self.reask_on_wire)
 
 
 def _asking(ctx: EngineContext, key: str, body: dict[str, Any], after_pack: bool, spent: RowSpend | None) -> _Asking:
@@ -483,7 +497,8 @@ def _asking(ctx: EngineContext, key: str, body: dict[str, Any], after_pack: bool
     if earlier.request_id is None:  # its pack's share was paid; the request alone was not sent
         return _Asking(body, tally, True, ctx.max_reasks + 1, earlier, earlier)
     reask = build_reask(body, earlier.answer, owed_verdict(earlier.answer, earlier.finish_reason, ctx.validator))
-    return _Asking(reask, tally, True, ctx.max_reasks, earlier, earlier)
+    unanswered = earlier.error_code == REASK_UNANSWERED  # its last re-ask was sent, never answered: not counted
+    return _Asking(reask, tally, True, ctx.max_reasks + int(unanswered), earlier, earlier, reask_on_wire=unanswered)
 
 
 async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,
@@ -499,7 +514,7 @@ async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,
     does not allow it (the row ends ``invalid``, still owed)."""
     asking = _asking(ctx, key, body, after_pack, spent)
     earlier = asking.before
-    if earlier is not None and earlier.request_id is not None and asking.tally.reasks >= ctx.max_reasks:
+    if earlier is not None and earlier.request_id is not None and asking.answered_reasks() >= ctx.max_reasks:
         return replace(_still_owed(ctx, key, earlier), before=earlier), None
     entry, raw = await _ask(ctx, key, body, asking)
     return (entry if earlier is None else replace(entry, before=earlier)), raw
@@ -535,6 +550,7 @@ async def _ask(ctx: EngineContext, key: str, body: dict[str, Any],
                 asking.note_sent(ctx, log)
         except (FatalError, RowError, TransientError, RunStopping, BudgetReached) as exc:
             return _unanswered(ctx, key, asking, log, exc), None
+        asking.reask_on_wire = False
         tally.prompt_tokens += answer.prompt_tokens
         tally.completion_tokens += answer.completion_tokens
         if not tally.reasks:  # the request as rendered: the summary checks the estimate against it
@@ -561,7 +577,7 @@ def _owe_reask(ctx: EngineContext, key: str, asking: _Asking) -> None:
     """Journal the paid answer that needs a re-ask at once, owed that re-ask: if the run stops (or
     is killed) before the row is final, the rerun sends only the re-ask. The row's final verdict
     replaces it; meanwhile the run keeps the key's claim."""
-    entry = _owed_entry(ctx, key, asking, code="reask_pending", reason="its re-ask is owed")
+    entry = _owed_entry(ctx, key, asking, code=REASK_PENDING, reason="its re-ask is owed")
     if entry.final:
         keep_in_journal(ctx, entry, None)
 
@@ -575,7 +591,8 @@ def _unanswered(ctx: EngineContext, key: str, asking: _Asking, log: AttemptLog, 
         return _budget_entry(ctx, key, asking, exc)
     if isinstance(exc, FatalError | RunStopping | TransientError) and asking.paid_row:
         reason = f"gave up after {log.attempts} attempts: {exc.message}" if isinstance(exc, TransientError) else exc
-        return _owed_entry(ctx, key, asking, code="reask_pending", reason=f"its re-ask got no answer: {reason}")
+        code = REASK_UNANSWERED if asking.reask_on_wire else REASK_PENDING
+        return _owed_entry(ctx, key, asking, code=code, reason=f"its re-ask got no answer: {reason}")
     if isinstance(exc, FatalError):
         return _entry(ctx, key, "failed", tally, final=False, code=exc.code, message=exc.message)
     if isinstance(exc, RowError):
@@ -595,6 +612,8 @@ def _budget_entry(ctx: EngineContext, key: str, asking: _Asking, exc: BudgetReac
     if not asking.paid_row:
         return _entry(ctx, key, "skipped", asking.tally, final=False, code="budget_reached",
                       message=f"not sent: {exc}")
+    if asking.reask_on_wire:  # its re-ask went out, got no answer, and the budget refused the retry
+        return _owed_entry(ctx, key, asking, code=REASK_UNANSWERED, reason=f"its re-ask got no answer, then {exc}")
     return _owed_entry(ctx, key, asking, code="budget_reached", reason=f"its re-ask was not sent: {exc}")
 
 

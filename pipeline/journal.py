@@ -63,11 +63,14 @@ RUN_MARK = "run:"  # the claim key marking a run at work on the journal (request
 _LOOKUP_CHUNK = 500
 WAL_RETRY_S = 0.01  # opening: how often the switch to WAL is tried again while another process holds a lock
 #: The status and error codes of a stored answer owed its re-ask: journaled as it was judged, its re-ask
-#: on its way (``reask_pending``), or refused by the budget (``budget_reached``). A later run claims it
-#: and sends the re-ask (:func:`is_reask_due`); every other stored answer is final.
+#: on its way (``reask_pending``), sent but never answered (``reask_unanswered``: only transient faults
+#: until the retries ran out, the run stopped, or the budget refused a retry; it does not count against
+#: ``--max-reasks``), or refused by the budget (``budget_reached``). A later run claims it and sends the
+#: re-ask (:func:`is_reask_due`); every other stored answer is final.
 REASK_DUE_STATUS = "invalid"
 REASK_PENDING = "reask_pending"
-REASK_DUE_CODES = ("budget_reached", REASK_PENDING)
+REASK_UNANSWERED = "reask_unanswered"
+REASK_DUE_CODES = ("budget_reached", REASK_PENDING, REASK_UNANSWERED)
 _REASK_DUE = (f"(status = '{REASK_DUE_STATUS}' AND coalesce(error_code, '') IN "
               f"({', '.join(repr(code) for code in REASK_DUE_CODES)}))")  # SQL of :func:`is_reask_due`
 _NOT_REASK_DUE = f"NOT {_REASK_DUE}"
@@ -580,6 +583,8 @@ def _prepare(db: sqlite3.Connection, path: Path) -> bool:
         elif version == PREVIOUS_VERSION:
             _check_columns(db, path, _V2_COLUMN_NAMES)
             _migrate_v2(db)  # nothing to give back to the disk: no VACUUM
+        elif version == SCHEMA_VERSION and "results" in tables:
+            _add_counted_prompt(db)  # a version 3 written before the column was added
         elif version == 0 and tables:
             raise JournalError(f"journal {path} holds other tables ({', '.join(sorted(tables))}), "
                                f"not a glm-extract journal: {_WHAT_TO_DO}")
@@ -662,11 +667,17 @@ def _migrate_v2(db: sqlite3.Connection) -> None:
     inside the request key, a one-way hash of the request, so it cannot be recovered; an unknown answer
     is reused as before (by its key) but never learnt from across rows. ``results`` keeps its rows and
     ``origin`` ids, gains ``counted_prompt`` (0: not counted) and an index on ``origin``."""
-    db.execute("ALTER TABLE results ADD COLUMN counted_prompt INTEGER NOT NULL DEFAULT 0")
+    _add_counted_prompt(db)
     db.execute(_ORIGINS.format(name="origins_v3"))
     db.execute("INSERT INTO origins_v3 (id, task, schema_id, model) SELECT id, task, schema_id, model FROM origins")
     db.execute("DROP TABLE origins")  # then renamed into its place: ``results`` still names ``origins``
     db.execute("ALTER TABLE origins_v3 RENAME TO origins")
+
+
+def _add_counted_prompt(db: sqlite3.Connection) -> None:
+    """``results.counted_prompt`` (0: not counted), if the table lacks it."""
+    if "counted_prompt" not in {row[1] for row in db.execute("PRAGMA table_info(results)")}:
+        db.execute("ALTER TABLE results ADD COLUMN counted_prompt INTEGER NOT NULL DEFAULT 0")
 
 
 def origin_id(db: sqlite3.Connection, origin: tuple[str | None, str | None, str | None, str]) -> int:

@@ -82,3 +82,16 @@ def test_an_answer_queued_in_this_process_wins_over_the_owed_entry_it_replaces(t
         journal.add(_entry("q", "invalid", "reask_pending"), None)  # queued owed: still claimable, with its entry
         granted, owed = journal.claim_owed(["q"])
         assert granted == {"q"} and owed["q"].error_code == "reask_pending"
+
+
+def test_a_version_3_journal_without_the_prompt_count_is_completed_on_open(tmp_path: Path) -> None:
+    """Version 3 first shipped without ``results.counted_prompt``: such a file opens, gains the column
+    and keeps its answers (it was refused: "lacks column(s) counted_prompt ... would be paid again")."""
+    path = tmp_path / "journal.sqlite"
+    with Journal(path) as journal:
+        journal.add(_entry("k", "ok", None), None)
+        journal.flush()
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE results DROP COLUMN counted_prompt")
+    with Journal(path) as journal:
+        assert journal.lookup(["k"])["k"].status == "ok"
