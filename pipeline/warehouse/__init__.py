@@ -2,7 +2,8 @@
 
 ``export_table`` is the one entry point (the CLI's ``export`` command and the flow's last step call
 it). The identity of a row is ``(_task, _record_id)``; a re-export updates rows in place, so
-exporting the same table twice leaves the same row count as exporting it once. One table per task,
+exporting the same table twice leaves the same row count as exporting it once. A stored ok answer
+is not replaced by a row that is not ok, nor a newer run's row by an older run's (:mod:`keep`). One table per task,
 plus a ``runs`` table with one row per run id. See docs/warehouse.md.
 """
 
@@ -25,7 +26,7 @@ from pipeline.warehouse.errors import (
 )
 from pipeline.warehouse.job import ExportJob
 from pipeline.warehouse.result import ExportResult
-from pipeline.warehouse.runs import load_summary, run_records, to_arrow
+from pipeline.warehouse.runs import load_summary, run_records, summary_mismatch, summary_origin, to_arrow
 from pipeline.warehouse.source import open_source, table_name_for
 from pipeline.warehouse.targets import (
     DEFAULT_TARGET,
@@ -64,6 +65,7 @@ def export_table(
     *,
     summary: Mapping[str, Any] | Path | None = None,
     table: str | None = None,
+    replace: bool = False,
 ) -> ExportResult:
     """Merge the enriched table at ``output_path`` and its run row into ``target``.
 
@@ -71,6 +73,11 @@ def export_table(
     ``<output>.summary.json`` next to the table and, failing that, derives the run row from the
     table's meta columns. ``table`` overrides the table name (default: the task's name).
     ``target`` is a ``--to`` string, a DuckDB file path or a target value.
+    A matched row is kept as stored when it holds an ok answer and the incoming row does not, or
+    when it comes from a newer run (see :mod:`pipeline.warehouse.keep`); ``replace`` overwrites
+    every matched row instead (DuckDB and PostgreSQL; dlt destinations always overwrite).
+    A summary whose run id is none of the table's ``_run_id`` values is not used: the runs row is
+    derived from the table and the result line carries a warning.
     Raises a :class:`WarehouseError` whose message is one actionable line; nothing is half-loaded.
     """
     resolved = _resolve(target)
@@ -79,8 +86,10 @@ def export_table(
     loaded = load_summary(path, summary)
     task = loaded.get("task") if loaded else None
     name = table_name_for(source, table, str(task) if task else None)
-    runs = to_arrow(run_records(source, loaded, name, dt.datetime.now(dt.UTC)))
-    return _dispatch(resolved, ExportJob(source=source, table=name, runs=runs))
+    mismatch = summary_mismatch(source, loaded, summary_origin(path, summary))
+    runs = to_arrow(run_records(source, None if mismatch else loaded, name, dt.datetime.now(dt.UTC)))
+    job = ExportJob(source=source, table=name, runs=runs, replace=replace, warnings=(mismatch,) if mismatch else ())
+    return _dispatch(resolved, job)
 
 
 def _resolve(target: Target | str | Path) -> Target:

@@ -8,7 +8,9 @@ from dlt's own configuration (``.dlt/secrets.toml`` or ``DESTINATION__<NAME>__CR
 Differences from the native targets, by dlt's design: nested values land as the destination's JSON
 type; each table's merge is atomic on its own (dlt stages and merges per table), not both tables in
 one transaction; dlt's pipeline state lives in a temporary directory, so an export keeps nothing on
-local disk and every export is self-contained.
+local disk and every export is self-contained. dlt's merge replaces every matched row, so the keep
+rule of the native targets (:mod:`keep`: a stored ok answer or a newer run's row is not overwritten)
+does not apply here: the last export wins.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def export_dlt(target: DltTarget, job: ExportJob) -> ExportResult:
         runs_table=f"{target.dataset}.{RUNS_TABLE}",
         run_ids=job.run_ids,
         seconds=time.perf_counter() - started,
+        warnings=job.warnings,
     )
 
 

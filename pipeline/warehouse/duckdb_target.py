@@ -10,10 +10,14 @@ insert and maintains an ART index row by row, which measured 23 s instead of 1.3
 re-export. The identity stays unique without it: the source is checked unique before loading
 (``source.open_source``), MERGE updates a matched identity instead of inserting it, and DuckDB
 lets one process at a time write the file.
+
+A matched row is updated only when the keep rule lets it (:mod:`keep`: a stored ok answer is not
+replaced by a row that is not ok, a newer run's row not by an older run's), unless ``--replace``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,15 +28,18 @@ import duckdb
 from pipeline.errors import first_line
 from pipeline.warehouse.errors import AccessDenied, LoadFailed, TargetUnreachable
 from pipeline.warehouse.job import ExportJob, MergeCounts
+from pipeline.warehouse.keep import KEPT_NEWER, KEPT_OK, Kept, keep_reason, run_starts
 from pipeline.warehouse.result import ExportResult
 from pipeline.warehouse.runs import RUNS_KEY
 from pipeline.warehouse.schema_diff import Clash, plan_columns, raise_on_clash
-from pipeline.warehouse.source import KEY_COLUMNS, RUNS_TABLE
+from pipeline.warehouse.source import KEY_COLUMNS, RUN_ID_COLUMN, RUNS_TABLE
 from pipeline.warehouse.sql import column_list, qualified, quote_ident, string_literal
 from pipeline.warehouse.targets import DuckDBTarget
+from pipeline.wording import plural
 
 _SOURCE_VIEW = "__glm_extract_source"
 _RUNS_VIEW = "__glm_extract_runs"
+_STARTS_VIEW = "__glm_extract_run_starts"
 _UNTYPED = '"NULL"'
 
 
@@ -46,7 +53,8 @@ def export_duckdb(target: DuckDBTarget, job: ExportJob) -> ExportResult:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target.schema)}")
             con.execute(f"CREATE TEMP VIEW {_SOURCE_VIEW} AS SELECT * FROM {_parquet_scan(job.source.path)}")
             con.register(_RUNS_VIEW, job.runs)
-            counts = _merge(con, target.schema, job.table, _SOURCE_VIEW, KEY_COLUMNS)
+            keep = None if job.replace else job
+            counts = _merge(con, target.schema, job.table, _SOURCE_VIEW, KEY_COLUMNS, keep=keep)
             _merge(con, target.schema, RUNS_TABLE, _RUNS_VIEW, RUNS_KEY)
     finally:
         con.close()
@@ -62,6 +70,9 @@ def export_duckdb(target: DuckDBTarget, job: ExportJob) -> ExportResult:
         run_ids=job.run_ids,
         added_columns=counts.added_columns,
         seconds=time.perf_counter() - started,
+        kept_ok=counts.kept.ok,
+        kept_newer=counts.kept.newer,
+        warnings=job.warnings,
     )
 
 
@@ -94,9 +105,17 @@ def _transaction(con: duckdb.DuckDBPyConnection, target: DuckDBTarget) -> Iterat
 
 
 def _merge(
-    con: duckdb.DuckDBPyConnection, schema: str | None, table: str, source: str, key: tuple[str, ...]
+    con: duckdb.DuckDBPyConnection,
+    schema: str | None,
+    table: str,
+    source: str,
+    key: tuple[str, ...],
+    *,
+    keep: ExportJob | None = None,
 ) -> MergeCounts:
-    """Create or widen ``table`` as needed, then MERGE ``source`` into it on ``key``."""
+    """Create or widen ``table`` as needed, then MERGE ``source`` into it on ``key``.
+
+    With ``keep`` (the export, unless ``--replace``), matched rows the keep rule holds stay as stored."""
     target = qualified(schema, table)
     new = _columns_of(con, f"DESCRIBE SELECT * FROM {source}")
     existing = _existing_columns(con, schema or "main", table)
@@ -105,25 +124,69 @@ def _merge(
         plan,
         table=_display(schema, table), alter=lambda c: _alter_statement(target, c),
         rename=lambda old, new: f"ALTER TABLE {target} RENAME COLUMN {quote_ident(old)} TO {quote_ident(new)}",
+        blocked=lambda c: _unconvertible(con, target, c),
     )
     if plan.create:
         con.execute(_create_statement(target, new, key))
     for name, kind in plan.added:
         con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {_storable(kind)}")
+    reason = None
+    if keep is not None and not plan.create:
+        reason = keep_reason(new, stored="t.", incoming="s.", starts=_STARTS_VIEW)
+    kept = _kept(con, schema, target, source, key, reason, keep) if reason and keep else Kept()
     before = _count(con, target)
-    changed = _fetch_int(con, _merge_statement(target, source, list(new), key))
+    changed = _fetch_int(con, _merge_statement(target, source, list(new), key, reason))
     after = _count(con, target)
     rows = _count(con, source)
     inserted = after - before
-    return MergeCounts(rows, inserted, changed - inserted, after, tuple(n for n, _ in plan.added))
+    return MergeCounts(rows, inserted, changed - inserted, after, tuple(n for n, _ in plan.added), kept)
 
 
-def _merge_statement(target: str, source: str, columns: list[str], key: tuple[str, ...]) -> str:
+def _kept(
+    con: duckdb.DuckDBPyConnection,
+    schema: str | None,
+    target: str,
+    source: str,
+    key: tuple[str, ...],
+    reason: str,
+    job: ExportJob,
+) -> Kept:
+    """Register the runs' starts the rule compares (the MERGE reads them too), and count the matched
+    rows it keeps, by reason."""
+    run_id = quote_ident(RUN_ID_COLUMN)
+    distinct = f"SELECT DISTINCT CAST({run_id} AS VARCHAR) FROM {target} WHERE {run_id} IS NOT NULL"
+    stored = [str(r[0]) for r in con.execute(distinct).fetchall()] if RUN_ID_COLUMN in job.source.columns else []
+    recorded = _recorded_starts(con, schema) | {k: v for k, v in job.run_started.items() if v is not None}
+    con.register(_STARTS_VIEW, run_starts([*stored, *job.source.run_ids], recorded))
+    on = " AND ".join(f"t.{quote_ident(k)} = s.{quote_ident(k)}" for k in key)
+    counts = dict(con.execute(
+        f"SELECT reason, count(*) FROM (SELECT {reason} AS reason FROM {source} AS s JOIN {target} AS t ON {on}) "
+        "WHERE reason IS NOT NULL GROUP BY reason"
+    ).fetchall())
+    return Kept(ok=int(counts.get(KEPT_OK, 0)), newer=int(counts.get(KEPT_NEWER, 0)))
+
+
+def _recorded_starts(con: duckdb.DuckDBPyConnection, schema: str | None) -> dict[str, dt.datetime | None]:
+    """``runs.started_at`` by run id, for run ids that do not begin with their start time."""
+    columns = _existing_columns(con, schema or "main", RUNS_TABLE) or {}
+    if not {"run_id", "started_at"} <= set(columns):
+        return {}
+    rows = con.execute(
+        f"SELECT run_id, started_at FROM {qualified(schema, RUNS_TABLE)} WHERE started_at IS NOT NULL"
+    ).fetchall()
+    return {str(run_id): started for run_id, started in rows}
+
+
+def _merge_statement(
+    target: str, source: str, columns: list[str], key: tuple[str, ...], keep_reason: str | None = None
+) -> str:
     on = " AND ".join(f"t.{quote_ident(k)} = s.{quote_ident(k)}" for k in key)
     values = [c for c in columns if c not in key]
     update = ""
     if values:
         differs = f"({column_list(values, 't.')}) IS DISTINCT FROM ({column_list(values, 's.')})"
+        if keep_reason:
+            differs += f" AND {keep_reason} IS NULL"
         assignments = ", ".join(f"{quote_ident(c)} = s.{quote_ident(c)}" for c in values)
         update = f"WHEN MATCHED AND {differs} THEN UPDATE SET {assignments} "
     return (
@@ -137,6 +200,24 @@ def _create_statement(target: str, columns: dict[str, str], key: tuple[str, ...]
         f"{quote_ident(name)} {_storable(kind)}{' NOT NULL' if name in key else ''}" for name, kind in columns.items()
     ]
     return f"CREATE TABLE {target} ({', '.join(defs)})"
+
+
+def _unconvertible(con: duckdb.DuckDBPyConnection, target: str, clash: Clash) -> str | None:
+    """Why ``ALTER … TYPE <new>`` would fail on the stored values (e.g. text ids into BIGINT), else None."""
+    column = quote_ident(clash.column)
+    try:
+        row = con.execute(
+            f"SELECT count(*), min(CAST({column} AS VARCHAR)) FROM {target} "
+            f"WHERE {column} IS NOT NULL AND TRY_CAST({column} AS {clash.new_type}) IS NULL"
+        ).fetchone()
+    except duckdb.Error as exc:  # no cast at all between the two types
+        return f"DuckDB cannot cast {clash.old_type} to {clash.new_type} ({first_line(exc)})"
+    if not row or not row[0]:
+        return None
+    count = int(row[0])
+    verb = "does" if count == 1 else "do"
+    example = repr(row[1]) if len(str(row[1])) <= 40 else repr(str(row[1])[:40] + "…")
+    return f"{plural(count, 'stored value')} (e.g. {example}) {verb} not convert to {clash.new_type}"
 
 
 def _alter_statement(target: str, clash: Clash) -> str:

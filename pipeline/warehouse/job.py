@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from pipeline.warehouse.keep import Kept
 from pipeline.warehouse.source import EnrichedSource
 
 
 @dataclass(frozen=True)
 class ExportJob:
-    """Everything a target module needs; built once by ``export_table``."""
+    """Everything a target module needs; built once by ``export_table``.
+
+    ``replace`` turns off the keep rule (:mod:`keep`): every matched row is overwritten.
+    ``warnings`` are one-line notes the result line carries (a summary of another run, say)."""
 
     source: EnrichedSource
     table: str
     runs: pa.Table
+    replace: bool = False
+    warnings: tuple[str, ...] = ()
 
     @property
     def run_ids(self) -> tuple[str, ...]:
         return tuple(str(v) for v in self.runs.column("run_id").to_pylist())
+
+    @property
+    def run_started(self) -> dict[str, dt.datetime | None]:
+        """``started_at`` of this export's runs rows, by run id (null when the summary lacked it)."""
+        ids, starts = self.runs.column("run_id").to_pylist(), self.runs.column("started_at").to_pylist()
+        return {str(i): s for i, s in zip(ids, starts, strict=True)}
 
 
 @dataclass
@@ -46,7 +59,8 @@ class MergeCounts:
     updated: int
     table_rows: int
     added_columns: tuple[str, ...] = ()
+    kept: Kept = field(default_factory=Kept)
 
     @property
     def unchanged(self) -> int:
-        return self.rows - self.inserted - self.updated
+        return self.rows - self.inserted - self.updated - self.kept.total

@@ -9,7 +9,10 @@ NUL characters (U+0000) are removed: PostgreSQL ``text`` cannot hold them and ``
 ``\u0000`` escape, so one NUL in one document would fail the whole COPY. The rule is removal (not a
 visible replacement), in plain strings and in every string inside a nested value; the rows and
 columns it touched are returned with the CSV so the export can name them. A text that merely spells
-a backslash followed by ``u0000`` is left alone.
+a backslash followed by ``u0000`` is left alone. Identity columns are the exception: removing a NUL
+from ``n\\x003`` would make it the record ``n3``, another document, so :func:`nul_identity` refuses
+the export instead, naming the row. Binary columns are ``bytea``, written in its hex form (``\\x…``);
+bytes are not text, so a zero byte in them is kept.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from pipeline.warehouse.pg_types import is_nested
+from pipeline.warehouse.errors import SourceError
+from pipeline.warehouse.pg_types import is_binary, is_nested
 
 _WRITE_OPTIONS = pacsv.WriteOptions(include_header=False, batch_size=8192)
 NUL = "\x00"
@@ -57,6 +61,24 @@ def batch_to_csv(batch: pa.RecordBatch) -> CsvChunk:
     return CsvChunk(bytes(sink.getvalue().to_pybytes()), tuple(sorted(hit_rows)), tuple(hit_columns))
 
 
+def nul_identity(batch: pa.RecordBatch, key: tuple[str, ...]) -> None:
+    """Refuse a batch whose identity (``key`` columns) holds a NUL character, naming the first such row."""
+    for name in key:
+        column = batch.column(name)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        found = pc.fill_null(pc.match_substring(column, NUL), False)
+        hits = pc.indices_nonzero(found).to_pylist()
+        if hits:
+            row = {k: batch.column(k)[hits[0]].as_py() for k in key}
+            more = f" (and {len(hits) - 1} more row(s) of this batch)" if len(hits) > 1 else ""
+            raise SourceError(
+                f"the row ({', '.join(f'{k} {v!r}' for k, v in row.items())}) has a NUL character in {name}{more}: "
+                "PostgreSQL cannot store it, and removing it could make the identity another record's; "
+                "remove NUL characters from the input's id column and run again; nothing was written"
+            )
+
+
 def _csv_ready(column: pa.Array) -> tuple[pa.Array, list[int]]:
     """The column as the CSV writer takes it, and the rows whose NUL characters were removed."""
     kind = column.type
@@ -64,6 +86,8 @@ def _csv_ready(column: pa.Array) -> tuple[pa.Array, list[int]]:
         return _csv_ready(column.cast(kind.value_type))
     if is_nested(kind):
         return _to_json(column)
+    if is_binary(kind):
+        return _to_bytea(column), []
     if pa.types.is_string_view(kind):
         column = column.cast(pa.large_string())
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
@@ -77,6 +101,11 @@ def _strip_nul(column: pa.Array) -> tuple[pa.Array, list[int]]:
         return column, []
     rows = pc.indices_nonzero(pc.fill_null(found, False)).to_pylist()
     return pc.replace_substring(column, NUL, ""), [int(r) for r in rows]
+
+
+def _to_bytea(column: pa.Array) -> pa.Array:
+    """Bytes as PostgreSQL's hex ``bytea`` input (``\\x00ff``); null stays null."""
+    return pa.array([None if v is None else "\\x" + v.hex() for v in column.to_pylist()], type=pa.large_string())
 
 
 def _to_json(column: pa.Array) -> tuple[pa.Array, list[int]]:

@@ -2,7 +2,8 @@
 
 Scalars keep their types; anything nested (struct, list, map) becomes ``jsonb`` — PostgreSQL has
 no struct type an analyst can query easily, while ``jsonb`` answers ``->``/``->>`` and indexes.
-A column of nulls only (Arrow ``null``) is ``text`` and matches any existing type.
+A column of nulls only (Arrow ``null``) is ``text`` and matches any existing type. Binary is
+``bytea``. A type with no mapping (a duration, say) is refused naming its column.
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ _SIMPLE: tuple[tuple[pa.DataType, str], ...] = (
 )
 
 
+def pg_columns(schema: pa.Schema) -> dict[str, str]:
+    """Each column's PostgreSQL type; :class:`SourceError` naming the first column we cannot load."""
+    columns: dict[str, str] = {}
+    for field in schema:
+        try:
+            columns[field.name] = pg_type(field.type)
+        except SourceError as exc:
+            raise SourceError(f"column {field.name!r}: {exc}; nothing was written") from exc
+    return columns
+
+
 def pg_type(arrow: pa.DataType) -> str:
     """The PostgreSQL type storing ``arrow``; :class:`SourceError` for types we cannot load."""
     if pa.types.is_dictionary(arrow):
@@ -39,6 +51,8 @@ def pg_type(arrow: pa.DataType) -> str:
         return JSONB
     if _is_text(arrow):
         return "text"
+    if is_binary(arrow):
+        return "bytea"
     for candidate, name in _SIMPLE:
         if arrow == candidate:
             return name
@@ -55,6 +69,16 @@ def is_nested(arrow: pa.DataType) -> bool:
         or pa.types.is_list_view(arrow)
         or pa.types.is_large_list_view(arrow)
         or pa.types.is_map(arrow)
+    )
+
+
+def is_binary(arrow: pa.DataType) -> bool:
+    """Any Arrow binary type: stored as ``bytea``."""
+    return bool(
+        pa.types.is_binary(arrow)
+        or pa.types.is_large_binary(arrow)
+        or pa.types.is_fixed_size_binary(arrow)
+        or pa.types.is_binary_view(arrow)
     )
 
 

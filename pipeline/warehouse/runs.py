@@ -104,6 +104,28 @@ def load_summary(output: Path, summary: Mapping[str, Any] | Path | None) -> Mapp
     return None
 
 
+def summary_origin(output: Path, summary: Mapping[str, Any] | Path | None) -> str:
+    """Where :func:`load_summary` takes the summary from, for a message."""
+    if isinstance(summary, Mapping):
+        return "the summary passed in"
+    return str(summary if summary is not None else summary_path(output))
+
+
+def summary_mismatch(source: EnrichedSource, summary: Mapping[str, Any] | None, origin: str) -> str | None:
+    """Why ``summary`` is not this table's (its run id is none of the table's ``_run_id``), else None.
+
+    A summary left beside a table replaced by another run's output (``mv new.parquet out.parquet``)
+    would name a run whose rows are not in the table, while the table's own run got no runs row;
+    the export then derives the runs row from the table instead. ``origin``: see :func:`summary_origin`."""
+    run_id = summary.get("run_id") if summary else None
+    if not run_id or not source.run_ids or str(run_id) in source.run_ids:
+        return None
+    ids = source.run_ids
+    table_runs = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+    return (f"{origin} is the summary of run {run_id}, not of the table's run {table_runs}: "
+            "not used, the runs row is derived from the table")
+
+
 def run_records(
     source: EnrichedSource, summary: Mapping[str, Any] | None, table: str, now: dt.datetime
 ) -> list[RunRecord]:

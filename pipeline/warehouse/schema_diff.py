@@ -56,12 +56,19 @@ def plan_columns(
 
 
 def raise_on_clash(
-    plan: ColumnPlan, *, table: str, alter: Callable[[Clash], str], rename: Callable[[str, str], str]
+    plan: ColumnPlan,
+    *,
+    table: str,
+    alter: Callable[[Clash], str],
+    rename: Callable[[str, str], str],
+    blocked: Callable[[Clash], str | None] | None = None,
 ) -> None:
     """Raise :class:`SchemaClash` for the first clash, saying how to migrate; else return.
 
     ``alter`` spells the warehouse's own statement that changes a clashing column's type, ``rename``
-    the one that renames a column (old name, new name).
+    the one that renames a column (old name, new name). ``blocked``, when given, says why that
+    statement cannot succeed on the stored values (``4 stored values (e.g. 't-0') do not convert to
+    BIGINT``), or None; a blocked ALTER is not offered (the clash's ``migration`` is then empty).
     """
     if plan.renamed:
         _raise_on_case(plan.renamed, table=table, rename=rename)
@@ -69,11 +76,18 @@ def raise_on_clash(
         return
     first = plan.clashes[0]
     more = f" (and {len(plan.clashes) - 1} more column(s))" if len(plan.clashes) > 1 else ""
-    migration = alter(first)
+    why_not = blocked(first) if blocked else None
+    migration = "" if why_not else alter(first)
+    advice = (
+        f"No ALTER can migrate it: {why_not}. Export into a new table with --table {table}_v2, or give the "
+        f"column its warehouse type ({first.old_type}) again upstream"
+        if why_not
+        else f"Migrate with `{migration}` (add a USING clause if needed), or export into a new table with "
+        f"--table {table}_v2"
+    )
     raise SchemaClash(
         f"column {first.column!r} of table {table!r} is {first.old_type} in the warehouse but "
-        f"{first.new_type} in the new table{more}; nothing was written. Migrate with `{migration}` "
-        f"(add a USING clause if needed), or export into a new table with --table {table}_v2",
+        f"{first.new_type} in the new table{more}; nothing was written. {advice}",
         table=table,
         column=first.column,
         old_type=first.old_type,

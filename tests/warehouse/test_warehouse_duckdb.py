@@ -10,6 +10,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from pipeline.warehouse import (
     SchemaClash,
@@ -201,3 +203,34 @@ def test_the_suggested_migration_lets_a_widened_struct_through(
     result = export_table(source, str(warehouse))
     assert (result.updated, result.table_rows) == (4, 4)
     assert query(warehouse, "SELECT DISTINCT risk_flags.legal FROM ticket_qa") == [("none",)]
+
+
+def test_a_text_id_that_became_an_integer_is_not_offered_an_alter_that_fails(
+    app: typer.Typer, frame: Frame, make_table: MakeTable, tmp_path: Path
+) -> None:
+    """``ALTER … TYPE BIGINT`` cannot convert ``t-0``: the hint must not propose it (review r1 F14)."""
+    warehouse = tmp_path / "w.duckdb"
+    export_table(make_table(), str(warehouse))
+    numeric = frame(run_id="run-2").with_columns(pl.Series("ticket_id", [0, 1, 2, 3]))
+    result = CliRunner().invoke(app, ["export", "--output", str(make_table(numeric)), "--to", str(warehouse)])
+    assert result.exit_code == 2
+    message = result.stderr
+    assert "'ticket_id'" in message and "VARCHAR" in message and "BIGINT" in message, message
+    assert "Migrate with" not in message and "'t-0'" in message and "--table ticket_qa_v2" in message, message
+    with pytest.raises(SchemaClash) as info:
+        export_table(make_table(numeric), str(warehouse))
+    assert info.value.migration == ""
+
+
+def test_a_text_id_holding_only_numbers_is_offered_the_alter_and_it_works(
+    frame: Frame, make_table: MakeTable, tmp_path: Path
+) -> None:
+    warehouse = tmp_path / "w.duckdb"
+    export_table(make_table(frame().with_columns(pl.Series("ticket_id", ["0", "1", "2", "3"]))), str(warehouse))
+    numeric = make_table(frame(run_id="run-2").with_columns(pl.Series("ticket_id", [0, 1, 2, 3])))
+    with pytest.raises(SchemaClash) as info:
+        export_table(numeric, str(warehouse))
+    assert "BIGINT" in info.value.migration and info.value.migration in str(info.value)
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(info.value.migration)
+    assert export_table(numeric, str(warehouse)).table_rows == 4

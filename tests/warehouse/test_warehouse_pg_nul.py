@@ -74,3 +74,25 @@ def test_batch_to_csv_reports_nul_rows_and_columns_without_touching_other_text()
     text = chunk.data.decode()
     assert "\x00" not in text and "\\u0000" not in text.splitlines()[1]
     assert text.splitlines()[0].startswith('"ab"') and "back\\u0000slash" in text
+
+
+def _ids(frame: Frame, ids: list[str]) -> pl.DataFrame:
+    return frame(rows=len(ids)).with_columns(pl.Series("_record_id", ids), pl.Series("ticket_id", ids))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("ids", [["n\x003"], ["n\x003", "n3"]], ids=["alone", "beside-its-twin"])
+def test_a_nul_in_a_record_id_is_refused_naming_the_row(
+    frame: Frame, make_table: MakeTable, pg_target: str, pg_schema: str, pg_query: Query, ids: list[str]
+) -> None:
+    """Removing the NUL would make ``n\\x003`` the record ``n3``: another document's identity."""
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    register(app)
+    result = CliRunner().invoke(app, ["export", "--output", str(make_table(_ids(frame, ids))), "--to", pg_target])
+    assert result.exit_code == 2, result.output
+    assert "'n\\x003'" in result.stderr and "NUL" in result.stderr and "_record_id" in result.stderr, result.stderr
+    assert "nothing was written" in result.stderr and result.stderr.count("\n") == 1
+    assert pg_query(f"SELECT to_regclass('{pg_schema}.ticket_qa') IS NULL") == [(True,)]
+    later = CliRunner().invoke(app, ["export", "--output", str(make_table(_ids(frame, ["n3"]))), "--to", pg_target])
+    assert later.exit_code == 0 and "1 new" in later.stdout, later.output
