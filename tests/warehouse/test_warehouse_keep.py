@@ -163,3 +163,13 @@ def test_run_ids_without_a_time_are_ordered_by_the_runs_started_at(
         assert con.execute("SELECT DISTINCT _run_id FROM ticket_qa").fetchall() == [("nightly-b",)]
     unordered = export_table(make_table(run_id="nightly-c"), warehouse)
     assert (unordered.updated, unordered.kept_newer) == (4, 0), "a run of unknown start is not compared by time"
+
+
+def test_replace_on_the_command_line_lets_the_last_export_win(app: typer.Typer, two_runs: TwoRuns,
+                                                             tmp_path: Path) -> None:
+    warehouse = tmp_path / "w.duckdb"
+    _export(app, two_runs.full, str(warehouse))
+    line = _export(app, two_runs.budget, str(warehouse), "--replace")
+    rows = _duckdb_rows(warehouse)
+    assert "kept" not in line, line
+    assert len([r for r in rows if r[2] == "budget_reached"]) == 55  # what the user asked for
