@@ -21,6 +21,7 @@ import orjson
 
 from pipeline.glm.errors import ApiError, TransientError, error_from_body
 from pipeline.redact import Redactor, without_credentials
+from pipeline.tokens import count_prompt_tokens, count_text_tokens
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ChatAnswer:
     raw: bytes
     cached_tokens: int = 0  # of prompt_tokens, served from the platform's prefix cache
     synthetic: bool = False  # answered by an emulator (its X-GLM-Emulator header), not by a model
+    usage_counted: bool = False  # the answer had no usable usage: the tokens are our rule's count
 
 
 #: What an emulator puts on every response; an answer carrying it is synthetic wherever it came from.
@@ -102,11 +104,18 @@ class GLMClient:
             content = self._redact.raw(content)
         if response.status_code != 200:
             raise error_from_body(response.status_code, content, request_id)
-        return parse_answer(content, request_id, latency_ms, synthetic=SYNTHETIC_HEADER in response.headers)
+        return parse_answer(content, request_id, latency_ms, synthetic=SYNTHETIC_HEADER in response.headers,
+                            body=body)
 
 
-def parse_answer(raw: bytes, request_id: str, latency_ms: float, *, synthetic: bool = False) -> ChatAnswer:
-    """Read a 200 body; a body that is not a completion is a transient fault of the server."""
+def parse_answer(raw: bytes, request_id: str, latency_ms: float, *, synthetic: bool = False,
+                 body: Mapping[str, Any] | None = None) -> ChatAnswer:
+    """Read a 200 body; a body that is not a completion is a transient fault of the server.
+
+    Usage that is missing or unusable (not whole numbers, negative, more cached than prompt tokens:
+    a gateway that strips or garbles it) is not taken as free: with the request ``body`` at hand the
+    tokens are our rule's count of the prompt and of the answer (``usage_counted``), so a budget
+    still holds and the bill is not 0."""
     try:
         data = orjson.loads(raw)
         choice = data["choices"][0]
@@ -119,17 +128,31 @@ def parse_answer(raw: bytes, request_id: str, latency_ms: float, *, synthetic: b
     if finish_reason == "network_error":
         raise TransientError("model inference failed (finish_reason=network_error)",
                              code="network_error", http_status=200, request_id=request_id)
+    content = _content_of(message)
+    prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+    cached = _cached_tokens(usage)
+    counted = prompt is None or completion is None or cached > prompt
+    if counted:
+        prompt = count_prompt_tokens(body["messages"], body.get("tools")) if body is not None else 0
+        completion = count_text_tokens(content or "")
+        cached = 0
     return ChatAnswer(
-        content=_content_of(message),
+        content=content,
         finish_reason=finish_reason,
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
+        prompt_tokens=prompt or 0,
+        completion_tokens=completion or 0,
         request_id=str(data.get("request_id") or request_id),
         latency_ms=latency_ms,
         raw=raw,
-        cached_tokens=_cached_tokens(usage),
+        cached_tokens=cached,
         synthetic=synthetic,
+        usage_counted=counted,
     )
+
+
+def _count(value: object) -> int | None:
+    """A token count as usage gives it: a whole number ≥ 0, else None (missing or unusable)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _cached_tokens(usage: Mapping[str, Any]) -> int:
