@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from pipeline import io
 from pipeline.commands.console import ColumnOption, MaxTokensOption, OutputPrefixOption, err, fail, out, settings_from
 from pipeline.endpoints import OFFLINE_BANNER, needs_emulator, resolve_target
 from pipeline.errors import GlmExtractError
@@ -84,6 +85,7 @@ def run(
         request = RunRequest(task, input, output, columns=parse_column_mapping(column or []),
                              output_prefix=output_prefix)
         prepared = prepare_run(request, settings)  # refuse bad input before anything
+        note_skipped(input)
         if needs_emulator(settings):
             out.print(f"[bold yellow]{OFFLINE_BANNER}[/]", highlight=False)
         summary = _run_with_progress(prepared, settings, emulator_latency, quiet)
@@ -99,6 +101,13 @@ def run(
         raise typer.Exit(INTERRUPTED_EXIT) from None
     print_summary(summary)
     _exit_on_failure_ratio(summary, settings)
+
+
+def note_skipped(input_spec: str) -> None:
+    """Name, on stderr, the .parquet files a folder input skips (never drop rows without a word)."""
+    note = io.skipped_note(input_spec)
+    if note is not None:
+        err.print(note, markup=False, highlight=False, soft_wrap=True)
 
 
 def _run_with_progress(prepared: PreparedRun, settings: Settings, latency: str | None, quiet: bool) -> RunSummary:

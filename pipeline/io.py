@@ -17,18 +17,22 @@ from pathlib import Path
 
 import orjson
 import polars as pl
+import polars.selectors as cs
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError, OutputError, first_line
-from pipeline.schema_union import conform, is_string, unify_schemas
+from pipeline.schema_union import conform, decoded, is_string, unify_schemas, unreadable_part
 
 # pyarrow's default allocator (mimalloc) keeps what it freed: streaming a large input in 1,000-row
 # batches left far more RSS behind than the system allocator, at the same speed (docs/performance.md
 # §3). This process's pyarrow allocations only; polars has its own allocator.
 pa.set_memory_pool(pa.system_memory_pool())
 
+#: A folder input skips names starting with these (hidden files, Spark's ``_SUCCESS`` and ``_temporary``),
+#: and names the ``.parquet`` files so skipped (:func:`skipped_note`).
 _IGNORED_PREFIXES = (".", "_")
+_NAMED_SKIPPED = 3
 
 
 @dataclass(frozen=True)
@@ -65,12 +69,39 @@ def _folder_files(folder: Path) -> tuple[Path, ...]:
             f"pass a glob such as '{folder}/**/*.parquet' to read only the Parquet files"
         )
     if not found:
-        raise InputError(f"input folder {folder} holds no .parquet file")
+        skipped = skipped_parquet(str(folder))
+        raise InputError(f"input folder {folder} holds no .parquet file"
+                         + (f" it reads: {describe_skipped(folder, skipped)}" if skipped else ""))
     return tuple(found)
 
 
 def _ignored(path: Path, root: Path) -> bool:
     return any(part.startswith(_IGNORED_PREFIXES) for part in path.relative_to(root).parts)
+
+
+def skipped_parquet(spec: str) -> tuple[Path, ...]:
+    """The ``.parquet`` files a folder input skips (a name under it starting with ``_`` or ``.``), in
+    order; none for a file or a glob, which read what they name."""
+    folder = Path(spec)
+    if any(ch in spec for ch in "*?[") or not folder.is_dir():
+        return ()
+    return tuple(sorted(p for p in folder.rglob("*.parquet") if _ignored(p, folder) and p.is_file()))
+
+
+def describe_skipped(folder: Path, skipped: Sequence[Path]) -> str:
+    """What the folder rule skipped, in one line: the first files by name and how many more (pure)."""
+    names = ", ".join(str(path) for path in skipped[:_NAMED_SKIPPED])
+    more = f" and {len(skipped) - _NAMED_SKIPPED} more" if len(skipped) > _NAMED_SKIPPED else ""
+    files = f"{len(skipped)} .parquet file" + ("s" if len(skipped) != 1 else "")
+    them = "it" if len(skipped) == 1 else "them"
+    return (f"skipped {files} under a name starting with '_' or '.' (Spark's _SUCCESS/_temporary convention): "
+            f"{names}{more}; to read {them}, pass a glob such as '{folder}/**/*.parquet'")
+
+
+def skipped_note(spec: str) -> str | None:
+    """The line a run or an estimate prints when its folder input skips ``.parquet`` files, or None."""
+    skipped = skipped_parquet(spec)
+    return f"note: input folder {spec}: {describe_skipped(Path(spec), skipped)}" if skipped else None
 
 
 def check_input(
@@ -79,10 +110,12 @@ def check_input(
     """Check the input contract; raise :class:`InputError` naming the file, column or row.
 
     Files are read as one table (:func:`unify_schemas`): columns matched by name, types widened
-    where no value changes, a column some files lack is null there."""
+    where no value changes, a column some files lack is null there, dictionaries decoded. Every
+    column must have a type polars reads; ids must be strings or integers."""
     metas = [_parquet_meta(path) for path in files]
     schema = unify_schemas([(path, meta[0]) for path, meta in zip(files, metas, strict=True)])
     rows = sum(meta[1] for meta in metas)
+    _check_readable(files, [meta[0] for meta in metas])
     for column in dict.fromkeys([id_column, text_column, *needed]):
         lacking = [path for path, (file_schema, _) in zip(files, metas, strict=True)
                    if column not in file_schema.names]
@@ -93,11 +126,30 @@ def check_input(
     if not is_string(text_type) and not pa.types.is_null(text_type):
         raise InputError(f"{files[0]}: text column {text_column!r} has type {text_type}, expected string")
     id_type = schema.field(id_column).type
-    if pa.types.is_nested(id_type) or pa.types.is_dictionary(id_type):
-        raise InputError(f"{files[0]}: id column {id_column!r} has type {id_type}; "
-                         "ids must be strings or integers")
+    if not _id_type(id_type):
+        where = next(path for path, (file_schema, _) in zip(files, metas, strict=True)
+                     if not _id_type(decoded(file_schema.field(id_column).type)))
+        raise InputError(f"{where}: id column {id_column!r} has type {id_type}; ids must be strings or integers "
+                         "(cast the column to one of them)")
     _check_ids(files, schema.field(id_column), [meta[1] for meta in metas])
     return InputInfo(files=tuple(files), rows=rows, columns=tuple(schema.names), schema=schema)
+
+
+def _id_type(kind: pa.DataType) -> bool:
+    """Strings or integers (a null-typed column passes here: the id check names its first null row)."""
+    return is_string(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind)
+
+
+def _check_readable(files: Sequence[Path], schemas: Sequence[pa.Schema]) -> None:
+    """Refuse, naming the file, column and type, a column polars cannot read (it would panic mid-run)."""
+    for path, schema in zip(files, schemas, strict=True):
+        for column in schema:
+            part = unreadable_part(column.type)
+            if part is not None:
+                inner = "" if part.equals(column.type) else f" (holding {part})"
+                raise InputError(f"{path}: column {column.name!r} has type {column.type}{inner}, which polars "
+                                 "cannot read; cast it (decimal256 to decimal128 of precision <= 38 or to string, "
+                                 "list_view to list) or drop the column")
 
 
 def input_schema(files: Sequence[Path | str]) -> pa.Schema:
@@ -452,8 +504,8 @@ def plan_shards(info: InputInfo, size: int) -> list[ShardSpec]:
 def read_shard(spec: ShardSpec) -> pl.DataFrame:
     """The rows of one shard (reads only the row groups that hold them), in the input's unified schema."""
     frame = pl.scan_parquet(spec.file).slice(spec.offset, spec.rows).collect()
-    if not spec.inputs:
-        return frame
+    if not spec.inputs:  # one file: only its dictionaries differ from the unified schema
+        return frame.with_columns((cs.categorical() | cs.enum()).cast(pl.String))
     return _frame(conform(frame.to_arrow(), input_schema(spec.inputs)))  # as iter_shards conforms its batches
 
 

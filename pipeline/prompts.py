@@ -251,8 +251,15 @@ def _enum_implies_type(schema: Mapping[str, Any]) -> bool:
 
 def user_message(task: TaskSpec, row: Mapping[str, Any]) -> str:
     """The task's template filled with the row's columns (safely delimited)."""
-    values = {col: _as_text(row.get(col)) for col in task.template_columns}
+    values = {col: _as_text(template_value(task, col, row.get(col))) for col in task.template_columns}
     return task.template.substitute(values)
+
+
+def template_value(task: TaskSpec, name: str, value: Any) -> Any:
+    """What template column ``name`` renders: its value, or, when it is null, the task's default for a
+    column other than the text, as when the input lacks the column (docs/contracts.md §1). A document
+    then gives one request, whether its file has the column or sits in a folder beside one that has."""
+    return task.default_for(name) if value is None and name != task.text_column else value
 
 
 def document_text(task: TaskSpec, row: Mapping[str, Any]) -> str:

@@ -4,7 +4,8 @@ polars writes ``large_string``, pyarrow, pandas and Spark ``string``; one writer
 where another picks ``int64``; column order and nullability differ; a later export adds a column.
 Files are matched by column name and read as one table: a type is widened only where no value
 changes, a column some files lack is null in their rows, and only a real conflict (text in one
-file, numbers in another) is refused, naming both files.
+file, numbers in another) is refused, naming both files. A dictionary-encoded column (pandas
+``category``, polars ``Categorical``) is read as its values: the same strings, so the same prompts.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from pipeline.errors import InputError
 
 def unify_schemas(schemas: Sequence[tuple[Path, pa.Schema]]) -> pa.Schema:
     """One schema for all files: columns by name (first file's order, then columns only later files
-    have), every column nullable. A real type conflict raises :class:`InputError` naming both files."""
+    have), every column nullable, dictionaries decoded (:func:`decoded`). A real type conflict raises
+    :class:`InputError` naming both files."""
     fields: dict[str, pa.Field] = {}
     origin: dict[str, Path] = {}
     for path, schema in schemas:
         if len(set(schema.names)) != len(schema.names):
             twice = next(n for n in schema.names if schema.names.count(n) > 1)
             raise InputError(f"{path}: column {twice!r} appears twice")
-        for column in schema:
+        for column in (field.with_type(decoded(field.type)) for field in schema):
             if column.name not in fields:
                 fields[column.name], origin[column.name] = column.with_nullable(True), path
                 continue
@@ -48,6 +50,24 @@ def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
         if family(a) and family(b):
             return widen(a, b)
     return None
+
+
+def decoded(kind: pa.DataType) -> pa.DataType:
+    """A dictionary type's value type (``dictionary<int32, string>`` → ``string``); any other as it is."""
+    return decoded(kind.value_type) if pa.types.is_dictionary(kind) else kind
+
+
+def unreadable_part(kind: pa.DataType) -> pa.DataType | None:
+    """The part of ``kind`` polars cannot read (it panics or refuses: ``decimal256`` of any precision,
+    ``list_view``), at any depth, or None."""
+    if pa.types.is_decimal256(kind) or pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind):
+        return kind
+    if pa.types.is_dictionary(kind):
+        return unreadable_part(kind.value_type)
+    if isinstance(kind, pa.BaseExtensionType):
+        return unreadable_part(kind.storage_type)
+    children = (kind.field(i).type for i in range(kind.num_fields))  # list items, struct fields, map entries
+    return next((part for part in map(unreadable_part, children) if part is not None), None)
 
 
 def is_string(kind: pa.DataType) -> bool:

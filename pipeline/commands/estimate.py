@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 
 from pipeline import io
-from pipeline.commands.console import ColumnOption, MaxTokensOption, fail, out, settings_from
+from pipeline.commands.console import ColumnOption, MaxTokensOption, err, fail, out, settings_from
 from pipeline.endpoints import needs_emulator, online_target
 from pipeline.errors import GlmExtractError
 from pipeline.estimate import (
@@ -158,6 +158,9 @@ def estimate(
         found = estimate_input(task, input, settings, parse_column_mapping(column or []))
     except GlmExtractError as exc:
         raise fail(exc) from None
+    note = io.skipped_note(input)  # on stderr: --json keeps stdout one object
+    if note is not None:
+        err.print(note, markup=False, highlight=False, soft_wrap=True)
     if as_json:
         out.print(orjson.dumps(found.as_dict()).decode(), highlight=False, soft_wrap=True, markup=False)
         return
