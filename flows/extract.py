@@ -135,6 +135,9 @@ async def run_documents(params: ExtractParams) -> dict[str, Any]:
     day = partition_day(params)
     settings = await build_settings(params)
     prepared = prepare_run(build_request(params, day), settings)
+    skipped = io.skipped_note(prepared.request.input)  # a folder's `_`/`.` files: named, never dropped silently
+    if skipped is not None:
+        logger.warning("%s", skipped)
     shards = io.plan_shards(prepared.info, shard_size_for(prepared.info.rows, settings.shard_size))
     if params.estimate_only:
         return await estimate_only(prepared, settings, shards)

@@ -192,8 +192,8 @@ def evaluate(
     task: Annotated[str, typer.Option(help="task whose fields and gold mapping to use")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="an enriched Parquet written by `run`")] = None,
     gold: Annotated[list[str] | None, typer.Option(
-        metavar="FIELD=COLUMN", help="score output FIELD against gold COLUMN (repeatable; overrides the task's "
-                                           "gold mapping)")] = None,
+        metavar="FIELD=COLUMN", help="score output FIELD against gold COLUMN (repeatable; replaces the task's "
+                                           "gold mapping: only these fields are scored)")] = None,
     gold_file: Annotated[Path | None, typer.Option(
         help="Parquet holding the gold columns, joined on the task's id column (see --column)")] = None,
     column: ColumnOption = None,
