@@ -36,7 +36,13 @@ def _rows(ws: Path) -> None:
                                                                 for i in range(ROWS)]}).write_parquet(ws / "in.parquet")
 
 
-@pytest.mark.parametrize("reply", [_without_usage, _negative_usage])
+def _usage_not_an_object(body: dict[str, Any]) -> httpx.Response:
+    data = orjson.loads(good(body).content)
+    data["usage"] = "n/a"  # a gateway's placeholder: the answer was paid, and must be journaled
+    return httpx.Response(200, content=orjson.dumps(data))
+
+
+@pytest.mark.parametrize("reply", [_without_usage, _negative_usage, _usage_not_an_object])
 def test_answers_without_usable_usage_are_counted_by_our_rule_and_the_budget_holds(workspace: Path,  # noqa: F811
                                                                                    reply: Any) -> None:
     _rows(workspace)

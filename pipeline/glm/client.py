@@ -120,7 +120,8 @@ def parse_answer(raw: bytes, request_id: str, latency_ms: float, *, synthetic: b
         data = orjson.loads(raw)
         choice = data["choices"][0]
         message = choice.get("message") or {}
-        usage = data.get("usage") or {}
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, Mapping) else {}  # missing, or not an object: unusable
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise TransientError("the 200 body is not a chat completion", code="bad_body",
                              http_status=200, request_id=request_id) from exc
