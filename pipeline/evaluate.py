@@ -230,12 +230,14 @@ def _sample(ids: pl.Series, count: int = 3) -> str:
 
 def output_prefixes(columns: Iterable[str], fields: Sequence[str], given: str = "") -> tuple[str, ...]:
     """The output prefix a table of ``columns`` was written with (``--output-prefix``): ``(given,)``
-    when ``given`` + field is a column for at least half of ``fields``; else the prefixes under which
-    the most fields are columns, when that is more than half of them (two or more: ambiguous);
-    else ``()``. A prefix is ``""`` or a name not starting with ``_`` (as ``run`` accepts)."""
+    when a ``given`` prefix + field is a column for at least half of ``fields``; else the prefixes
+    under which the most fields are columns, when that is more than half of them (no prefix wins a
+    tie: an input column named like a field beside ``x_`` fields does not hide them; two prefixes
+    tied: ambiguous); else ``()``. A prefix is ``""`` or a name not starting with ``_`` (as ``run``
+    accepts)."""
     present = set(columns)
     coverage = {given: sum(given + f in present for f in fields)}
-    if 2 * coverage[given] >= len(fields):
+    if given and 2 * coverage[given] >= len(fields):
         return (given,)
     for column in present:
         for field in fields:
@@ -243,6 +245,8 @@ def output_prefixes(columns: Iterable[str], fields: Sequence[str], given: str = 
             if column.endswith(field) and prefix not in coverage and _is_prefix(prefix):
                 coverage[prefix] = sum(prefix + f in present for f in fields)
     best = max(coverage.values())
+    if coverage.get("") == best and 2 * best >= len(fields):
+        return ("",)
     if 2 * best <= len(fields):
         return ()
     return tuple(sorted(p for p, n in coverage.items() if n == best))

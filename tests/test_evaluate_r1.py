@@ -204,3 +204,14 @@ def test_output_prefixes_is_ambiguous_or_empty_rather_than_a_guess() -> None:
     assert output_prefixes(both, FIELDS) == ("a_", "b_")
     assert output_prefixes(["ticket_id", "gold_sentiment", "gold_language"], FIELDS) == ()  # half is not enough
     assert output_prefixes([f"_x{f}" for f in FIELDS], FIELDS) == ()  # '_' starts the meta columns, not a prefix
+
+
+def test_an_input_column_named_like_a_field_does_not_hide_the_prefixed_fields() -> None:
+    """A table run with ``--output-prefix x_`` because its input has a ``summary`` column: without
+    ``--output-prefix`` the prefix that covers every field is taken, not the input's one column."""
+    from pipeline.evaluate import output_prefixes
+
+    columns = ["ticket_id", "summary", "sentiment", *(f"x_{f}" for f in FIELDS)]
+    assert output_prefixes(columns, FIELDS) == ("x_",)
+    assert output_prefixes(columns, FIELDS, "x_") == ("x_",)
+
