@@ -14,6 +14,7 @@ import typer.main
 
 from emulator.cli import build_parser
 from pipeline.cli import _register_plugins, app
+from pipeline.journal import REASK_DUE_CODES
 from pipeline.outcomes import STATUSES
 from tests.conftest import REPO
 
@@ -127,6 +128,7 @@ def own_error_codes() -> set[str]:
                 codes.add(literals[1])
             elif name in ("Reask", "Filtered") and literals:
                 codes.add(literals[0])
+    codes.update(REASK_DUE_CODES)  # an owed answer's codes, passed around by name
     return {c for c in codes if re.fullmatch(r"[a-z][a-z_]+", c)}
 
 
