@@ -20,7 +20,7 @@ import jsonschema_rs
 import orjson
 import polars as pl
 
-from pipeline.budget import Budget, BudgetReached
+from pipeline.budget import Budget, BudgetReached, PromptCount
 from pipeline.glm.client import ChatAnswer, GLMClient
 from pipeline.glm.errors import FatalError, RowError, TransientError
 from pipeline.glm.retry import AttemptLog, RetryPolicy, RunStop, RunStopping, send_with_retry
@@ -422,20 +422,21 @@ class _BudgetAdmission:
     worst case is priced at each attempt, so it uses what the budget has learnt meanwhile."""
 
     ctx: EngineContext
-    counted_prompt: int  # the body's prompt tokens by the rule of thumb
+    counted_prompt: PromptCount  # the body's prompt tokens by the rule of thumb, and its kind of text
     answer_tokens: int
     paid_row: bool = False  # the row has a paid answer already: its re-ask goes first
 
     def worst_cny(self) -> float:
-        prompt = math.ceil(self.counted_prompt * self.ctx.shared.budget.prompt_scale)
+        prompt = math.ceil(self.ctx.shared.budget.prompt_tokens(self.counted_prompt))
         return self.ctx.budget_cost(prompt, self.answer_tokens)
 
     async def admit(self) -> float:
         budget = self.ctx.shared.budget
-        return await budget.reserve(self.worst_cny, self.ctx.budget_cny, paid_row=self.paid_row)
+        return await budget.reserve(self.worst_cny, self.ctx.budget_cny, paid_row=self.paid_row,
+                                    kind=self.counted_prompt.kind)
 
     def refund(self, reserved: float) -> None:
-        self.ctx.shared.budget.release(reserved)
+        self.ctx.shared.budget.release(reserved, self.counted_prompt.kind)
 
 
 def admission_for(ctx: EngineContext, body: Mapping[str, Any], *, paid_row: bool = False) -> _BudgetAdmission | None:
@@ -443,14 +444,14 @@ def admission_for(ctx: EngineContext, body: Mapping[str, Any], *, paid_row: bool
     the prompt is not counted on every attempt for it)."""
     if ctx.budget_cny is None:
         return None
-    counted = count_prompt_tokens(body["messages"], body.get("tools"))
+    counted = PromptCount.of(body["messages"], body.get("tools"))
     return _BudgetAdmission(ctx, counted, int(body.get("max_tokens") or ctx.options.max_tokens), paid_row)
 
 
 def worst_case_cny(ctx: EngineContext, body: Mapping[str, Any]) -> float:
-    """The most one request of ``body`` can cost as the budget counts it now: its prompt (with the
-    budget's margin) plus a full answer."""
-    counted = count_prompt_tokens(body["messages"], body.get("tools"))
+    """The most one request of ``body`` can cost as the budget counts it now: its prompt (each part
+    at the budget's scale for its kind of text) plus a full answer."""
+    counted = PromptCount.of(body["messages"], body.get("tools"))
     return _BudgetAdmission(ctx, counted, int(body.get("max_tokens") or ctx.options.max_tokens)).worst_cny()
 
 
