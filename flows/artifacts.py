@@ -51,6 +51,8 @@ def summary_rows(summary: RunSummary) -> list[dict[str, str]]:
         ("from journal (free)", requests.from_journal), ("retries", requests.retries),
         ("rate limited", requests.rate_limited), ("re-asks", requests.reasks),
         ("prompt tokens", tokens.prompt), ("completion tokens", tokens.completion),
+        *([("answers without usable usage (tokens by our rule)", tokens.counted_by_rule)]
+          if tokens.counted_by_rule else []),
         ("cost (CNY)", f"{summary.cost_cny:.6f}"),
         ("cost: first attempts (CNY)", f"{split.first_attempts:.6f}"), ("cost: retries (CNY)", f"{split.retries:.6f}"),
         ("cost: reasks (CNY)", f"{split.reasks:.6f}"), ("cost: cached tokens (CNY)", f"{split.cached_tokens:.6f}"),

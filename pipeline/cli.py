@@ -134,7 +134,7 @@ def print_summary(summary: RunSummary) -> None:
         ("rows", f"{summary.rows}  " + "  ".join(f"{k}={v}" for k, v in summary.status_counts.items())),
         ("requests", f"sent={requests.sent} answered={requests.answered} from_journal={requests.from_journal} "
                      f"retries={requests.retries} reasks={requests.reasks}"),
-        ("tokens", f"prompt={tokens.prompt} completion={tokens.completion}"),
+        ("tokens", tokens.describe()),
         ("cost", f"{summary.cost_cny:.6f} CNY  ({summary.cost_split.describe()})"),
         ("answers cost", f"{summary.answers_cost_cny:.6f} CNY when paid (this run or an earlier one)"),
         *([("budget", summary.budget.table_line())] if summary.budget is not None else []),

@@ -494,12 +494,21 @@ def _asking(ctx: EngineContext, key: str, body: dict[str, Any], after_pack: bool
     earlier = None if after_pack else ctx.resumes.get(key)
     if earlier is None:
         return _Asking(body, spent or RowSpend(), after_pack, ctx.max_reasks + int(after_pack), after_pack=after_pack)
-    tally = RowSpend.of(earlier, earlier.cost_cny or 0.0)
+    tally = spent_before(earlier, earlier.cost_cny or 0.0)
     if earlier.request_id is None:  # its pack's share was paid; the request alone was not sent
         return _Asking(body, tally, True, ctx.max_reasks + 1, earlier, earlier)
     reask = build_reask(body, earlier.answer, owed_verdict(earlier.answer, earlier.finish_reason, ctx.validator))
-    unanswered = earlier.error_code == REASK_UNANSWERED  # its last re-ask was sent, never answered: not counted
-    return _Asking(reask, tally, True, ctx.max_reasks + int(unanswered), earlier, earlier, reask_on_wire=unanswered)
+    return _Asking(reask, tally, True, ctx.max_reasks, earlier, earlier)
+
+
+def spent_before(earlier: JournalEntry, cost_cny: float) -> RowSpend:
+    """What the runs before this one spent on a row left owed its re-ask. A re-ask they sent that got
+    no answer (``reask_unanswered``) is owed again and counted once: sending it again is that re-ask,
+    not one more (so ``--max-reasks`` counts answered re-asks, however often one went unanswered)."""
+    spent = RowSpend.of(earlier, cost_cny)
+    if earlier.error_code == REASK_UNANSWERED:
+        spent.reasks = max(0, spent.reasks - 1)
+    return spent
 
 
 async def answer_request(ctx: EngineContext, key: str, body: dict[str, Any], *,
@@ -525,7 +534,7 @@ def _still_owed(ctx: EngineContext, key: str, earlier: JournalEntry) -> JournalE
     """A stored answer whose owed re-ask ``max_reasks`` does not allow now: ``invalid`` with its
     error, left in the journal as it is (a later run allowing re-asks sends it)."""
     verdict = owed_verdict(earlier.answer, earlier.finish_reason, ctx.validator)
-    entry = _judged_entry(ctx, key, verdict, RowSpend.of(earlier, earlier.cost_cny or 0.0))
+    entry = _judged_entry(ctx, key, verdict, spent_before(earlier, earlier.cost_cny or 0.0))
     message = f"{entry.error_message}; its re-ask is still owed (--max-reasks {ctx.max_reasks} sends none now)"
     return replace(entry, final=False, error_message=message, latency_ms=earlier.latency_ms,
                    finish_reason=earlier.finish_reason, request_id=earlier.request_id, answer=earlier.answer)
@@ -555,9 +564,10 @@ async def _ask(ctx: EngineContext, key: str, body: dict[str, Any],
         tally.prompt_tokens += answer.prompt_tokens
         tally.completion_tokens += answer.completion_tokens
         if not tally.reasks:  # the request as rendered: the summary checks the estimate against it
-            tally.counted_prompt = count_prompt_tokens(body["messages"], body.get("tools"))
+            counted = count_prompt_tokens(body["messages"], body.get("tools"))
+            tally.counted_prompt = 0 if answer.usage_counted else counted  # no bill beside it: nothing to learn
             ctx.stats.first_answers += 1
-            ctx.stats.rule_prompt_tokens += tally.counted_prompt
+            ctx.stats.rule_prompt_tokens += counted
         tally.cost_cny += book_answer(ctx, answer, log, _spent_on(tally, log), admission)
         asking.paid = answer
         verdict = judge(answer.content, answer.finish_reason, ctx.validator)
@@ -647,9 +657,13 @@ def book_answer(ctx: EngineContext, answer: ChatAnswer, log: AttemptLog, spent_o
     budget learns how the platform counted the prompt), count it; return its cost."""
     cost = ctx.cost(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
     ctx.stats.note_cached(answer.cached_tokens, synthetic=answer.synthetic)
+    ctx.stats.usage_counted += answer.usage_counted
     budget = ctx.shared.budget
-    budget.settle(log.reserved, ctx.budget_cost(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens))
-    if admission is not None:
+    budget_prompt = answer.prompt_tokens
+    if admission is not None and answer.usage_counted:  # no bill to learn from: our count at the budget's scale
+        budget_prompt = math.ceil(budget.prompt_tokens(admission.counted_prompt))
+    budget.settle(log.reserved, ctx.budget_cost(budget_prompt, answer.completion_tokens, answer.cached_tokens))
+    if admission is not None and not answer.usage_counted:
         budget.learn(answer.prompt_tokens, admission.counted_prompt)
     ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost,
                           spent_on=spent_on, cached_cny=ctx.cost(answer.cached_tokens, 0, answer.cached_tokens))
@@ -723,7 +737,7 @@ def meta_from_entry(ctx: EngineContext, entry: JournalEntry, *, from_journal: bo
     paid_cost = _paid_cost(ctx, entry)
     spent = RowSpend() if from_journal else RowSpend.of(entry, paid_cost)
     if earlier is not None and not from_journal:
-        spent = spent.less(RowSpend.of(earlier, _paid_cost(ctx, earlier)))
+        spent = spent.less(spent_before(earlier, _paid_cost(ctx, earlier)))
     return RowMeta(
         status=entry.status, error_code=entry.error_code, error_message=entry.error_message,
         attempts=spent.attempts, reasks=spent.reasks,

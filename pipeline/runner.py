@@ -244,6 +244,8 @@ class Run:
             summary = summary.for_partition(partition_date, shards)
         if summary.budget is not None and summary.budget.over_cny > 0:
             log.warning("%s", summary.budget.describe())
+        if summary.tokens.counted_by_rule:
+            log.warning("tokens %s", summary.tokens.describe())
         io.finish_output(self.plan, done.parts, summary.to_dict())
         return summary
 
@@ -338,7 +340,8 @@ def build_summary(prepared: PreparedRun, stats: RunStats, settings: Settings, ta
         seconds=round(seconds, 3), rows=stats.rows, status_counts=stats.status_table(),
         requests=Requests(sent=stats.requests_sent, answered=stats.answered, from_journal=stats.from_journal,
                           retries=stats.retries, rate_limited=stats.rate_limited, reasks=stats.reasks),
-        tokens=Tokens(prompt=stats.prompt_tokens, completion=stats.completion_tokens, cached=stats.cached_tokens),
+        tokens=Tokens(prompt=stats.prompt_tokens, completion=stats.completion_tokens, cached=stats.cached_tokens,
+                      counted_by_rule=stats.usage_counted),
         cost_cny=round(stats.cost_cny, 6), answers_cost_cny=round(stats.answers_cost_cny, 6),
         cost_split=CostSplit(**stats.cost_split()),
         latency_ms=Latency(p50=stats.percentile_ms(0.5), p95=stats.percentile_ms(0.95)),

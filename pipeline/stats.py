@@ -43,6 +43,7 @@ class RunStats:
     rows: int = 0
     cached_tokens: int = 0  # of prompt_tokens, served from the platform's prefix cache
     synthetic_answers: int = 0  # answers an emulator gave (X-GLM-Emulator), whatever the URL
+    usage_counted: int = 0  # answers without usable usage: their tokens are our rule's count
     first_answers: int = 0  # answers to a request as rendered (not to a re-ask)
     rule_prompt_tokens: int = 0  # their prompts by the rule of thumb: what `glm-extract estimate` counts
     latencies_ms: array[float] = field(default_factory=lambda: array("d"))
@@ -128,7 +129,7 @@ def _keep_example(examples: list[str], record_id: str) -> None:
 _SCALAR_FIELDS = ("requests_sent", "answered", "retries", "rate_limited", "reasks", "prompt_tokens",
                   "completion_tokens", "cost_cny", "answers_cost_cny", "first_attempts_cny", "retries_cny",
                   "reasks_cny", "cached_tokens_cny", "from_journal", "rows", "cached_tokens", "synthetic_answers",
-                  "first_answers", "rule_prompt_tokens")
+                  "first_answers", "rule_prompt_tokens", "usage_counted")
 
 
 def stats_to_dict(stats: RunStats) -> dict[str, Any]:

@@ -35,6 +35,15 @@ class Tokens:
     prompt: int = 0
     completion: int = 0
     cached: int = 0
+    counted_by_rule: int = 0  # answers whose usage was missing or unusable: their tokens are our rule's count
+
+    def describe(self) -> str:
+        """One line: the counts, and how many answers carried no usage the endpoint vouched for."""
+        line = f"prompt={self.prompt} completion={self.completion}"
+        if self.counted_by_rule:
+            line += (f"  ({self.counted_by_rule} answers carried no usable usage: their tokens are our "
+                     "rule's count, not the endpoint's bill)")
+        return line
 
 
 @dataclass(frozen=True)

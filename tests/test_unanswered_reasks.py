@@ -49,3 +49,18 @@ def test_the_limit_counts_answered_reasks_only(workspace: Path) -> None:  # noqa
     run(workspace, sent, concurrency=2, shard_size=100, max_reasks=2, output="sent.parquet")
     assert len(sent.requests) == 2 and all(len(body["messages"]) == 4 for body in sent.requests)
     assert pl.read_parquet(workspace / "sent.parquet")["_status"].to_list() == ["ok", "ok"]
+
+
+def test_a_reask_unanswered_in_two_runs_is_still_sent_by_the_third(workspace: Path) -> None:  # noqa: F811
+    """Each run's resend of the same owed re-ask is that re-ask again, not one more: two runs whose
+    re-asks only got 429s leave the row owed one re-ask, and ``--max-reasks 1`` still sends it."""
+    one_row(workspace, TEXTS[:1])
+    for output in ("o1.parquet", "o2.parquet"):
+        refusing = FakeGLM(default=bad_first_then(lambda body: glm_error(429, "1302", "busy")))
+        run(workspace, refusing, concurrency=1, shard_size=100, max_reasks=1, max_attempts=2, output=output)
+    assert {(e.reasks, e.error_code) for e in stored(workspace).values()} == {(1, "reask_unanswered")}
+    answering = FakeGLM(default=bad_first_then(good))
+    run(workspace, answering, concurrency=1, shard_size=100, max_reasks=1, output="o3.parquet")
+    assert len(answering.requests) == 1 and len(answering.requests[0]["messages"]) == 4  # the re-ask
+    out = pl.read_parquet(workspace / "o3.parquet")
+    assert out["_status"].to_list() == ["ok"] and out["_reasks"].to_list() == [1]

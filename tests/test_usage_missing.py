@@ -12,6 +12,7 @@ import orjson
 import polars as pl
 import pytest
 
+from pipeline.journal import Journal
 from pipeline.tokens import count_prompt_tokens
 from tests.fakes import FakeGLM, completion
 from tests.test_runner import good, run, workspace  # noqa: F401 - the fixture is used by name
@@ -58,6 +59,9 @@ def test_answers_without_usable_usage_are_counted_by_our_rule_and_the_budget_hol
     out = pl.read_parquet(workspace / "out.parquet")
     counted = count_prompt_tokens(fake.requests[0]["messages"], fake.requests[0].get("tools"))
     assert out.filter(pl.col("_status") == "ok")["_prompt_tokens"].min() == counted  # our rule's count, not 0
+    assert summary.tokens.counted_by_rule == len(fake.requests)  # and the summary says so
+    with Journal(workspace / "journal.sqlite") as journal:  # no bill to teach the estimate the platform's count
+        assert {entry.counted_prompt for entry in journal.entries("mini")} == {0}
 
 
 def test_cached_tokens_above_the_prompt_are_not_believed(workspace: Path) -> None:  # noqa: F811
