@@ -63,9 +63,10 @@ def run(
     schemas_dir: Annotated[Path | None, typer.Option(help="folder of task definitions")] = None,
     budget_cny: Annotated[float | None, typer.Option(
         help="never spend more (CNY): a request is sent only if its worst case (prompt by the rule of thumb "
-             "+ 25 % or the ratio the run's answers showed for its kind of text (ASCII, each script), plus max_tokens; cached tokens at the full price unless their "
-             "price is set) fits; rows not sent end skipped/budget_reached, paid rows whose re-ask did not fit "
-             "end invalid/budget_reached (a rerun sends only the re-ask)")] = None,
+             "+ 25 % or the ratio the run's answers showed for its kind of text (ASCII, each script), plus "
+             "max_tokens; cached tokens at the full price unless their price is set) fits; rows not sent end "
+             "skipped/budget_reached, paid rows whose re-ask did not fit end invalid/budget_reached (a rerun "
+             "sends only the re-ask)")] = None,
     max_reasks: Annotated[int | None, typer.Option(help="re-asks (each paid) after an answer that fails the "
                                                         "schema, before the row ends `invalid` (default 2); also "
                                                         "bounds the re-asks owed from an earlier run (`0`: none is "
