@@ -8,12 +8,13 @@ incoming row ranks at least as high as the stored one, by
 
 1. ``_status = 'ok'`` first: an ``ok`` row is never replaced by a row that is not ``ok``
    (kept as ``ok``), and a row that is not ``ok`` is always replaced by an ``ok`` one;
-2. then the run's start: between rows of the same kind, a row of an older run never replaces a row
-   of a newer one (kept as ``newer``); equal starts (the same run) replace.
+2. then the run: between rows of the same kind, a row of an older run never replaces a row of a
+   newer one (kept as ``newer``). Runs rank by start; a run whose start is unknown ranks below every
+   known one; equal or unknown starts (two runs in one second) rank by run id; the same run replaces.
 
 This is an order: whichever order the outputs are exported in, the table ends the same. A run's
 start is the time its id begins with (``20261126T140000Z-…``, ``runner.new_run_id``), else its
-``runs.started_at``; a run whose start is unknown is not compared by time. ``replace`` (the
+``runs.started_at``. ``replace`` (the
 export's ``--replace``) turns the rule off and the last export wins, as before.
 """
 
@@ -94,9 +95,18 @@ def keep_reason(columns: Collection[str], *, stored: str, incoming: str, starts:
         whens.append(f"WHEN {stored_ok} AND NOT {incoming_ok} THEN '{KEPT_OK}'")
         same_kind = f"{stored_ok} = {incoming_ok}"
     if timed:
-        older = f"{_start(incoming, starts)} < {_start(stored, starts)}"
-        whens.append(f"WHEN {same_kind} AND {older} THEN '{KEPT_NEWER}'")
+        whens.append(f"WHEN {same_kind} AND {_older(incoming, stored, starts)} THEN '{KEPT_NEWER}'")
     return f"(CASE {' '.join(whens)} END)"
+
+
+def _older(incoming: str, stored: str, starts: str) -> str:
+    """The incoming row's run ranks below the stored row's: a total order, so the table does not depend
+    on the export order. By start; a run whose start is unknown ranks below every known one; equal or
+    unknown starts (two runs in one second) by run id. The same run is not older than itself."""
+    s_in, s_st = _start(incoming, starts), _start(stored, starts)
+    r_in, r_st = (f"CAST({alias}{quote_ident(RUN_ID_COLUMN)} AS VARCHAR)" for alias in (incoming, stored))
+    return (f"(({s_in} IS NULL AND {s_st} IS NOT NULL) OR {s_in} < {s_st} "
+            f"OR ({s_in} IS NOT DISTINCT FROM {s_st} AND {r_in} < {r_st}))")
 
 
 def _is_ok(alias: str) -> str:
