@@ -220,6 +220,14 @@ class Budget:
         self._teaching.discard(kind)
         self._wake()
 
+    def learn_nothing(self, counted: PromptCount) -> None:
+        """An answer of ``counted``'s kind came without a bill (no usable usage): there is nothing to
+        learn, now or later, so its kind counts as taught at the margin and its requests stop going one
+        at a time (they were serialised for good behind a lesson that could never come)."""
+        self.ratios.setdefault(counted.kind, 0.0)
+        self._teaching.discard(counted.kind)
+        self._wake()
+
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:

@@ -663,8 +663,11 @@ def book_answer(ctx: EngineContext, answer: ChatAnswer, log: AttemptLog, spent_o
     if admission is not None and answer.usage_counted:  # no bill to learn from: our count at the budget's scale
         budget_prompt = math.ceil(budget.prompt_tokens(admission.counted_prompt))
     budget.settle(log.reserved, ctx.budget_cost(budget_prompt, answer.completion_tokens, answer.cached_tokens))
-    if admission is not None and not answer.usage_counted:
-        budget.learn(answer.prompt_tokens, admission.counted_prompt)
+    if admission is not None:
+        if answer.usage_counted:
+            budget.learn_nothing(admission.counted_prompt)
+        else:
+            budget.learn(answer.prompt_tokens, admission.counted_prompt)
     ctx.stats.note_answer(answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, cost,
                           spent_on=spent_on, cached_cny=ctx.cost(answer.cached_tokens, 0, answer.cached_tokens))
     return cost

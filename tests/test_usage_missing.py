@@ -73,3 +73,13 @@ def test_cached_tokens_above_the_prompt_are_not_believed(workspace: Path) -> Non
 
     summary = run(workspace, FakeGLM(default=too_cached), concurrency=2, shard_size=100)
     assert summary.cost_cny > 0 and summary.tokens.cached == 0
+
+
+def test_a_budgeted_run_without_usage_still_uses_its_concurrency(workspace: Path) -> None:  # noqa: F811
+    """Answers without usage teach the budget nothing, ever: its requests must not wait one at a time
+    for a lesson (they did: 0.99 requests in flight at --concurrency 8, review r3 F2)."""
+    _rows(workspace)
+    fake = FakeGLM(default=_without_usage, delay_s=0.02)
+    summary = run(workspace, fake, concurrency=8, shard_size=100, max_tokens=50, budget_cny=10.0)
+    assert summary.count("ok") == ROWS and fake.max_in_flight > 4, fake.max_in_flight
+
