@@ -5,10 +5,12 @@
 is follows how GLM-4's tokenizer splits text before its BPE merges (which never cross a split):
 
 - a non-ASCII character costs what its script costs (:data:`SCRIPT_TOKENS`): a Chinese character
-  1/1.5 token, as do Japanese kana, full-width and curly punctuation and accented Latin letters (the
-  odd one costs about what a tokenizer charges for it); other scripts are charged per character at
-  what a BPE charges them: Cyrillic about 0.55, Arabic 0.8, Greek, Hebrew and Thai 1, Hangul 1.15,
-  a combining mark 1.25, the Indic scripts 1.3, Armenian, Georgian, Khmer 2, Hangul jamo 3;
+  1/1.5 token, as do Japanese kana, full-width punctuation and accented Latin letters (the odd one
+  costs about what a tokenizer charges for it); other scripts are charged per character at what a
+  BPE charges them: Cyrillic about 0.55, Arabic 0.8, Greek, Hebrew and Thai 1, Hangul 1.15, a
+  combining mark 1.25, the Indic scripts 1.3, Armenian, Georgian, Khmer 2, Hangul jamo 3; so are
+  symbols: dashes, curly quotes and bullets 1, arrows, math, box drawing and dingbats (``→ ≤ ✅``) 2,
+  currency and letterlike signs (``€ ℃ №``) 2.5, radicals 3;
 - a *word* is a run of ASCII letters (split where a lower-case letter meets a capital, as in
   ``TrailRunner``) or a run of ASCII punctuation (``":"`` is one word: a tokenizer merges such runs
   into about one token); whitespace-split words would count a compact JSON object as one word;
@@ -66,6 +68,7 @@ SCRIPT_TOKENS: tuple[tuple[int, int, float], ...] = (
     (0xDC, 0xDF, 2.0),  # U+0700-07FF: Syriac, Thaana, N'Ko (not measured)
     (0xE0, 0xE0, 1.3),  # U+0800-0FFF: Devanagari, Bengali, Tamil and the other Indic scripts (Thai: below)
     (0xE1, 0xE1, 2.0),  # U+1000-1FFF: Georgian, Khmer; Myanmar, Ethiopic (not measured); jamo, Vietnamese: below
+    (0xE2, 0xE2, 2.0),  # U+2000-2FFF: arrows, math, box drawing, shapes, dingbats (✅ ★ ≤ →); the rest: below
     (0xEA, 0xED, 1.15),  # U+A000-D7FF: Hangul syllables (Korean)
     (0xF0, 0xF4, FOUR_BYTE_TOKENS),  # U+10000 and up: emoji and the like
 )
@@ -74,6 +77,9 @@ SUB_BLOCK_TOKENS: tuple[tuple[bytes, float], ...] = (
     *((bytes((0xE0, second)), 1.0) for second in (0xB8, 0xB9)),  # U+0E00-0E7F: Thai
     *((bytes((0xE1, second)), 3.0) for second in range(0x84, 0x88)),  # U+1100-11FF: Hangul jamo (decomposed Korean)
     *((bytes((0xE1, second)), CJK_TOKENS) for second in range(0xB8, 0xBC)),  # U+1E00-1EFF: Latin (Vietnamese)
+    *((bytes((0xE2, second)), 1.0) for second in (0x80, 0x81)),  # U+2000-207F: dashes, curly quotes, bullets
+    *((bytes((0xE2, second)), 2.5) for second in (0x82, 0x84, 0x85)),  # currency, letterlike (℃ №), number forms
+    *((bytes((0xE2, second)), 3.0) for second in range(0xBA, 0xC0)),  # U+2E80-2FFF: CJK and Kangxi radicals
 )
 _NOT_LEAD = bytes(range(0xC0))  # ASCII and UTF-8 continuation bytes: no character of their own
 _CJK_CLASS = ord("z")
@@ -119,7 +125,7 @@ def non_ascii_tokens(raw: bytes) -> float:
     """Tokens of the non-ASCII characters of a UTF-8 text, each at its script's rate."""
     chars = raw.translate(_CLASS_TABLE, _NOT_LEAD)  # one class letter per non-ASCII character
     tokens = len(chars) * CJK_TOKENS
-    if chars.count(_CJK_CLASS) == len(chars):  # Chinese text, full-width and curly punctuation
+    if chars.count(_CJK_CLASS) == len(chars):  # Chinese text, full-width punctuation
         return tokens
     for cls, extra, sub_blocks in _SCRIPTS:
         if count := chars.count(cls):

@@ -140,3 +140,36 @@ def test_a_run_without_a_budget_keeps_every_slot_busy_whatever_the_script(worksp
     fake = FakeGLM(default=platform(per_token), delay_s=0.02)
     run(workspace, fake, concurrency=8, shard_size=8, max_tokens=100)
     assert len(fake.requests) == 16 and fake.max_in_flight == 8
+
+
+SYMBOLS = [chr(c) for c in (*range(0x2190, 0x21FF), *range(0x2200, 0x22FF), *range(0x2700, 0x27BF))]
+CHINESE = [chr(c) for c in range(0x4E00, 0x4E00 + 500)]
+
+
+def symbol_count(body: dict[str, Any]) -> int:
+    return sum(ch in SYMBOLS for m in body["messages"] for ch in message_text(m))
+
+
+def symbols_billed(body: dict[str, Any]) -> int:
+    """A BPE's bill: arrows, math signs and dingbats at 2.5 tokens each (cl100k bills them 1.5–3), the
+    rest at our count (which since review r3 counts them at 2 each, no longer as Chinese at 0.67)."""
+    rest = count_prompt_tokens(body["messages"]) - sum(
+        non_ascii_tokens(ch.encode()) for m in body["messages"] for ch in message_text(m) if ch in SYMBOLS)
+    return round(rest + 2.5 * symbol_count(body))
+
+
+def test_symbols_after_chinese_do_not_ride_on_the_chinese_rate(workspace: Path) -> None:  # noqa: F811
+    """Chinese tickets taught the budget their rate; then tickets full of arrows and math signs went out
+    thirty at a time at that rate and were billed 2.5 tokens a sign: 25–45 % over (review r3 F1)."""
+    toml = workspace / "schemas" / "mini" / "task.toml"
+    toml.write_text(toml.read_text().replace("max_input_chars = 200", "max_input_chars = 100000"))
+    rng = random.Random(11)
+    chinese = ["".join(rng.choice(CHINESE) for _ in range(rng.randint(100, 300))) for _ in range(10)]
+    symbolic = [" ".join(rng.choice(SYMBOLS) for _ in range(rng.randint(800, 1200))) for _ in range(60)]
+    docs = chinese + symbolic
+    pl.DataFrame({"id": [f"d{i}" for i in range(len(docs))], "body": docs}).write_parquet(workspace / "in.parquet")
+    fake = FakeGLM(default=platform(symbols_billed), delay_s=0.02)
+    budget = 0.03
+    summary = run(workspace, fake, concurrency=30, shard_size=30, max_tokens=100, budget_cny=budget)
+    assert_the_budget_held(workspace, fake, summary.cost_cny, budget, symbols_billed)
+    assert any(symbol_count(body) > 500 for body in fake.requests)  # symbol rows were sent
