@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -21,27 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from emulator.config import EmulatorConfig, LatencySpec
-from emulator.process import EmulatorThread, serve_in_thread
+from emulator.process import EmulatorThread
 from pipeline.cli import app
 from tests.reliability.support import one_error_line, ticket_frame
+from tests.test_real_inputs import emulator, outside  # noqa: F401 - fixtures used by name
 
 BAD_INPUT_EXIT = 2
 NOWHERE = "http://127.0.0.1:9/api/paas/v4"  # a refused input never gets this far
-
-
-@pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("GLM_EXTRACT_SCHEMAS_DIR", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorThread]:
-    config = EmulatorConfig(concurrency=8, latency=LatencySpec.parse("fixed:0.001"), seed=7, profile="clean")
-    with serve_in_thread(config) as emu:
-        yield emu
 
 
 def run(*args: str, base_url: str = NOWHERE) -> tuple[int, str, str]:
@@ -67,7 +52,7 @@ def row_of(output: str, record_id: str) -> dict[str, object]:
 
 
 def test_a_document_keeps_its_key_when_a_file_with_the_optional_column_joins_its_folder(
-    here: Path, emulator: EmulatorThread
+    outside: Path, emulator: EmulatorThread  # noqa: F811
 ) -> None:
     lone = pa.table({"ticket_id": ["4"], "text": ["I am angry about my refund"]})
     for folder in ("solo", "mix"):
@@ -86,7 +71,7 @@ def test_a_document_keeps_its_key_when_a_file_with_the_optional_column_joins_its
     assert "from_journal=1" in stdout
 
 
-def test_a_null_channel_cell_is_asked_as_the_tasks_default(here: Path, emulator: EmulatorThread) -> None:
+def test_a_null_channel_cell_is_asked_as_the_tasks_default(outside: Path, emulator: EmulatorThread) -> None:  # noqa: F811
     pq.write_table(pa.table({"ticket_id": ["n"], "channel": pa.array([None], pa.string()), "text": ["where is it"]}),
                    "null.parquet")
     pq.write_table(pa.table({"ticket_id": ["n"], "channel": ["unknown"], "text": ["where is it"]}), "said.parquet")
@@ -106,7 +91,7 @@ def test_a_null_channel_cell_is_asked_as_the_tasks_default(here: Path, emulator:
     (pa.list_view(pa.int32()), [[1, 2]]),
 ])
 def test_a_column_polars_cannot_read_is_refused_in_one_line_naming_file_column_and_type(
-    here: Path, kind: pa.DataType, values: list[object]
+    outside: Path, kind: pa.DataType, values: list[object]  # noqa: F811
 ) -> None:
     Path("in").mkdir()
     pq.write_table(pa.table({"ticket_id": ["1"], "text": ["a b"], "amt": pa.array(values, kind)}), "in/a.parquet")
@@ -118,10 +103,10 @@ def test_a_column_polars_cannot_read_is_refused_in_one_line_naming_file_column_a
     assert not Path("j.sqlite").exists() and not Path("out.parquet").exists()
 
 
-def test_estimate_refuses_a_decimal256_column_in_one_line_too(here: Path) -> None:
+def test_estimate_refuses_a_decimal256_column_in_one_line_too(outside: Path) -> None:  # noqa: F811
     pq.write_table(pa.table({"ticket_id": ["1"], "text": ["a b"],
                              "amt": pa.array([decimal.Decimal("1")], pa.decimal256(50, 2))}), "a.parquet")
-    done = estimate(here, "-i", "a.parquet", "--journal", "j.sqlite")
+    done = estimate(outside, "-i", "a.parquet", "--journal", "j.sqlite")
     assert done.returncode == BAD_INPUT_EXIT, done.stderr
     line = one_error_line(done.stderr)
     assert "a.parquet" in line and "'amt'" in line and "decimal256(50, 2)" in line, line
@@ -130,7 +115,7 @@ def test_estimate_refuses_a_decimal256_column_in_one_line_too(here: Path) -> Non
 # -- F6: a folder names the .parquet files it skips ------------------------------------------------------
 
 
-def test_a_folder_names_the_parquet_files_it_skips_in_run_and_estimate(here: Path, emulator: EmulatorThread) -> None:
+def test_a_folder_names_the_parquet_files_it_skips_in_run_and_estimate(outside: Path, emulator: EmulatorThread) -> None:  # noqa: F811
     Path("u/_temporary/0").mkdir(parents=True)
     pq.write_table(pa.table({"ticket_id": ["a1", "a2"], "text": ["x y", "z w"]}), "u/a.parquet")
     pq.write_table(pa.table({"ticket_id": ["b1", "b2", "b3"], "text": ["x y", "z w", "q"]}), "u/_b.parquet")
@@ -144,13 +129,13 @@ def test_a_folder_names_the_parquet_files_it_skips_in_run_and_estimate(here: Pat
     assert "u/_b.parquet" in stderr and "u/_temporary/0/part-0.parquet" in stderr  # … and is said
     assert "2 .parquet files" in stderr and "u/_SUCCESS" not in stderr and ".crc" not in stderr
 
-    done = estimate(here, "-i", "u", "--journal", "out_j.sqlite", "--json")
+    done = estimate(outside, "-i", "u", "--journal", "out_j.sqlite", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["rows"] == 2  # stdout stays one JSON object
     assert "u/_b.parquet" in done.stderr
 
 
-def test_a_folder_holding_only_skipped_parquet_files_is_refused_naming_them(here: Path) -> None:
+def test_a_folder_holding_only_skipped_parquet_files_is_refused_naming_them(outside: Path) -> None:  # noqa: F811
     Path("only").mkdir()
     pq.write_table(pa.table({"ticket_id": ["b1"], "text": ["x y"]}), "only/_b.parquet")
     code, _, stderr = run("-i", "only", "-o", "out.parquet")
@@ -159,7 +144,7 @@ def test_a_folder_holding_only_skipped_parquet_files_is_refused_naming_them(here
     assert "holds no .parquet file" in line and "only/_b.parquet" in line, line
 
 
-def test_a_file_or_a_folder_skipping_nothing_says_nothing(here: Path, emulator: EmulatorThread) -> None:
+def test_a_file_or_a_folder_skipping_nothing_says_nothing(outside: Path, emulator: EmulatorThread) -> None:  # noqa: F811
     Path("v").mkdir()
     pq.write_table(pa.table({"ticket_id": ["a1"], "text": ["x y"]}), "v/a.parquet")
     Path("v/_SUCCESS").write_text("")
@@ -180,7 +165,7 @@ def test_a_file_or_a_folder_skipping_nothing_says_nothing(here: Path, emulator: 
     pa.array([b"x"], pa.binary()),
 ])
 def test_an_id_column_that_is_not_strings_or_integers_is_refused_naming_file_column_and_type(
-    here: Path, ids: pa.Array
+    outside: Path, ids: pa.Array  # noqa: F811
 ) -> None:
     Path("in").mkdir()
     pq.write_table(pa.table({"ticket_id": ids, "text": ["same doc"]}), "in/a.parquet")
@@ -205,7 +190,7 @@ def categorical(frame: pl.DataFrame, *columns: str) -> pa.Table:
 
 
 def test_dictionary_encoded_id_text_and_channel_give_the_keys_of_plain_strings(
-    here: Path, emulator: EmulatorThread
+    outside: Path, emulator: EmulatorThread  # noqa: F811
 ) -> None:
     frame = ticket_frame(4, texts=["refund please", "\u200b ", "card declined", None])
     frame.write_parquet("plain.parquet")
@@ -222,7 +207,7 @@ def test_dictionary_encoded_id_text_and_channel_give_the_keys_of_plain_strings(
     assert cat["text"].to_list() == frame["text"].to_list() and cat["_from_journal"].to_list() == [True, False] * 2
     assert "sent=0" in stdout  # the blank one is not paid either
 
-    done = estimate(here, "-i", "cat.parquet", "--json", "--base-url", emulator.base_url,  # read its own way
+    done = estimate(outside, "-i", "cat.parquet", "--json", "--base-url", emulator.base_url,  # read its own way
                     "--journal", "journal.sqlite")
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
@@ -230,7 +215,7 @@ def test_dictionary_encoded_id_text_and_channel_give_the_keys_of_plain_strings(
 
 
 def test_a_folder_mixing_a_categorical_channel_with_plain_strings_runs_as_one_input(
-    here: Path, emulator: EmulatorThread
+    outside: Path, emulator: EmulatorThread  # noqa: F811
 ) -> None:
     Path("m").mkdir()
     ticket_frame(2).write_parquet("m/a.parquet")
