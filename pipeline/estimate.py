@@ -502,7 +502,13 @@ class EstimateWalk:
     max_reasks: int = DEFAULT_MAX_REASKS
     elsewhere: list[Past] = field(default_factory=list)  # the task's newest answers to other rows
     elsewhere_completions: list[int] = field(default_factory=list)  # of which real, ok, one request each
-    elsewhere_packed: bool = False  # one of them came from a packed request: they teach no allowance
+    elsewhere_packed: int = 0  # of them, shares of a packed request's bill (left out of ``elsewhere``)
+
+    @property
+    def elsewhere_mostly_packed(self) -> bool:
+        """At least half of the other rows' answers were packed: those asked alone are mostly the packs'
+        failures, so they teach no allowance. Fewer: the packed shares are left out, the rest taught."""
+        return 2 * self.elsewhere_packed >= self.elsewhere_packed + len(self.elsewhere) > 0
 
 
 def add_rows(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, rows: Sequence[Mapping[str, Any]],
@@ -554,13 +560,14 @@ def learn_elsewhere(walk: EstimateWalk, answers: Iterable[Any], *, calibrates: b
     kind of endpoint the run will use, to learn the allowance from; when they are real
     (``calibrates``), those ok at one request also teach the completion tokens per answer, and the
     prompt scale where the run recorded its count of the prompt (``counted_prompt``). An answer
-    still owed its re-ask is left out (its outcome is not known); one share of a packed request's bill
-    marks them all as packed (then the rows asked alone are the packs' failures: nothing is learnt)."""
+    still owed its re-ask is left out (its outcome is not known), and so is a share of a packed
+    request's bill (counted: when they are half or more, nothing is learnt from the others either,
+    :attr:`EstimateWalk.elsewhere_mostly_packed`)."""
     for answer in answers:
         if answer.owed or answer.prompt_tokens <= 0:
             continue
         if is_packed_request_id(answer.request_id):
-            walk.elsewhere_packed = True
+            walk.elsewhere_packed += 1
             continue
         walk.elsewhere.append(Past(answer.prompt_tokens, answer.completion_tokens, answer.reasks))
         if calibrates and answer.status == "ok" and answer.attempts == 1 and answer.reasks == 0:
@@ -591,8 +598,9 @@ def finish(estimate: Estimate, walk: EstimateWalk, task: TaskSpec, prices: Price
     prior = prior_allowance(rows_prompt, estimate.requests, per_answer, packed=walk.packed)
     biased = walk.history_packed or walk.history_owed  # what is left of these rows' answers would mislead
     allowance = replace(learnt_allowance([] if biased else walk.observed, prior, per_answer,
-                                         [] if walk.elsewhere_packed else walk.elsewhere),
-                        history_packed=walk.history_packed or walk.elsewhere_packed, history_owed=walk.history_owed)
+                                         [] if walk.elsewhere_mostly_packed else walk.elsewhere),
+                        history_packed=walk.history_packed or walk.elsewhere_mostly_packed,
+                        history_owed=walk.history_owed)
     tokens = expected_tokens(estimate._counted_prompt * scale, estimate._counted_cached * scale,
                              per_answer * estimate.requests, rows_prompt, allowance)
     _price(estimate, tokens, prices)

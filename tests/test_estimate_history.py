@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import polars as pl
 from emulator import serve_in_thread
 from emulator.answers import answer_request
 from pipeline.journal import REAL, Journal, JournalEntry, recent_answers
+from pipeline.settings import DEFAULT_MODEL
 from pipeline.tokens import count_prompt_tokens
 from tests.conftest import SAMPLE
 from tests.fakes import document_of, serve_glm
@@ -127,6 +129,23 @@ def test_last_nights_real_answers_teach_how_the_platform_counts_prompts(tmp_path
     assert found["from_journal"] == 0 and found["prompt_scale_on"] > 0, found
     assert abs(found["prompt_scale"] - 0.7) <= 0.01, found["prompt_scale"]
     assert abs(error(found, tonight)) <= 0.15, (error(found, tonight), found, tonight["tokens"])
+
+
+def test_one_packed_answer_in_the_history_does_not_hide_the_rest(tmp_path: Path) -> None:
+    """Last night's answers are unpacked but for one share of a packed request (a pack tried once):
+    the estimate leaves that share out and learns from the rest (it learnt nothing from any of them)."""
+    night_a, night_b = nights(tmp_path / "in")
+    journal = tmp_path / "journal.sqlite"
+    with heavy_glm() as (base_url, _):
+        last_night = run(tmp_path, night_a, base_url, journal, "a")
+        with Journal(journal, endpoint_id="") as writing:  # a real answer, a share of a pack's bill
+            writing.add(replace(entry("packed-share", task="ticket_qa"), model=DEFAULT_MODEL,
+                                request_id="r-1#d1"), None)
+            writing.flush()
+        found = estimate(tmp_path, night_b, base_url, journal)
+    allowance = found["allowance"]
+    assert allowance["learnt_from_other_rows"] == first_requests(last_night), allowance
+    assert "packed" not in allowance["source"], allowance["source"]
 
 
 def test_an_emulators_answers_never_teach_an_estimate_for_a_real_endpoint(tmp_path: Path) -> None:
