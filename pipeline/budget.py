@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.tokens import CJK_TOKENS, SCRIPT_TOKENS, SUB_BLOCK_TOKENS, count_prompt_tokens, message_text
+from pipeline.tokens import count_prompt_tokens, message_text, tokens_by_script
 
 #: The prompt-token count of a request is estimated by the rule of thumb (pipeline.tokens); the
 #: budget reserves at least this much more, in case the platform's tokenizer counts higher.
@@ -47,50 +47,13 @@ PROMPT_MARGIN = 1.25
 #: prompt tokens on; under it they count as ASCII text (7/8 at 1× and 1/8 at 3× is the margin).
 MINOR_SHARE = 1 / 8
 ASCII = "ascii"  # the kind of text of a request without a script part
-CJK = "cjk"  # Chinese, kana, full-width and curly punctuation, accented Latin: the rule's default rate
-
-
-def _script_groups() -> tuple[tuple[str, int, int, float], ...]:
-    """The rule's scripts by the first byte of their characters' UTF-8: (name, first, last, rate)."""
-    return tuple((f"{first:02x}-{last:02x}", first, last, rate) for first, last, rate in SCRIPT_TOKENS)
-
-
-_GROUPS = _script_groups()
-
-
-def _group_of(lead: int) -> tuple[str, float]:
-    """The script of the characters whose UTF-8 starts with this byte, and its rate."""
-    return next(((name, rate) for name, first, last, rate in _GROUPS if first <= lead <= last), (CJK, CJK_TOKENS))
-
-
-def _sub_groups() -> tuple[tuple[str, tuple[bytes, ...], float, str, float], ...]:
-    """The rule's scripts inside those, by their characters' first two bytes: (name, prefixes, rate,
-    and the script and rate the first byte alone would say)."""
-    keys = dict.fromkeys((prefix[0], rate) for prefix, rate in SUB_BLOCK_TOKENS)
-    return tuple((f"{lead:02x}:{rate:.3g}", tuple(p for p, r in SUB_BLOCK_TOKENS if (p[0], r) == (lead, rate)), rate,
-                  *_group_of(lead)) for lead, rate in keys)
-
-
-_SUBS = _sub_groups()
-_LETTERS = {name: ord("a") + i for i, (name, *_) in enumerate(_GROUPS)} | {CJK: ord("z")}
-_GROUP_OF_LEAD = bytes(_LETTERS[_group_of(byte)[0]] for byte in range(256))
-_NOT_LEAD = bytes(range(0xC0))  # ASCII and UTF-8 continuation bytes: no character of their own
-_RATES = {name: rate for name, _, _, rate in _GROUPS} | {CJK: CJK_TOKENS}
 
 
 @lru_cache(maxsize=512)  # a re-ask repeats the messages of the request before it
 def script_parts(text: str) -> tuple[tuple[str, float], ...]:
-    """The tokens the rule counts for a text's non-ASCII characters, by script (none for ASCII text)."""
-    if text.isascii():
-        return ()
-    raw = text.encode("utf-8", "replace")
-    letters = raw.translate(_GROUP_OF_LEAD, _NOT_LEAD)  # one letter per non-ASCII character: its script
-    parts = {name: letters.count(letter) * _RATES[name] for name, letter in _LETTERS.items()}
-    for name, prefixes, rate, lead, lead_rate in _SUBS:
-        inside = sum(raw.count(prefix) for prefix in prefixes)
-        parts[lead] -= inside * lead_rate
-        parts[name] = inside * rate
-    return tuple((name, tokens) for name, tokens in parts.items() if tokens > 1e-9)
+    """The tokens the rule counts for a text's non-ASCII characters, by script
+    (:func:`pipeline.tokens.tokens_by_script`; none for ASCII text)."""
+    return () if text.isascii() else tuple(tokens_by_script(text.encode("utf-8", "replace")).items())
 
 
 @dataclass(frozen=True)

@@ -82,27 +82,44 @@ SUB_BLOCK_TOKENS: tuple[tuple[bytes, float], ...] = (
     *((bytes((0xE2, second)), 3.0) for second in range(0xBA, 0xC0)),  # U+2E80-2FFF: CJK and Kangxi radicals
 )
 _NOT_LEAD = bytes(range(0xC0))  # ASCII and UTF-8 continuation bytes: no character of their own
-_CJK_CLASS = ord("z")
+#: The script of a non-ASCII character the rule does not list (Chinese, kana, full-width punctuation,
+#: accented Latin): :data:`CJK_TOKENS` each.
+CJK_SCRIPT = "cjk"
+#: Each script of :data:`SCRIPT_TOKENS`, named by its lead bytes: (name, first, last, rate).
+_RANGES = tuple((f"{first:02x}-{last:02x}", first, last, rate) for first, last, rate in SCRIPT_TOKENS)
 
 
-def _scripts() -> tuple[tuple[int, float, tuple[tuple[bytes, float], ...]], ...]:
-    """Per script: its class letter, what a character costs beyond the CJK rate, and its sub-blocks
-    with what their characters cost beyond the script's rate."""
-    return tuple(
-        (
-            ord("a") + i,
-            rate - CJK_TOKENS,
-            tuple((prefix, sub_rate - rate) for prefix, sub_rate in SUB_BLOCK_TOKENS if first <= prefix[0] <= last),
-        )
-        for i, (first, last, rate) in enumerate(SCRIPT_TOKENS)
-    )
+def _script_of(lead: int) -> tuple[str, float]:
+    """The script of the characters whose UTF-8 starts with ``lead``, and its rate."""
+    return next(((name, rate) for name, first, last, rate in _RANGES if first <= lead <= last),
+                (CJK_SCRIPT, CJK_TOKENS))
 
 
-_SCRIPTS = _scripts()
-_CLASS_TABLE = bytes(
-    next((ord("a") + i for i, (first, last, _) in enumerate(SCRIPT_TOKENS) if first <= byte <= last), _CJK_CLASS)
-    for byte in range(256)
-)
+def _sub_scripts() -> tuple[tuple[str, tuple[bytes, ...], float, str, float], ...]:
+    """The scripts of :data:`SUB_BLOCK_TOKENS`, one per lead byte and rate: (name, their two-byte
+    prefixes, rate, and the script and rate the lead byte alone would say)."""
+    keys = dict.fromkeys((prefix[0], rate) for prefix, rate in SUB_BLOCK_TOKENS)
+    return tuple((f"{lead:02x}:{rate:.3g}", tuple(p for p, r in SUB_BLOCK_TOKENS if (p[0], r) == (lead, rate)),
+                  rate, *_script_of(lead)) for lead, rate in keys)
+
+
+_SUBS = _sub_scripts()
+
+
+def _sub_prefixes() -> dict[str, tuple[tuple[bytes, float, float], ...]]:
+    """Per script of :data:`SCRIPT_TOKENS`, its sub-blocks in :data:`SUB_BLOCK_TOKENS` order:
+    (two-byte prefix, the sub-block's rate, the script's rate)."""
+    found: dict[str, list[tuple[bytes, float, float]]] = {}
+    for prefix, rate in SUB_BLOCK_TOKENS:
+        script, script_rate = _script_of(prefix[0])
+        found.setdefault(script, []).append((prefix, rate, script_rate))
+    return {script: tuple(blocks) for script, blocks in found.items()}
+
+
+_SUB_PREFIXES = _sub_prefixes()
+_LETTER = {name: ord("a") + i for i, (name, *_) in enumerate(_RANGES)} | {CJK_SCRIPT: ord("z")}
+_LETTER_OF_LEAD = bytes(_LETTER[_script_of(byte)[0]] for byte in range(256))
+_RATE = {name: rate for name, _, _, rate in _RANGES} | {CJK_SCRIPT: CJK_TOKENS}
 
 
 @lru_cache(maxsize=512)  # system prompts repeat across a run's requests
@@ -123,14 +140,30 @@ def count_text_tokens(text: str) -> int:
 
 def non_ascii_tokens(raw: bytes) -> float:
     """Tokens of the non-ASCII characters of a UTF-8 text, each at its script's rate."""
-    chars = raw.translate(_CLASS_TABLE, _NOT_LEAD)  # one class letter per non-ASCII character
-    tokens = len(chars) * CJK_TOKENS
-    if chars.count(_CJK_CLASS) == len(chars):  # Chinese text, full-width punctuation
+    letters = raw.translate(_LETTER_OF_LEAD, _NOT_LEAD)  # one letter per non-ASCII character: its script
+    tokens = len(letters) * CJK_TOKENS
+    if letters.count(_LETTER[CJK_SCRIPT]) == len(letters):  # Chinese text, full-width punctuation
         return tokens
-    for cls, extra, sub_blocks in _SCRIPTS:
-        if count := chars.count(cls):
-            tokens += count * extra + sum(raw.count(prefix) * more for prefix, more in sub_blocks)
+    for name, letter in _LETTER.items():  # each script beyond the CJK rate, each sub-block beyond its script's
+        if name != CJK_SCRIPT and (count := letters.count(letter)):
+            tokens += count * (_RATE[name] - CJK_TOKENS) + sum(
+                raw.count(prefix) * (rate - lead_rate) for prefix, rate, lead_rate in _SUB_PREFIXES.get(name, ()))
     return tokens
+
+
+def tokens_by_script(raw: bytes) -> dict[str, float]:
+    """:func:`non_ascii_tokens` by script (:data:`CJK_SCRIPT`, a range of :data:`SCRIPT_TOKENS` or a
+    block of :data:`SUB_BLOCK_TOKENS`): only the scripts present (the budget learns a rate for each)."""
+    return _by_script(raw, raw.translate(_LETTER_OF_LEAD, _NOT_LEAD))
+
+
+def _by_script(raw: bytes, letters: bytes) -> dict[str, float]:
+    parts = {name: count * _RATE[name] for name, letter in _LETTER.items() if (count := letters.count(letter))}
+    for name, prefixes, rate, lead, lead_rate in _SUBS:
+        if lead in parts and (inside := sum(raw.count(prefix) for prefix in prefixes)):
+            parts[lead] -= inside * lead_rate
+            parts[name] = inside * rate
+    return {name: tokens for name, tokens in parts.items() if tokens > 1e-9}
 
 
 def message_text(message: Mapping[str, Any]) -> str:
