@@ -14,8 +14,8 @@ incoming row ranks at least as high as the stored one, by
 
 This is an order: whichever order the outputs are exported in, the table ends the same. A run's
 start is the time its id begins with (``20261126T140000Z-…``, ``runner.new_run_id``), else its
-``runs.started_at``. ``replace`` (the
-export's ``--replace``) turns the rule off and the last export wins, as before.
+``runs.started_at``. ``replace`` (the export's ``--replace``) turns the rule off and the last export
+wins, as before.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def _older(incoming: str, stored: str, starts: str) -> str:
     on the export order. By start; a run whose start is unknown ranks below every known one; equal or
     unknown starts (two runs in one second) by run id. The same run is not older than itself."""
     s_in, s_st = _start(incoming, starts), _start(stored, starts)
-    r_in, r_st = (f"CAST({alias}{quote_ident(RUN_ID_COLUMN)} AS VARCHAR)" for alias in (incoming, stored))
+    r_in, r_st = _run_id(incoming), _run_id(stored)
     return (f"(({s_in} IS NULL AND {s_st} IS NOT NULL) OR {s_in} < {s_st} "
             f"OR ({s_in} IS NOT DISTINCT FROM {s_st} AND {r_in} < {r_st}))")
 
@@ -113,6 +113,9 @@ def _is_ok(alias: str) -> str:
     return f"({alias}{quote_ident(STATUS_COLUMN)} IS NOT DISTINCT FROM '{KEPT_OK}')"
 
 
+def _run_id(alias: str) -> str:
+    return f"CAST({alias}{quote_ident(RUN_ID_COLUMN)} AS VARCHAR)"
+
+
 def _start(alias: str, starts: str) -> str:
-    run_id = f"CAST({alias}{quote_ident(RUN_ID_COLUMN)} AS VARCHAR)"
-    return f"(SELECT r.started_at FROM {starts} AS r WHERE r.run_id = {run_id})"
+    return f"(SELECT r.started_at FROM {starts} AS r WHERE r.run_id = {_run_id(alias)})"
